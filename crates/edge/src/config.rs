@@ -1,0 +1,371 @@
+//! The gateway configuration model: listeners, limits, named upstreams and declarative
+//! pass-through routes, read from TOML.
+//!
+//! Policy lives here and code stays in the gateways: where upstreams are, how long calls may
+//! take and which paths pass straight through are all configuration. Every struct is strict
+//! (`deny_unknown_fields`), so a typo is an error that names the key rather than a silently
+//! ignored setting, and every default lives in a `Default` impl.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
+
+use serde::Deserialize;
+
+/// A whole gateway's configuration.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Where the gateway listens.
+    pub listen: ListenConfig,
+    /// Request limits applied before any handler runs.
+    pub limits: Limits,
+    /// Settings merged into every upstream unless it overrides them.
+    pub defaults: Defaults,
+    /// Named upstreams; handlers and routes refer to them by name.
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Declarative pass-through routes.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// Listener addresses.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenConfig {
+    /// The client-facing address.
+    pub public: SocketAddr,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            public: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+/// Limits that protect the gateway from oversized or endless requests.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// The largest request body accepted, in bytes; larger ones get 413.
+    pub max_body_bytes: u64,
+    /// The deadline of a whole request, from the first byte of the head to the response head.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// How long a client may take to send the request head (slowloris protection).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Defaults shared by all upstreams.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Defaults {
+    /// Upstream defaults.
+    pub upstream: UpstreamDefaults,
+}
+
+/// Per-upstream settings that every upstream inherits unless it sets its own.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamDefaults {
+    /// The deadline of one call to the upstream.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// The deadline for opening a connection.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long an idle pooled connection is kept.
+    #[serde(with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+    /// The most idle connections kept per endpoint.
+    pub pool_max_idle_per_endpoint: usize,
+}
+
+impl Default for UpstreamDefaults {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_millis(500),
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_endpoint: 256,
+        }
+    }
+}
+
+/// The wire protocol an upstream speaks: a property of the upstream, not of the handler.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// HTTP/1.1 or HTTP/2 with JSON bodies.
+    #[default]
+    Http,
+    /// gRPC over HTTP/2.
+    Grpc,
+}
+
+/// One named upstream.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The protocol it speaks.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Base URLs of its instances, e.g. `http://127.0.0.1:7001`; calls rotate over them.
+    pub endpoints: Vec<String>,
+    /// Overrides `defaults.upstream.timeout`.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Overrides `defaults.upstream.connect_timeout`.
+    #[serde(default, with = "humantime_serde")]
+    pub connect_timeout: Option<Duration>,
+}
+
+/// A declarative pass-through route: requests under `path` go to `upstream` unchanged but for
+/// the path rewrite and the proxy headers.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The path prefix this route owns, e.g. `/api/catalog`; it matches the prefix itself and
+    /// everything below it.
+    pub path: String,
+    /// The named upstream that serves it.
+    pub upstream: String,
+    /// Replaces the matched prefix before forwarding (`"/"` strips it); unset keeps the path.
+    #[serde(default)]
+    pub rewrite: Option<String>,
+    /// Overrides the upstream's call timeout for this route.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+}
+
+/// An invalid configuration, with the key that is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML does not match the model (the message names the key and line).
+    #[error("{0}")]
+    Parse(#[from] toml::de::Error),
+    /// The values parse but do not make sense together.
+    #[error("`{key}`: {message}")]
+    Invalid {
+        /// The dotted key that is wrong.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+// === impl GatewayConfig ===
+
+impl GatewayConfig {
+    /// Parses and validates a TOML document.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a TOML file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Checks what the types cannot: references between sections and well-formed values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.limits.max_body_bytes == 0 {
+            return Err(invalid("limits.max_body_bytes", "must be greater than 0"));
+        }
+        for (key, value) in [
+            ("limits.request_timeout", self.limits.request_timeout),
+            (
+                "limits.header_read_timeout",
+                self.limits.header_read_timeout,
+            ),
+            ("defaults.upstream.timeout", self.defaults.upstream.timeout),
+            (
+                "defaults.upstream.connect_timeout",
+                self.defaults.upstream.connect_timeout,
+            ),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be longer than 0s"));
+            }
+        }
+        for (name, upstream) in &self.upstreams {
+            let key = format!("upstreams.{name}.endpoints");
+            if upstream.endpoints.is_empty() {
+                return Err(invalid(key, "needs at least one endpoint"));
+            }
+            for endpoint in &upstream.endpoints {
+                let uri: http::Uri = endpoint
+                    .parse()
+                    .map_err(|e| invalid(&key, format!("`{endpoint}` is not a URL: {e}")))?;
+                if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                    return Err(invalid(
+                        &key,
+                        format!("`{endpoint}` must be http://host:port"),
+                    ));
+                }
+                if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+                    return Err(invalid(&key, format!("`{endpoint}` must not have a path")));
+                }
+            }
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            let key = format!("routes[{i}]");
+            if !route.path.starts_with('/') || route.path.contains(['{', '}', '*']) {
+                return Err(invalid(
+                    format!("{key}.path"),
+                    format!(
+                        "`{}` must be a literal path prefix starting with `/`",
+                        route.path
+                    ),
+                ));
+            }
+            match self.upstreams.get(&route.upstream) {
+                None => {
+                    return Err(invalid(
+                        format!("{key}.upstream"),
+                        format!("no upstream named `{}`", route.upstream),
+                    ));
+                }
+                Some(u) if u.protocol != Protocol::Http => {
+                    return Err(invalid(
+                        format!("{key}.upstream"),
+                        format!("`{}` is not an http upstream", route.upstream),
+                    ));
+                }
+                Some(_) => {}
+            }
+            if route
+                .rewrite
+                .as_deref()
+                .is_some_and(|r| !r.starts_with('/'))
+            {
+                return Err(invalid(format!("{key}.rewrite"), "must start with `/`"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective call timeout of an upstream.
+    pub fn upstream_timeout(&self, upstream: &UpstreamConfig) -> Duration {
+        upstream.timeout.unwrap_or(self.defaults.upstream.timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+        [listen]
+        public = "127.0.0.1:9000"
+
+        [limits]
+        max_body_bytes = 4096
+        request_timeout = "3s"
+
+        [defaults.upstream]
+        timeout = "750ms"
+
+        [upstreams.catalog]
+        endpoints = ["http://127.0.0.1:7001"]
+        timeout = "1s"
+
+        [upstreams.inventory]
+        protocol = "grpc"
+        endpoints = ["http://127.0.0.1:7004"]
+
+        [[routes]]
+        path = "/api/catalog"
+        upstream = "catalog"
+        rewrite = "/"
+    "#;
+
+    #[test]
+    fn parses_durations_defaults_and_overrides() {
+        let config = GatewayConfig::from_toml(EXAMPLE).unwrap();
+        assert_eq!(config.listen.public.port(), 9000);
+        assert_eq!(config.limits.request_timeout, Duration::from_secs(3));
+        // Unset keys keep their defaults.
+        assert_eq!(config.limits.header_read_timeout, Duration::from_secs(10));
+        let catalog = &config.upstreams["catalog"];
+        assert_eq!(config.upstream_timeout(catalog), Duration::from_secs(1));
+        let inventory = &config.upstreams["inventory"];
+        assert_eq!(inventory.protocol, Protocol::Grpc);
+        assert_eq!(
+            config.upstream_timeout(inventory),
+            Duration::from_millis(750)
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = GatewayConfig::from_toml("[limits]\nmax_body = 10\n").unwrap_err();
+        assert!(err.to_string().contains("max_body"), "{err}");
+    }
+
+    #[test]
+    fn routes_must_name_an_existing_http_upstream() {
+        let text = EXAMPLE.replace("upstream = \"catalog\"", "upstream = \"inventory\"");
+        let err = GatewayConfig::from_toml(&text).unwrap_err();
+        assert!(err.to_string().contains("routes[0].upstream"), "{err}");
+
+        let text = EXAMPLE.replace("upstream = \"catalog\"", "upstream = \"nope\"");
+        let err = GatewayConfig::from_toml(&text).unwrap_err();
+        assert!(
+            err.to_string().contains("no upstream named `nope`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn endpoints_are_checked() {
+        for bad in ["\"localhost\"", "\"https://x:1\"", "\"http://x:1/base\""] {
+            let text = EXAMPLE.replace("\"http://127.0.0.1:7001\"", bad);
+            let err = GatewayConfig::from_toml(&text).unwrap_err();
+            assert!(
+                err.to_string().contains("upstreams.catalog.endpoints"),
+                "{bad}: {err}"
+            );
+        }
+        let text = EXAMPLE.replace("[\"http://127.0.0.1:7001\"]", "[]");
+        assert!(GatewayConfig::from_toml(&text).is_err());
+    }
+
+    #[test]
+    fn bad_durations_are_errors() {
+        let err = GatewayConfig::from_toml("[limits]\nrequest_timeout = \"soon\"\n").unwrap_err();
+        assert!(err.to_string().contains("request_timeout"), "{err}");
+    }
+}

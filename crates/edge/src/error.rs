@@ -1,0 +1,342 @@
+//! One error type for the whole gateway, which knows where a failure came from, and its single
+//! mapping to an RFC 7807 `application/problem+json` response.
+//!
+//! The *source* of an error decides its status class (as in pingora): the client sent something
+//! wrong (4xx), an upstream failed (502/504), or the gateway itself is at fault (500). Clients get
+//! a stable machine-readable `code` and a human `title`; causes (connection errors, upstream
+//! bodies) are logged, never sent, so the internal architecture stays hidden.
+
+use std::{borrow::Cow, fmt};
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde::Serialize;
+
+/// The media type of every error body the gateway produces.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Where a failure came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The request was wrong (bad input, unknown route, too large, …).
+    Client,
+    /// A backend failed, was unreachable or too slow.
+    Upstream,
+    /// The gateway itself failed: a bug or a misconfiguration.
+    Internal,
+}
+
+type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A failure on the request path, rendered to clients as problem+json.
+#[derive(Debug)]
+pub struct EdgeError {
+    status: StatusCode,
+    code: &'static str,
+    title: &'static str,
+    detail: Option<Cow<'static, str>>,
+    source: Source,
+    upstream: Option<String>,
+    cause: Option<Cause>,
+}
+
+// === impl EdgeError ===
+
+impl EdgeError {
+    fn new(status: StatusCode, code: &'static str, title: &'static str, source: Source) -> Self {
+        Self {
+            status,
+            code,
+            title,
+            detail: None,
+            source,
+            upstream: None,
+            cause: None,
+        }
+    }
+
+    /// 400: the request is malformed; `detail` tells the client what to fix.
+    pub fn bad_request(detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "Bad request",
+            Source::Client,
+        )
+        .with_detail(detail)
+    }
+
+    /// 400 with a more specific code, e.g. `invalid_parameter`.
+    pub fn invalid(code: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, "Bad request", Source::Client).with_detail(detail)
+    }
+
+    /// 404: the addressed resource does not exist.
+    pub fn not_found(detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "Not found",
+            Source::Client,
+        )
+        .with_detail(detail)
+    }
+
+    /// 404 for a path no route matches.
+    pub fn no_route() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "no_route",
+            "Not found",
+            Source::Client,
+        )
+        .with_detail("no route matches this path")
+    }
+
+    /// 413: the request body exceeds the configured limit.
+    pub fn payload_too_large(limit: u64) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "Payload too large",
+            Source::Client,
+        )
+        .with_detail(format!(
+            "the request body exceeds the limit of {limit} bytes"
+        ))
+    }
+
+    /// 504: the whole request ran past its deadline.
+    pub fn request_timeout() -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "gateway_timeout",
+            "Gateway timeout",
+            Source::Upstream,
+        )
+        .with_detail("the request did not complete within its deadline")
+    }
+
+    /// 502: an upstream could not be reached or broke the connection.
+    pub fn upstream_unavailable(upstream: &str, cause: impl Into<Cause>) -> Self {
+        Self::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_unavailable",
+            "Bad gateway",
+            Source::Upstream,
+        )
+        .with_detail("a backend service is unavailable")
+        .with_upstream(upstream)
+        .with_cause(cause)
+    }
+
+    /// 502: an upstream answered, but with an error or a body we cannot read.
+    pub fn upstream_failed(upstream: &str, cause: impl Into<Cause>) -> Self {
+        Self::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            "Bad gateway",
+            Source::Upstream,
+        )
+        .with_detail("a backend service failed")
+        .with_upstream(upstream)
+        .with_cause(cause)
+    }
+
+    /// 504: an upstream did not answer within its deadline.
+    pub fn upstream_timeout(upstream: &str) -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            "Gateway timeout",
+            Source::Upstream,
+        )
+        .with_detail("a backend service did not answer in time")
+        .with_upstream(upstream)
+    }
+
+    /// 500: the gateway itself failed. The cause is logged, never shown.
+    pub fn internal(cause: impl Into<Cause>) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            Source::Internal,
+        )
+        .with_cause(cause)
+    }
+
+    /// An error with any status; the title is the status' canonical reason. Used to turn the
+    /// framework's bare error responses (405, 415, …) into problems.
+    pub fn from_status(status: StatusCode, code: &'static str) -> Self {
+        let source = if status.is_client_error() {
+            Source::Client
+        } else {
+            Source::Internal
+        };
+        Self::new(
+            status,
+            code,
+            status.canonical_reason().unwrap_or("Error"),
+            source,
+        )
+    }
+
+    /// Replaces the client-facing explanation.
+    #[must_use]
+    pub fn with_detail(mut self, detail: impl Into<Cow<'static, str>>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    #[must_use]
+    fn with_upstream(mut self, upstream: &str) -> Self {
+        self.upstream = Some(upstream.to_owned());
+        self
+    }
+
+    #[must_use]
+    fn with_cause(mut self, cause: impl Into<Cause>) -> Self {
+        self.cause = Some(cause.into());
+        self
+    }
+
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The stable, machine-readable code (`upstream_timeout`, `not_found`, …).
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// Where the failure came from.
+    pub fn source_kind(&self) -> Source {
+        self.source
+    }
+
+    /// The named upstream involved, if any.
+    pub fn upstream(&self) -> Option<&str> {
+        self.upstream.as_deref()
+    }
+
+    /// The client-facing problem document.
+    pub fn problem(&self) -> Problem<'_> {
+        Problem {
+            kind: format!("https://portico.dev/problems/{}", self.code),
+            title: self.title,
+            status: self.status.as_u16(),
+            detail: self.detail.as_deref(),
+            code: self.code,
+        }
+    }
+}
+
+impl fmt::Display for EdgeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.code, self.status)?;
+        if let Some(upstream) = &self.upstream {
+            write!(f, " from upstream `{upstream}`")?;
+        }
+        if let Some(cause) = &self.cause {
+            write!(f, ": {cause}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for EdgeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|c| c as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl IntoResponse for EdgeError {
+    fn into_response(self) -> Response {
+        // Log here, once, with the cause the client never sees. Client mistakes are routine and
+        // stay at debug so a scanner cannot flood the logs.
+        match self.source {
+            Source::Client => tracing::debug!(error = %self, "request rejected"),
+            Source::Upstream => tracing::warn!(error = %self, "upstream failure"),
+            Source::Internal => tracing::error!(error = %self, "internal error"),
+        }
+        problem_response(self.status, &self.problem())
+    }
+}
+
+/// An RFC 7807 problem document.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem<'a> {
+    /// A URI naming the problem type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short, human-readable summary of the problem type.
+    pub title: &'a str,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What happened to this request, when there is something useful to say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<&'a str>,
+    /// A stable, machine-readable error code.
+    pub code: &'a str,
+}
+
+/// Renders a problem document with the right media type.
+pub fn problem_response(status: StatusCode, problem: &Problem<'_>) -> Response {
+    let body = serde_json::to_vec(problem).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = (status, body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body_of(response: Response) -> serde_json::Value {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn upstream_errors_hide_their_cause() {
+        let err = EdgeError::upstream_unavailable("catalog", "connection refused to 10.1.2.3:7001");
+        assert_eq!(err.source_kind(), Source::Upstream);
+        let response = err.into_response();
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        let body = body_of(response).await;
+        assert_eq!(body["code"], "upstream_unavailable");
+        assert_eq!(body["status"], 502);
+        let text = body.to_string();
+        assert!(!text.contains("10.1.2.3"), "cause leaked: {text}");
+        assert!(!text.contains("catalog"), "upstream name leaked: {text}");
+    }
+
+    #[tokio::test]
+    async fn internal_errors_have_no_detail() {
+        let body = body_of(EdgeError::internal("bug: index out of range").into_response()).await;
+        assert_eq!(body["status"], 500);
+        assert!(body.get("detail").is_none());
+    }
+
+    #[test]
+    fn statuses_follow_the_source() {
+        assert_eq!(
+            EdgeError::upstream_timeout("x").status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            EdgeError::payload_too_large(10).status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(EdgeError::no_route().status(), StatusCode::NOT_FOUND);
+        assert_eq!(EdgeError::bad_request("x").source_kind(), Source::Client);
+    }
+}

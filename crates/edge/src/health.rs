@@ -1,0 +1,86 @@
+//! Liveness and readiness: `/healthz` says the process serves requests; `/readyz` says its
+//! upstreams are reachable, so a load balancer sends traffic only to a gateway that can use it.
+
+use std::time::Duration;
+
+use axum::{
+    Json, Router,
+    extract::State,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde::Serialize;
+use tokio::net::TcpStream;
+
+use crate::{error::EdgeError, upstream::Upstreams};
+
+/// How long a readiness probe waits for one upstream endpoint to accept a connection.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok` or `ready`.
+    pub status: &'static str,
+}
+
+/// The `/healthz` and `/readyz` routes.
+pub fn routes(upstreams: Upstreams) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(upstreams)
+}
+
+/// Liveness: the process is up and serving.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The gateway is alive", body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Readiness: every upstream has at least one endpoint that accepts connections.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "All upstreams are reachable", body = Health),
+        (status = 503, description = "Some upstream is unreachable", body = crate::error::Problem),
+    ))]
+pub async fn readyz(State(upstreams): State<Upstreams>) -> Response {
+    let probes = upstreams
+        .endpoints()
+        .map(|(name, endpoint)| async move { (name, endpoint, probe(endpoint).await) });
+    let results = futures::future::join_all(probes).await;
+    let mut down: Vec<&str> = Vec::new();
+    for (name, _, _) in &results {
+        let up = results.iter().any(|(n, _, ok)| n == name && *ok);
+        if !up && !down.contains(name) {
+            down.push(name);
+        }
+    }
+    if down.is_empty() {
+        return Json(Health { status: "ready" }).into_response();
+    }
+    // Upstream names stay in the log: the public answer must not map the internal architecture.
+    tracing::warn!(?down, "not ready: upstreams unreachable");
+    EdgeError::from_status(http::StatusCode::SERVICE_UNAVAILABLE, "not_ready")
+        .with_detail(format!("{} upstream(s) unreachable", down.len()))
+        .into_response()
+}
+
+async fn probe(endpoint: &str) -> bool {
+    let Some(authority) = endpoint
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.authority().cloned())
+    else {
+        return false;
+    };
+    let addr = format!(
+        "{}:{}",
+        authority.host(),
+        authority.port_u16().unwrap_or(80)
+    );
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(addr)).await,
+        Ok(Ok(_))
+    )
+}

@@ -1,0 +1,31 @@
+//! # portico-edge
+//!
+//! The toolkit every Portico gateway is built from: the *edge functions* that sit between
+//! clients and backend services. It knows no gateway and no service.
+//!
+//! - [`config`] — the strict TOML model: listeners, limits, upstreams, pass-through routes.
+//! - [`upstream`] — named HTTP and gRPC upstreams with pooled connections and call deadlines.
+//! - [`compose`] — parallel fan-out with required and optional parts, degraded responses.
+//! - [`error`] — one error type that knows its source, rendered as RFC 7807 problem+json.
+//! - [`proxy`] — declarative pass-through routes with streaming bodies.
+//! - [`request_id`], [`limits`], [`rescue`] — the shared layers, assembled by [`stack`].
+//! - [`fields`] — sparse fieldsets (`?fields=`).
+//! - [`health`], [`server`] — probes, and serving with timeouts and graceful shutdown.
+
+pub mod compose;
+pub mod config;
+pub mod error;
+pub mod fields;
+pub mod health;
+pub mod limits;
+pub mod proxy;
+pub mod request_id;
+pub mod rescue;
+pub mod server;
+pub mod stack;
+pub mod upstream;
+
+pub use compose::{Composed, Degraded};
+pub use config::{ConfigError, GatewayConfig};
+pub use error::EdgeError;
+pub use upstream::Upstreams;

@@ -1,0 +1,113 @@
+//! Request limits: a body-size limit (413) and a whole-request deadline (504), both answered
+//! as problem+json *responses* — an error from a service under axum would close the connection
+//! without a reply.
+
+use std::time::Duration;
+
+use axum::{
+    body::Body,
+    extract::{Request, State},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use http::header;
+
+use crate::error::EdgeError;
+
+/// Middleware: rejects a declared `Content-Length` over the limit at once, and caps streamed
+/// bodies so a chunked upload cannot exceed it either (the extractor or the proxy reading the
+/// body then fails with 413).
+pub async fn body_limit(State(limit): State<u64>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return EdgeError::payload_too_large(limit).into_response();
+    }
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let request = request.map(|body| Body::new(http_body_util::Limited::new(body, limit)));
+    next.run(request).await
+}
+
+/// Middleware: answers 504 when the rest of the stack has not produced a response head in time.
+/// Dropping the inner future cancels the upstream calls still in flight.
+pub async fn request_timeout(
+    State(deadline): State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(deadline, next.run(request)).await {
+        Ok(response) => response,
+        Err(_elapsed) => EdgeError::request_timeout().into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::{Router, middleware::from_fn_with_state, routing::post};
+    use http::StatusCode;
+    use tower::ServiceExt;
+
+    fn app() -> Router {
+        Router::new()
+            .route(
+                "/echo",
+                post(|body: axum::body::Bytes| async move { body.len().to_string() }),
+            )
+            .route(
+                "/slow",
+                post(|| async {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    "late"
+                }),
+            )
+            .layer(from_fn_with_state(Duration::from_secs(1), request_timeout))
+            .layer(from_fn_with_state(16_u64, body_limit))
+    }
+
+    #[tokio::test]
+    async fn declared_oversized_bodies_get_413_problem() {
+        let request = Request::post("/echo")
+            .header("content-length", "17")
+            .body(Body::from(vec![b'x'; 17]));
+        let response = app().oneshot(request.unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            crate::error::PROBLEM_JSON
+        );
+    }
+
+    #[tokio::test]
+    async fn streamed_oversized_bodies_are_cut_off() {
+        let chunks = futures::stream::iter((0..3).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 10])));
+        let request = Request::post("/echo")
+            .body(Body::from_stream(chunks))
+            .unwrap();
+        let response = app().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn bodies_within_the_limit_pass() {
+        let request = Request::post("/echo")
+            .body(Body::from("0123456789abcdef"))
+            .unwrap();
+        let response = app().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_requests_get_504_problem_at_the_deadline() {
+        let started = tokio::time::Instant::now();
+        let response = app()
+            .oneshot(Request::post("/slow").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,213 @@
+//! Declarative pass-through routes: requests under a configured path prefix are forwarded to a
+//! named upstream with the prefix rewritten, bodies streamed both ways without buffering,
+//! hop-by-hop headers dropped and `X-Forwarded-*` set from the real peer.
+//!
+//! The gateway is the edge, so incoming `X-Forwarded-*` headers are replaced rather than
+//! appended to: a client must not be able to claim another address.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{ConnectInfo, Request, State},
+    response::{IntoResponse, Response},
+    routing::any,
+};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+use http_body::Body as _;
+
+use crate::{
+    config::{ConfigError, GatewayConfig},
+    error::EdgeError,
+    upstream::{HttpUpstream, Upstreams},
+};
+
+/// Marks a response that came from an upstream verbatim, so the problem normaliser leaves its
+/// error bodies alone: a pass-through route passes the upstream's errors through.
+#[derive(Clone, Copy, Debug)]
+pub struct Passthrough;
+
+/// Builds the router of every configured pass-through route.
+pub fn routes(config: &GatewayConfig, upstreams: &Upstreams) -> Result<Router, ConfigError> {
+    let mut router = Router::new();
+    for (i, route) in config.routes.iter().enumerate() {
+        let upstream = upstreams
+            .http(&route.upstream)
+            .map_err(|_| ConfigError::Invalid {
+                key: format!("routes[{i}].upstream"),
+                message: format!("no http upstream named `{}`", route.upstream),
+            })?;
+        let prefix = route.path.trim_end_matches('/').to_owned();
+        let target = Arc::new(Target {
+            timeout: route.timeout.unwrap_or_else(|| upstream.timeout()),
+            upstream: upstream.clone(),
+            rewrite: route.rewrite.clone(),
+            prefix: prefix.clone(),
+        });
+        let exact = if prefix.is_empty() {
+            "/".to_owned()
+        } else {
+            prefix.clone()
+        };
+        router = router
+            .route(&exact, any(forward).with_state(target.clone()))
+            .route(
+                &format!("{prefix}/{{*rest}}"),
+                any(forward).with_state(target),
+            );
+    }
+    Ok(router)
+}
+
+#[derive(Debug)]
+struct Target {
+    prefix: String,
+    rewrite: Option<String>,
+    upstream: HttpUpstream,
+    timeout: Duration,
+}
+
+// === impl Target ===
+
+impl Target {
+    /// The upstream path and query for an incoming URI.
+    fn upstream_path(&self, uri: &http::Uri) -> String {
+        let path = uri.path();
+        let mut out = match &self.rewrite {
+            None => path.to_owned(),
+            Some(rewrite) => {
+                let rest = path.strip_prefix(self.prefix.as_str()).unwrap_or(path);
+                match (rewrite.ends_with('/'), rest.starts_with('/')) {
+                    (true, true) => format!("{rewrite}{}", &rest[1..]),
+                    (false, false) if !rest.is_empty() => format!("{rewrite}/{rest}"),
+                    _ => format!("{rewrite}{rest}"),
+                }
+            }
+        };
+        if out.is_empty() {
+            out.push('/');
+        }
+        if let Some(query) = uri.query() {
+            out.push('?');
+            out.push_str(query);
+        }
+        out
+    }
+}
+
+async fn forward(State(target): State<Arc<Target>>, request: Request) -> Response {
+    match forward_inner(&target, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn forward_inner(target: &Target, request: Request) -> Result<Response, EdgeError> {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let (parts, body) = request.into_parts();
+    let name = target.upstream.name();
+    let url = format!(
+        "{}{}",
+        target.upstream.pick_endpoint(),
+        target.upstream_path(&parts.uri)
+    );
+
+    let mut headers = parts.headers;
+    let host = headers.remove(header::HOST);
+    strip_hop_by_hop(&mut headers);
+    set_forwarded(&mut headers, peer, host);
+
+    let mut builder = target
+        .upstream
+        .client()
+        .request(parts.method, url)
+        .headers(headers);
+    // A body-less request (a GET, say) must stay body-less: wrapping an empty body in a stream
+    // would send `transfer-encoding: chunked` on a GET, which some servers reject.
+    if !body.is_end_stream() {
+        builder = builder.body(reqwest::Body::wrap_stream(body.into_data_stream()));
+    }
+
+    let span = tracing::info_span!("upstream", upstream = %name, route = %target.prefix);
+    let sent = tokio::time::timeout(
+        target.timeout,
+        tracing::Instrument::instrument(builder.send(), span),
+    )
+    .await
+    .map_err(|_elapsed| EdgeError::upstream_timeout(name))?;
+    let upstream_response = sent.map_err(|e| {
+        if is_body_too_large(&e) {
+            EdgeError::from_status(http::StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+                .with_detail("the request body exceeds the configured limit")
+        } else if e.is_timeout() {
+            EdgeError::upstream_timeout(name)
+        } else {
+            EdgeError::upstream_unavailable(name, e)
+        }
+    })?;
+
+    let mut response: http::Response<reqwest::Body> = upstream_response.into();
+    strip_hop_by_hop(response.headers_mut());
+    response.extensions_mut().insert(Passthrough);
+    Ok(response.map(Body::new))
+}
+
+/// Whether a send failed because the client's body ran past the gateway's size limit.
+fn is_body_too_large(error: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Headers that describe one connection, not the message, and so must not be forwarded
+/// (RFC 9110 §7.6.1), plus any the `Connection` header names.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(&HOP_BY_HOP) {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+fn set_forwarded(headers: &mut HeaderMap, peer: Option<SocketAddr>, host: Option<HeaderValue>) {
+    headers.remove(HeaderName::from_static("forwarded"));
+    match peer.and_then(|p| HeaderValue::from_str(&p.ip().to_string()).ok()) {
+        Some(ip) => headers.insert("x-forwarded-for", ip),
+        None => headers.remove("x-forwarded-for"),
+    };
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    match host {
+        Some(host) => headers.insert("x-forwarded-host", host),
+        None => headers.remove("x-forwarded-host"),
+    };
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,240 @@
+//! The HTTP/JSON upstream: a pooled keep-alive client per upstream, a per-call deadline, one
+//! tracing span per call, and the mapping of transport failures to [`EdgeError`]s.
+
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use serde::{Serialize, de::DeserializeOwned};
+use tracing::Instrument;
+
+use crate::{
+    config::{ConfigError, GatewayConfig, UpstreamConfig},
+    error::EdgeError,
+    request_id,
+};
+
+/// A named HTTP upstream. Cheap to clone: clones share the connection pool.
+#[derive(Clone)]
+pub struct HttpUpstream {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    endpoints: Vec<String>,
+    next: AtomicUsize,
+    timeout: Duration,
+    client: reqwest::Client,
+}
+
+// === impl HttpUpstream ===
+
+impl HttpUpstream {
+    pub(super) fn new(
+        name: &str,
+        upstream: &UpstreamConfig,
+        config: &GatewayConfig,
+    ) -> Result<Self, ConfigError> {
+        let defaults = &config.defaults.upstream;
+        let client = reqwest::Client::builder()
+            .connect_timeout(upstream.connect_timeout.unwrap_or(defaults.connect_timeout))
+            .pool_idle_timeout(defaults.pool_idle_timeout)
+            .pool_max_idle_per_host(defaults.pool_max_idle_per_endpoint)
+            .tcp_nodelay(true)
+            // Upstreams are internal addresses: an HTTP_PROXY meant for the outside world must
+            // never capture them.
+            .no_proxy()
+            // Redirects are the client's business; a gateway passes them on.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ConfigError::Invalid {
+                key: format!("upstreams.{name}"),
+                message: format!("cannot build an HTTP client: {e}"),
+            })?;
+        let endpoints = upstream
+            .endpoints
+            .iter()
+            .map(|e| e.trim_end_matches('/').to_owned())
+            .collect();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                name: name.to_owned(),
+                endpoints,
+                next: AtomicUsize::new(0),
+                timeout: config.upstream_timeout(upstream),
+                client,
+            }),
+        })
+    }
+
+    /// The upstream's configured name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The configured per-call deadline.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    pub(crate) fn endpoints(&self) -> impl Iterator<Item = &str> {
+        self.inner.endpoints.iter().map(String::as_str)
+    }
+
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.inner.client
+    }
+
+    /// The base URL of the endpoint the next call goes to (round robin).
+    pub(crate) fn pick_endpoint(&self) -> &str {
+        let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.endpoints.len();
+        &self.inner.endpoints[i]
+    }
+
+    /// A GET of `path_and_query` (starting with `/`).
+    pub fn get(&self, path_and_query: &str) -> UpstreamRequest {
+        self.request(Method::GET, path_and_query)
+    }
+
+    /// A POST of `path_and_query`.
+    pub fn post(&self, path_and_query: &str) -> UpstreamRequest {
+        self.request(Method::POST, path_and_query)
+    }
+
+    /// A request with any method.
+    pub fn request(&self, method: Method, path_and_query: &str) -> UpstreamRequest {
+        let url = format!("{}{}", self.pick_endpoint(), path_and_query);
+        let mut builder = self.inner.client.request(method.clone(), url);
+        if let Some(id) = request_id::current() {
+            builder = builder.header(request_id::HEADER, id.as_str());
+        }
+        UpstreamRequest {
+            upstream: self.clone(),
+            method,
+            path: path_and_query.to_owned(),
+            builder,
+            timeout: self.inner.timeout,
+        }
+    }
+}
+
+impl fmt::Debug for HttpUpstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpUpstream")
+            .field("name", &self.inner.name)
+            .field("endpoints", &self.inner.endpoints)
+            .field("timeout", &self.inner.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One call being prepared. Finish it with [`UpstreamRequest::fetch`] (JSON in, typed value
+/// out) or [`UpstreamRequest::send`].
+#[derive(Debug)]
+#[must_use = "a request does nothing until it is sent"]
+pub struct UpstreamRequest {
+    upstream: HttpUpstream,
+    method: Method,
+    path: String,
+    builder: reqwest::RequestBuilder,
+    timeout: Duration,
+}
+
+// === impl UpstreamRequest ===
+
+impl UpstreamRequest {
+    /// Adds query parameters, serialised from `query`.
+    pub fn query<Q: Serialize + ?Sized>(mut self, query: &Q) -> Self {
+        self.builder = self.builder.query(query);
+        self
+    }
+
+    /// Sends `body` as JSON.
+    pub fn json<B: Serialize + ?Sized>(mut self, body: &B) -> Self {
+        self.builder = self.builder.json(body);
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.builder = self.builder.header(name, value);
+        self
+    }
+
+    /// Tightens the deadline of this call below the upstream's configured one (never extends it).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = self.timeout.min(timeout);
+        self
+    }
+
+    /// Sends the request and returns the response if its status is a success. A 404 becomes a
+    /// client-facing 404; any other failure becomes a 502/504 naming the upstream in the logs.
+    pub async fn send(self) -> Result<reqwest::Response, EdgeError> {
+        let name = self.upstream.name().to_owned();
+        let span = tracing::info_span!(
+            "upstream",
+            upstream = %name,
+            method = %self.method,
+            path = %self.path,
+            status = tracing::field::Empty,
+        );
+        let call = async {
+            let response = self
+                .builder
+                .send()
+                .await
+                .map_err(|e| map_transport(&name, e))?;
+            tracing::Span::current().record("status", response.status().as_u16());
+            check_status(&name, response)
+        };
+        tokio::time::timeout(self.timeout, call)
+            .instrument(span)
+            .await
+            .map_err(|_elapsed| EdgeError::upstream_timeout(&name))?
+    }
+
+    /// Sends the request and reads a JSON body of type `T`, all within the call's deadline.
+    pub async fn fetch<T: DeserializeOwned>(self) -> Result<T, EdgeError> {
+        let name = self.upstream.name().to_owned();
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let response = self.send().await?;
+        let body = tokio::time::timeout_at(deadline, response.bytes())
+            .await
+            .map_err(|_elapsed| EdgeError::upstream_timeout(&name))?
+            .map_err(|e| map_transport(&name, e))?;
+        serde_json::from_slice(&body).map_err(|e| EdgeError::upstream_failed(&name, e))
+    }
+}
+
+fn check_status(name: &str, response: reqwest::Response) -> Result<reqwest::Response, EdgeError> {
+    let status = response.status();
+    if status.is_success() {
+        Ok(response)
+    } else if status == StatusCode::NOT_FOUND {
+        Err(EdgeError::not_found(
+            "the requested resource does not exist",
+        ))
+    } else {
+        Err(EdgeError::upstream_failed(
+            name,
+            format!("answered {status}"),
+        ))
+    }
+}
+
+fn map_transport(name: &str, error: reqwest::Error) -> EdgeError {
+    if error.is_timeout() {
+        EdgeError::upstream_timeout(name)
+    } else if error.is_decode() || error.is_body() {
+        EdgeError::upstream_failed(name, error)
+    } else {
+        EdgeError::upstream_unavailable(name, error)
+    }
+}

@@ -1,0 +1,155 @@
+//! # portico-testkit
+//!
+//! Helpers for testing gateways the way they run: mock backends are real HTTP servers on
+//! `127.0.0.1:0` (never a fixed port), and apps are driven in-process with `oneshot`.
+//!
+//! ```ignore
+//! let catalog = MockServer::start(Router::new().route("/products/{id}", get(product))).await;
+//! let app = my_gateway::app(&config_with(&[("catalog", catalog.url())]))?;
+//! let response = call(app, get("/v1/products/p-1")).await;
+//! assert_eq!(response.status, 200);
+//! ```
+
+// A test helper reports a broken test set-up by panicking with a message.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+
+use axum::{Router, body::Body};
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tower::ServiceExt;
+
+/// A real HTTP server on an ephemeral loopback port, stopped when dropped.
+#[derive(Debug)]
+pub struct MockServer {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl MockServer {
+    /// Serves `router` on `127.0.0.1:0`.
+    pub async fn start(router: Router) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Self { addr, task }
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The URL of a loopback port nobody listens on: connections to it are refused.
+pub async fn refused_url() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener
+        .local_addr()
+        .expect("a bound listener has an address");
+    drop(listener);
+    format!("http://{addr}")
+}
+
+/// A server that accepts connections and never answers, for timeout tests.
+pub async fn hanging_server() -> MockServer {
+    MockServer::start(Router::new().fallback(std::future::pending::<()>)).await
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct TestResponse {
+    /// Its status.
+    pub status: StatusCode,
+    /// Its headers.
+    pub headers: HeaderMap,
+    /// Its body.
+    pub body: Bytes,
+}
+
+impl TestResponse {
+    /// The body as JSON; panics with the body text if it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts this is an RFC 7807 problem with `status` and `code`, and returns its body.
+    #[track_caller]
+    pub fn assert_problem(&self, status: u16, code: &str) -> serde_json::Value {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.text());
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json")
+        );
+        let body = self.json();
+        assert_eq!(body["status"], status);
+        assert_eq!(body["code"], code, "body: {body}");
+        body
+    }
+}
+
+/// Drives `app` with one request, in-process, and reads the whole response.
+pub async fn call(app: Router, request: Request<Body>) -> TestResponse {
+    let response = app.oneshot(request).await.expect("routers are infallible");
+    let (parts, body) = response.into_parts();
+    let body = http_body_util::BodyExt::collect(body)
+        .await
+        .expect("body reads")
+        .to_bytes();
+    TestResponse {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// A GET request.
+pub fn get(uri: &str) -> Request<Body> {
+    Request::get(uri)
+        .body(Body::empty())
+        .expect("a valid test request")
+}
+
+/// A POST request with a JSON body.
+pub fn post_json(uri: &str, body: &serde_json::Value) -> Request<Body> {
+    Request::post(uri)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("a valid test request")
+}
