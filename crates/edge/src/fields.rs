@@ -60,6 +60,18 @@ impl FieldSet {
         Ok(Self { root })
     }
 
+    /// Serialises `body` and trims it to the fields requested, if any.
+    pub fn project<T: serde::Serialize>(
+        fields: Option<&Self>,
+        body: &T,
+    ) -> Result<Value, EdgeError> {
+        let mut value = serde_json::to_value(body).map_err(EdgeError::internal)?;
+        if let Some(fields) = fields {
+            fields.apply(&mut value);
+        }
+        Ok(value)
+    }
+
     /// Trims `value` to the requested fields (and `degraded`).
     pub fn apply(&self, value: &mut Value) {
         if let Value::Object(map) = value {

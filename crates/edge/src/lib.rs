@@ -9,7 +9,7 @@
 //! - [`error`] — one error type that knows its source, rendered as RFC 7807 problem+json.
 //! - [`proxy`] — declarative pass-through routes with streaming bodies.
 //! - [`request_id`], [`limits`], [`rescue`] — the shared layers, assembled by [`stack`].
-//! - [`fields`] — sparse fieldsets (`?fields=`).
+//! - [`fields`] — sparse fieldsets (`?fields=`); [`params`] — checks on ids copied upstream.
 //! - [`health`], [`server`] — probes, and serving with timeouts and graceful shutdown.
 
 pub mod compose;
@@ -18,6 +18,7 @@ pub mod error;
 pub mod fields;
 pub mod health;
 pub mod limits;
+pub mod params;
 pub mod proxy;
 pub mod request_id;
 pub mod rescue;

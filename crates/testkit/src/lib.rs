@@ -153,3 +153,23 @@ pub fn post_json(uri: &str, body: &serde_json::Value) -> Request<Body> {
         .body(Body::from(body.to_string()))
         .expect("a valid test request")
 }
+
+/// A gateway configuration (TOML) whose upstreams point at the given base URLs, with a small
+/// body limit (1 KiB) and short deadlines, for tests.
+pub fn gateway_toml(http: &[(&str, &str)], grpc: &[(&str, &str)]) -> String {
+    let mut toml = String::from(
+        "[limits]\nmax_body_bytes = 1024\nrequest_timeout = \"2s\"\n\n\
+         [defaults.upstream]\ntimeout = \"300ms\"\n\n",
+    );
+    for (protocol, list) in [("http", http), ("grpc", grpc)] {
+        for (name, url) in list {
+            toml.push_str(&format!(
+                "[upstreams.{name}]\nprotocol = \"{protocol}\"\nendpoints = [\"{url}\"]\n\n"
+            ));
+        }
+    }
+    toml
+}
+
+pub mod fixtures;
+pub mod inventory;
