@@ -4,13 +4,8 @@
 
 use std::collections::BTreeMap;
 
+pub use portico_contracts::money::Money;
 use serde::Deserialize;
-
-#[derive(Debug, Deserialize)]
-pub struct Money {
-    pub amount_minor: i64,
-    pub currency: String,
-}
 
 #[derive(Debug, Deserialize)]
 pub struct ImageVariant {

@@ -42,6 +42,7 @@ pub struct Home {
 /// Stock as a badge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[allow(clippy::enum_variant_names)] // the wire names (`in_stock`, …) read best as they are
 pub enum StockBadge {
     InStock,
     LowStock,
@@ -113,7 +114,7 @@ impl Card {
     pub fn new(product: backend::Product, stock: Option<&backend::StockBySku>) -> Self {
         Self {
             image: image_url(&product.images, CARD_IMAGE_WIDTH),
-            price: format_price(&product.price),
+            price: product.price.to_string(),
             in_stock: stock.map(|s| s.get(&product.sku).copied().unwrap_or(0) > 0),
             id: product.id,
             name: product.name,
@@ -152,32 +153,6 @@ pub fn detail_image(images: &[backend::Image]) -> Option<String> {
     image_url(images, DETAIL_IMAGE_WIDTH)
 }
 
-/// `€129.99`, `$5.00`, `£1,234.50`; unknown currencies as `1234.50 CHF`.
-pub fn format_price(money: &backend::Money) -> String {
-    let sign = if money.amount_minor < 0 { "-" } else { "" };
-    let minor = money.amount_minor.unsigned_abs();
-    let units = group_thousands(minor / 100);
-    let cents = minor % 100;
-    match money.currency.as_str() {
-        "EUR" => format!("{sign}€{units}.{cents:02}"),
-        "USD" => format!("{sign}${units}.{cents:02}"),
-        "GBP" => format!("{sign}£{units}.{cents:02}"),
-        other => format!("{sign}{units}.{cents:02} {other}"),
-    }
-}
-
-fn group_thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// The description cut to at most 160 characters at a word boundary, with an ellipsis.
 pub fn short_description(description: &str) -> String {
     let text = description.trim();
@@ -203,22 +178,6 @@ pub fn rating(summary: &backend::Summary) -> Rating {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn money(amount_minor: i64, currency: &str) -> backend::Money {
-        backend::Money {
-            amount_minor,
-            currency: currency.to_owned(),
-        }
-    }
-
-    #[test]
-    fn prices_are_formatted_for_display() {
-        assert_eq!(format_price(&money(12999, "EUR")), "€129.99");
-        assert_eq!(format_price(&money(500, "USD")), "$5.00");
-        assert_eq!(format_price(&money(123_450, "GBP")), "£1,234.50");
-        assert_eq!(format_price(&money(100_000_001, "CHF")), "1,000,000.01 CHF");
-        assert_eq!(format_price(&money(-5, "EUR")), "-€0.05");
-    }
 
     #[test]
     fn short_descriptions_cut_at_a_word() {

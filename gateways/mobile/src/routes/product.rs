@@ -74,7 +74,7 @@ pub async fn product(
     );
     let view = ProductDetail {
         image: view::detail_image(&product.images),
-        price: view::format_price(&product.price),
+        price: product.price.to_string(),
         short_description: view::short_description(&product.description),
         rating: summary.as_ref().map(view::rating),
         stock: stock.map(StockBadge::from_available),

@@ -1,0 +1,93 @@
+//! # portico-web
+//!
+//! The web Backend-for-Frontend: a rich API for browser frontends with room to show everything.
+//! A product page arrives whole — the full product, every image, a page of reviews with the
+//! rating histogram, stock per warehouse and recommendations — composed from five services in
+//! parallel. Recommendations are optional by design: a slow or failing recommendations service
+//! degrades the page, it never fails it.
+//!
+//! Public surface: `GET /api/products/{id}`, `GET /api/search?q=`, `GET /api/orders?customer=`,
+//! `/healthz`, `/readyz`, `/openapi.json`. Upstreams: `catalog`, `reviews`, `recommendations`,
+//! `orders` (HTTP), `inventory` (gRPC).
+
+mod backend;
+mod routes;
+mod view;
+
+use std::sync::{Arc, LazyLock};
+
+use axum::{Router, http::header, response::IntoResponse, routing::get};
+use portico_edge::{
+    ConfigError, EdgeError, GatewayConfig, Upstreams, stack,
+    upstream::{GrpcUpstream, HttpUpstream},
+};
+use utoipa::OpenApi;
+
+/// The name this gateway's configuration and logs use.
+pub const NAME: &str = "web";
+
+const HTTP_UPSTREAMS: &[&str] = &["catalog", "reviews", "recommendations", "orders"];
+const GRPC_UPSTREAMS: &[&str] = &["inventory"];
+
+/// The OpenAPI document of this gateway's public API.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(title = "Portico web API", version = "1.0.0",
+         description = "A rich API for web frontends: whole pages in one request."),
+    paths(routes::product::product_page, routes::search::search, routes::orders::order_history,
+          portico_edge::health::healthz, portico_edge::health::readyz),
+    components(schemas(portico_edge::error::Problem)),
+    tags((name = "web", description = "Pages of the web shop"),
+         (name = "operations", description = "Health probes")),
+)]
+pub struct ApiDoc;
+
+/// The OpenAPI document as pretty JSON (what `/openapi.json` serves and `openapi/` keeps).
+pub fn openapi_json() -> String {
+    static DOC: LazyLock<String> = LazyLock::new(|| {
+        serde_json::to_string_pretty(&ApiDoc::openapi()).unwrap_or_else(|_| "{}".to_owned())
+    });
+    DOC.clone()
+}
+
+/// What handlers share: the upstreams, resolved once at start-up.
+#[derive(Clone, Debug)]
+struct AppState {
+    catalog: HttpUpstream,
+    reviews: HttpUpstream,
+    recommendations: HttpUpstream,
+    orders: HttpUpstream,
+    inventory: GrpcUpstream,
+}
+
+/// The web gateway: its routes inside the shared edge stack.
+pub fn app(config: &GatewayConfig) -> Result<Router, ConfigError> {
+    let upstreams = Upstreams::from_config(config)?;
+    upstreams.require(HTTP_UPSTREAMS, GRPC_UPSTREAMS)?;
+    let resolve = |e: EdgeError| ConfigError::Invalid {
+        key: "upstreams".into(),
+        message: e.to_string(),
+    };
+    let http = |name| upstreams.http(name).cloned().map_err(resolve);
+    let state = Arc::new(AppState {
+        catalog: http("catalog")?,
+        reviews: http("reviews")?,
+        recommendations: http("recommendations")?,
+        orders: http("orders")?,
+        inventory: upstreams.grpc("inventory").cloned().map_err(resolve)?,
+    });
+    let routes = Router::new()
+        .route("/api/products/{id}", get(routes::product::product_page))
+        .route("/api/search", get(routes::search::search))
+        .route("/api/orders", get(routes::orders::order_history))
+        .with_state(state)
+        .route("/openapi.json", get(openapi));
+    stack::gateway(routes, config, &upstreams)
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], openapi_json())
+}
+
+#[cfg(test)]
+mod tests;
