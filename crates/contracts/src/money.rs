@@ -46,11 +46,7 @@ mod tests {
     use super::*;
 
     fn money(amount_minor: i64, currency: &str) -> String {
-        Money {
-            amount_minor,
-            currency: currency.to_owned(),
-        }
-        .to_string()
+        Money { amount_minor, currency: currency.to_owned() }.to_string()
     }
 
     #[test]

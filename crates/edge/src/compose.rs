@@ -34,8 +34,7 @@ pub async fn required<T>(
     part: &'static str,
     call: impl Future<Output = Result<T, EdgeError>>,
 ) -> Result<T, EdgeError> {
-    call.await
-        .inspect_err(|error| tracing::debug!(part, %error, "required part failed"))
+    call.await.inspect_err(|error| tracing::debug!(part, %error, "required part failed"))
 }
 
 /// Runs an optional call; its failure is recorded, not propagated. Resolve the outcome with
@@ -44,10 +43,7 @@ pub async fn optional<T>(
     part: &'static str,
     call: impl Future<Output = Result<T, EdgeError>>,
 ) -> Optional<T> {
-    Optional {
-        part,
-        result: call.await,
-    }
+    Optional { part, result: call.await }
 }
 
 /// The outcome of an optional call.
@@ -170,11 +166,8 @@ mod tests {
             Ok::<_, EdgeError>(ms)
         };
         let started = tokio::time::Instant::now();
-        let (a, b, c) = tokio::join!(
-            required("a", slow(10)),
-            required("b", slow(20)),
-            optional("c", slow(30))
-        );
+        let (a, b, c) =
+            tokio::join!(required("a", slow(10)), required("b", slow(20)), optional("c", slow(30)));
         assert_eq!((a.unwrap(), b.unwrap()), (10, 20));
         assert_eq!(Degraded::default().take(c), Some(30));
         // With the clock paused, elapsed time is exactly the virtual time the sleeps advanced.

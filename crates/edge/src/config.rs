@@ -36,9 +36,7 @@ pub struct ListenConfig {
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        Self {
-            public: SocketAddr::from(([127, 0, 0, 1], 8080)),
-        }
+        Self { public: SocketAddr::from(([127, 0, 0, 1], 8080)) }
     }
 }
 
@@ -173,10 +171,7 @@ pub enum ConfigError {
 }
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        message: message.into(),
-    }
+    ConfigError::Invalid { key: key.into(), message: message.into() }
 }
 
 // === impl GatewayConfig ===
@@ -192,10 +187,8 @@ impl GatewayConfig {
     /// Reads, parses and validates a TOML file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         Self::from_toml(&text)
     }
 
@@ -206,15 +199,9 @@ impl GatewayConfig {
         }
         for (key, value) in [
             ("limits.request_timeout", self.limits.request_timeout),
-            (
-                "limits.header_read_timeout",
-                self.limits.header_read_timeout,
-            ),
+            ("limits.header_read_timeout", self.limits.header_read_timeout),
             ("defaults.upstream.timeout", self.defaults.upstream.timeout),
-            (
-                "defaults.upstream.connect_timeout",
-                self.defaults.upstream.connect_timeout,
-            ),
+            ("defaults.upstream.connect_timeout", self.defaults.upstream.connect_timeout),
         ] {
             if value.is_zero() {
                 return Err(invalid(key, "must be longer than 0s"));
@@ -230,10 +217,7 @@ impl GatewayConfig {
                     .parse()
                     .map_err(|e| invalid(&key, format!("`{endpoint}` is not a URL: {e}")))?;
                 if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-                    return Err(invalid(
-                        &key,
-                        format!("`{endpoint}` must be http://host:port"),
-                    ));
+                    return Err(invalid(&key, format!("`{endpoint}` must be http://host:port")));
                 }
                 if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
                     return Err(invalid(&key, format!("`{endpoint}` must not have a path")));
@@ -245,10 +229,7 @@ impl GatewayConfig {
             if !route.path.starts_with('/') || route.path.contains(['{', '}', '*']) {
                 return Err(invalid(
                     format!("{key}.path"),
-                    format!(
-                        "`{}` must be a literal path prefix starting with `/`",
-                        route.path
-                    ),
+                    format!("`{}` must be a literal path prefix starting with `/`", route.path),
                 ));
             }
             match self.upstreams.get(&route.upstream) {
@@ -266,11 +247,7 @@ impl GatewayConfig {
                 }
                 Some(_) => {}
             }
-            if route
-                .rewrite
-                .as_deref()
-                .is_some_and(|r| !r.starts_with('/'))
-            {
+            if route.rewrite.as_deref().is_some_and(|r| !r.starts_with('/')) {
                 return Err(invalid(format!("{key}.rewrite"), "must start with `/`"));
             }
         }
@@ -323,10 +300,7 @@ mod tests {
         assert_eq!(config.upstream_timeout(catalog), Duration::from_secs(1));
         let inventory = &config.upstreams["inventory"];
         assert_eq!(inventory.protocol, Protocol::Grpc);
-        assert_eq!(
-            config.upstream_timeout(inventory),
-            Duration::from_millis(750)
-        );
+        assert_eq!(config.upstream_timeout(inventory), Duration::from_millis(750));
     }
 
     #[test]
@@ -343,10 +317,7 @@ mod tests {
 
         let text = EXAMPLE.replace("upstream = \"catalog\"", "upstream = \"nope\"");
         let err = GatewayConfig::from_toml(&text).unwrap_err();
-        assert!(
-            err.to_string().contains("no upstream named `nope`"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("no upstream named `nope`"), "{err}");
     }
 
     #[test]
@@ -354,10 +325,7 @@ mod tests {
         for bad in ["\"localhost\"", "\"https://x:1\"", "\"http://x:1/base\""] {
             let text = EXAMPLE.replace("\"http://127.0.0.1:7001\"", bad);
             let err = GatewayConfig::from_toml(&text).unwrap_err();
-            assert!(
-                err.to_string().contains("upstreams.catalog.endpoints"),
-                "{bad}: {err}"
-            );
+            assert!(err.to_string().contains("upstreams.catalog.endpoints"), "{bad}: {err}");
         }
         let text = EXAMPLE.replace("[\"http://127.0.0.1:7001\"]", "[]");
         assert!(GatewayConfig::from_toml(&text).is_err());

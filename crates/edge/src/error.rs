@@ -37,6 +37,7 @@ pub struct EdgeError {
     detail: Option<Cow<'static, str>>,
     source: Source,
     upstream: Option<String>,
+    upstream_status: Option<StatusCode>,
     cause: Option<Cause>,
 }
 
@@ -51,19 +52,15 @@ impl EdgeError {
             detail: None,
             source,
             upstream: None,
+            upstream_status: None,
             cause: None,
         }
     }
 
     /// 400: the request is malformed; `detail` tells the client what to fix.
     pub fn bad_request(detail: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "Bad request",
-            Source::Client,
-        )
-        .with_detail(detail)
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", "Bad request", Source::Client)
+            .with_detail(detail)
     }
 
     /// 400 with a more specific code, e.g. `invalid_parameter`.
@@ -73,24 +70,14 @@ impl EdgeError {
 
     /// 404: the addressed resource does not exist.
     pub fn not_found(detail: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "Not found",
-            Source::Client,
-        )
-        .with_detail(detail)
+        Self::new(StatusCode::NOT_FOUND, "not_found", "Not found", Source::Client)
+            .with_detail(detail)
     }
 
     /// 404 for a path no route matches.
     pub fn no_route() -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "no_route",
-            "Not found",
-            Source::Client,
-        )
-        .with_detail("no route matches this path")
+        Self::new(StatusCode::NOT_FOUND, "no_route", "Not found", Source::Client)
+            .with_detail("no route matches this path")
     }
 
     /// 413: the request body exceeds the configured limit.
@@ -101,9 +88,7 @@ impl EdgeError {
             "Payload too large",
             Source::Client,
         )
-        .with_detail(format!(
-            "the request body exceeds the limit of {limit} bytes"
-        ))
+        .with_detail(format!("the request body exceeds the limit of {limit} bytes"))
     }
 
     /// 504: the whole request ran past its deadline.
@@ -119,28 +104,27 @@ impl EdgeError {
 
     /// 502: an upstream could not be reached or broke the connection.
     pub fn upstream_unavailable(upstream: &str, cause: impl Into<Cause>) -> Self {
-        Self::new(
-            StatusCode::BAD_GATEWAY,
-            "upstream_unavailable",
-            "Bad gateway",
-            Source::Upstream,
-        )
-        .with_detail("a backend service is unavailable")
-        .with_upstream(upstream)
-        .with_cause(cause)
+        Self::new(StatusCode::BAD_GATEWAY, "upstream_unavailable", "Bad gateway", Source::Upstream)
+            .with_detail("a backend service is unavailable")
+            .with_upstream(upstream)
+            .with_cause(cause)
     }
 
     /// 502: an upstream answered, but with an error or a body we cannot read.
     pub fn upstream_failed(upstream: &str, cause: impl Into<Cause>) -> Self {
-        Self::new(
-            StatusCode::BAD_GATEWAY,
-            "upstream_error",
-            "Bad gateway",
-            Source::Upstream,
-        )
-        .with_detail("a backend service failed")
-        .with_upstream(upstream)
-        .with_cause(cause)
+        Self::new(StatusCode::BAD_GATEWAY, "upstream_error", "Bad gateway", Source::Upstream)
+            .with_detail("a backend service failed")
+            .with_upstream(upstream)
+            .with_cause(cause)
+    }
+
+    /// 502: an upstream answered with an error status. The status is kept (see
+    /// [`EdgeError::upstream_status`]) so a handler can decide that, say, a 400 for a cursor the
+    /// client sent is the client's mistake after all.
+    pub fn upstream_status(upstream: &str, status: StatusCode) -> Self {
+        let mut error = Self::upstream_failed(upstream, format!("answered {status}"));
+        error.upstream_status = Some(status);
+        error
     }
 
     /// 504: an upstream did not answer within its deadline.
@@ -157,29 +141,15 @@ impl EdgeError {
 
     /// 500: the gateway itself failed. The cause is logged, never shown.
     pub fn internal(cause: impl Into<Cause>) -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "Internal error",
-            Source::Internal,
-        )
-        .with_cause(cause)
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", Source::Internal)
+            .with_cause(cause)
     }
 
     /// An error with any status; the title is the status' canonical reason. Used to turn the
     /// framework's bare error responses (405, 415, …) into problems.
     pub fn from_status(status: StatusCode, code: &'static str) -> Self {
-        let source = if status.is_client_error() {
-            Source::Client
-        } else {
-            Source::Internal
-        };
-        Self::new(
-            status,
-            code,
-            status.canonical_reason().unwrap_or("Error"),
-            source,
-        )
+        let source = if status.is_client_error() { Source::Client } else { Source::Internal };
+        Self::new(status, code, status.canonical_reason().unwrap_or("Error"), source)
     }
 
     /// Replaces the client-facing explanation.
@@ -221,6 +191,11 @@ impl EdgeError {
         self.upstream.as_deref()
     }
 
+    /// The error status an upstream answered with, when it answered at all.
+    pub fn upstream_answered(&self) -> Option<StatusCode> {
+        self.upstream_status
+    }
+
     /// The client-facing problem document.
     pub fn problem(&self) -> Problem<'_> {
         Problem {
@@ -248,9 +223,7 @@ impl fmt::Display for EdgeError {
 
 impl std::error::Error for EdgeError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.cause
-            .as_deref()
-            .map(|c| c as &(dyn std::error::Error + 'static))
+        self.cause.as_deref().map(|c| c as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -288,9 +261,7 @@ pub struct Problem<'a> {
 pub fn problem_response(status: StatusCode, problem: &Problem<'_>) -> Response {
     let body = serde_json::to_vec(problem).unwrap_or_else(|_| b"{}".to_vec());
     let mut response = (status, body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     response
 }
 
@@ -328,14 +299,8 @@ mod tests {
 
     #[test]
     fn statuses_follow_the_source() {
-        assert_eq!(
-            EdgeError::upstream_timeout("x").status(),
-            StatusCode::GATEWAY_TIMEOUT
-        );
-        assert_eq!(
-            EdgeError::payload_too_large(10).status(),
-            StatusCode::PAYLOAD_TOO_LARGE
-        );
+        assert_eq!(EdgeError::upstream_timeout("x").status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(EdgeError::payload_too_large(10).status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(EdgeError::no_route().status(), StatusCode::NOT_FOUND);
         assert_eq!(EdgeError::bad_request("x").source_kind(), Source::Client);
     }

@@ -36,10 +36,7 @@ impl FieldSet {
             if !allowed.contains(&field) {
                 return Err(EdgeError::invalid(
                     "invalid_fields",
-                    format!(
-                        "unknown field `{field}`; this endpoint has: {}",
-                        allowed.join(", ")
-                    ),
+                    format!("unknown field `{field}`; this endpoint has: {}", allowed.join(", ")),
                 ));
             }
             let mut node = &mut root;
@@ -52,10 +49,7 @@ impl FieldSet {
             }
         }
         if root.children.is_empty() {
-            return Err(EdgeError::invalid(
-                "invalid_fields",
-                "`fields` names no field",
-            ));
+            return Err(EdgeError::invalid("invalid_fields", "`fields` names no field"));
         }
         Ok(Self { root })
     }
@@ -104,14 +98,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const ALLOWED: &[&str] = &[
-        "id",
-        "name",
-        "price",
-        "featured",
-        "featured.id",
-        "featured.name",
-    ];
+    const ALLOWED: &[&str] = &["id", "name", "price", "featured", "featured.id", "featured.name"];
 
     #[test]
     fn keeps_only_requested_top_level_fields_and_degraded() {
@@ -123,18 +110,14 @@ mod tests {
     #[test]
     fn dotted_paths_reach_into_arrays() {
         let mut v = json!({"featured": [{"id": 1, "name": "a", "image": "i"}, {"id": 2, "name": "b"}], "id": 9});
-        FieldSet::parse("featured.name", ALLOWED)
-            .unwrap()
-            .apply(&mut v);
+        FieldSet::parse("featured.name", ALLOWED).unwrap().apply(&mut v);
         assert_eq!(v, json!({"featured": [{"name": "a"}, {"name": "b"}]}));
     }
 
     #[test]
     fn a_whole_field_wins_over_its_subfields() {
         let mut v = json!({"featured": [{"id": 1, "name": "a"}]});
-        FieldSet::parse("featured.id,featured", ALLOWED)
-            .unwrap()
-            .apply(&mut v);
+        FieldSet::parse("featured.id,featured", ALLOWED).unwrap().apply(&mut v);
         assert_eq!(v, json!({"featured": [{"id": 1, "name": "a"}]}));
     }
 

@@ -67,20 +67,10 @@ pub async fn readyz(State(upstreams): State<Upstreams>) -> Response {
 }
 
 async fn probe(endpoint: &str) -> bool {
-    let Some(authority) = endpoint
-        .parse::<http::Uri>()
-        .ok()
-        .and_then(|u| u.authority().cloned())
+    let Some(authority) = endpoint.parse::<http::Uri>().ok().and_then(|u| u.authority().cloned())
     else {
         return false;
     };
-    let addr = format!(
-        "{}:{}",
-        authority.host(),
-        authority.port_u16().unwrap_or(80)
-    );
-    matches!(
-        tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(addr)).await,
-        Ok(Ok(_))
-    )
+    let addr = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
+    matches!(tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(addr)).await, Ok(Ok(_)))
 }

@@ -53,10 +53,7 @@ mod tests {
 
     fn app() -> Router {
         Router::new()
-            .route(
-                "/echo",
-                post(|body: axum::body::Bytes| async move { body.len().to_string() }),
-            )
+            .route("/echo", post(|body: axum::body::Bytes| async move { body.len().to_string() }))
             .route(
                 "/slow",
                 post(|| async {
@@ -70,32 +67,24 @@ mod tests {
 
     #[tokio::test]
     async fn declared_oversized_bodies_get_413_problem() {
-        let request = Request::post("/echo")
-            .header("content-length", "17")
-            .body(Body::from(vec![b'x'; 17]));
+        let request =
+            Request::post("/echo").header("content-length", "17").body(Body::from(vec![b'x'; 17]));
         let response = app().oneshot(request.unwrap()).await.unwrap();
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        assert_eq!(
-            response.headers()[header::CONTENT_TYPE],
-            crate::error::PROBLEM_JSON
-        );
+        assert_eq!(response.headers()[header::CONTENT_TYPE], crate::error::PROBLEM_JSON);
     }
 
     #[tokio::test]
     async fn streamed_oversized_bodies_are_cut_off() {
         let chunks = futures::stream::iter((0..3).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 10])));
-        let request = Request::post("/echo")
-            .body(Body::from_stream(chunks))
-            .unwrap();
+        let request = Request::post("/echo").body(Body::from_stream(chunks)).unwrap();
         let response = app().oneshot(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 
     #[tokio::test]
     async fn bodies_within_the_limit_pass() {
-        let request = Request::post("/echo")
-            .body(Body::from("0123456789abcdef"))
-            .unwrap();
+        let request = Request::post("/echo").body(Body::from("0123456789abcdef")).unwrap();
         let response = app().oneshot(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
     }
@@ -103,10 +92,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn slow_requests_get_504_problem_at_the_deadline() {
         let started = tokio::time::Instant::now();
-        let response = app()
-            .oneshot(Request::post("/slow").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
+        let response =
+            app().oneshot(Request::post("/slow").body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(started.elapsed(), Duration::from_secs(1));
     }

@@ -32,12 +32,10 @@ pub struct Passthrough;
 pub fn routes(config: &GatewayConfig, upstreams: &Upstreams) -> Result<Router, ConfigError> {
     let mut router = Router::new();
     for (i, route) in config.routes.iter().enumerate() {
-        let upstream = upstreams
-            .http(&route.upstream)
-            .map_err(|_| ConfigError::Invalid {
-                key: format!("routes[{i}].upstream"),
-                message: format!("no http upstream named `{}`", route.upstream),
-            })?;
+        let upstream = upstreams.http(&route.upstream).map_err(|_| ConfigError::Invalid {
+            key: format!("routes[{i}].upstream"),
+            message: format!("no http upstream named `{}`", route.upstream),
+        })?;
         let prefix = route.path.trim_end_matches('/').to_owned();
         let target = Arc::new(Target {
             timeout: route.timeout.unwrap_or_else(|| upstream.timeout()),
@@ -45,17 +43,10 @@ pub fn routes(config: &GatewayConfig, upstreams: &Upstreams) -> Result<Router, C
             rewrite: route.rewrite.clone(),
             prefix: prefix.clone(),
         });
-        let exact = if prefix.is_empty() {
-            "/".to_owned()
-        } else {
-            prefix.clone()
-        };
+        let exact = if prefix.is_empty() { "/".to_owned() } else { prefix.clone() };
         router = router
             .route(&exact, any(forward).with_state(target.clone()))
-            .route(
-                &format!("{prefix}/{{*rest}}"),
-                any(forward).with_state(target),
-            );
+            .route(&format!("{prefix}/{{*rest}}"), any(forward).with_state(target));
     }
     Ok(router)
 }
@@ -104,28 +95,17 @@ async fn forward(State(target): State<Arc<Target>>, request: Request) -> Respons
 }
 
 async fn forward_inner(target: &Target, request: Request) -> Result<Response, EdgeError> {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let (parts, body) = request.into_parts();
     let name = target.upstream.name();
-    let url = format!(
-        "{}{}",
-        target.upstream.pick_endpoint(),
-        target.upstream_path(&parts.uri)
-    );
+    let url = format!("{}{}", target.upstream.pick_endpoint(), target.upstream_path(&parts.uri));
 
     let mut headers = parts.headers;
     let host = headers.remove(header::HOST);
     strip_hop_by_hop(&mut headers);
     set_forwarded(&mut headers, peer, host);
 
-    let mut builder = target
-        .upstream
-        .client()
-        .request(parts.method, url)
-        .headers(headers);
+    let mut builder = target.upstream.client().request(parts.method, url).headers(headers);
     // A body-less request (a GET, say) must stay body-less: wrapping an empty body in a stream
     // would send `transfer-encoding: chunked` on a GET, which some servers reject.
     if !body.is_end_stream() {
@@ -133,12 +113,10 @@ async fn forward_inner(target: &Target, request: Request) -> Result<Response, Ed
     }
 
     let span = tracing::info_span!("upstream", upstream = %name, route = %target.prefix);
-    let sent = tokio::time::timeout(
-        target.timeout,
-        tracing::Instrument::instrument(builder.send(), span),
-    )
-    .await
-    .map_err(|_elapsed| EdgeError::upstream_timeout(name))?;
+    let sent =
+        tokio::time::timeout(target.timeout, tracing::Instrument::instrument(builder.send(), span))
+            .await
+            .map_err(|_elapsed| EdgeError::upstream_timeout(name))?;
     let upstream_response = sent.map_err(|e| {
         if is_body_too_large(&e) {
             EdgeError::from_status(http::StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")

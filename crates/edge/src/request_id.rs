@@ -45,9 +45,7 @@ impl RequestId {
         let bytes = value.as_bytes();
         let sane = !bytes.is_empty()
             && bytes.len() <= MAX_LEN
-            && bytes
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b));
+            && bytes.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b));
         sane.then(|| Self(value.clone()))
     }
 
@@ -79,9 +77,7 @@ pub async fn middleware(mut request: Request, next: Next) -> Response {
         .get(&HEADER_NAME)
         .and_then(RequestId::from_incoming)
         .unwrap_or_else(RequestId::generate);
-    request
-        .headers_mut()
-        .insert(HEADER_NAME.clone(), id.0.clone());
+    request.headers_mut().insert(HEADER_NAME.clone(), id.0.clone());
     request.extensions_mut().insert(id.clone());
 
     let span = tracing::info_span!(
@@ -91,10 +87,7 @@ pub async fn middleware(mut request: Request, next: Next) -> Response {
         path = request.uri().path(),
     );
     let started = Instant::now();
-    let mut response = CURRENT
-        .scope(id.clone(), next.run(request))
-        .instrument(span.clone())
-        .await;
+    let mut response = CURRENT.scope(id.clone(), next.run(request)).instrument(span.clone()).await;
     span.in_scope(|| {
         tracing::info!(
             status = response.status().as_u16(),
@@ -116,11 +109,7 @@ mod tests {
         Router::new()
             .route(
                 "/",
-                get(|| async {
-                    current()
-                        .map(|id| id.as_str().to_owned())
-                        .unwrap_or_default()
-                }),
+                get(|| async { current().map(|id| id.as_str().to_owned()).unwrap_or_default() }),
             )
             .layer(axum::middleware::from_fn(middleware))
     }
@@ -130,14 +119,9 @@ mod tests {
         if let Some(id) = id {
             request = request.header(HEADER, id);
         }
-        let response = app()
-            .oneshot(request.body(Body::empty()).unwrap())
-            .await
-            .unwrap();
+        let response = app().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
         let header = response.headers()[HEADER].to_str().unwrap().to_owned();
-        let body = axum::body::to_bytes(response.into_body(), 1024)
-            .await
-            .unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
         (header, String::from_utf8(body.to_vec()).unwrap())
     }
 

@@ -21,10 +21,7 @@ pub async fn problems(request: Request, next: Next) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error())
         || response.extensions().get::<Passthrough>().is_some()
-        || response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v == PROBLEM_JSON)
+        || response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v == PROBLEM_JSON)
     {
         return response;
     }
@@ -51,9 +48,7 @@ pub async fn problems(request: Request, next: Next) -> Response {
     // Keep the original head (an `Allow` on 405 matters) and replace only the body.
     let body = crate::error::problem_response(status, &error.problem()).into_body();
     parts.headers.remove(header::CONTENT_LENGTH);
-    parts
-        .headers
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     Response::from_parts(parts, body)
 }
 
@@ -86,10 +81,7 @@ mod tests {
 
     fn app() -> Router {
         Router::new()
-            .route(
-                "/json",
-                get(|Json(v): Json<serde_json::Value>| async move { Json(v) }),
-            )
+            .route("/json", get(|Json(v): Json<serde_json::Value>| async move { Json(v) }))
             .route(
                 "/boom",
                 get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "db password is hunter2") }),
@@ -107,19 +99,11 @@ mod tests {
     }
 
     async fn call(method: &str, uri: &str) -> (StatusCode, http::HeaderMap, String) {
-        let request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .body(Body::empty())
-            .unwrap();
+        let request = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
         let response = app().oneshot(request).await.unwrap();
         let (parts, body) = response.into_parts();
         let body = axum::body::to_bytes(body, 4096).await.unwrap();
-        (
-            parts.status,
-            parts.headers,
-            String::from_utf8(body.to_vec()).unwrap(),
-        )
+        (parts.status, parts.headers, String::from_utf8(body.to_vec()).unwrap())
     }
 
     #[tokio::test]
@@ -129,10 +113,7 @@ mod tests {
         assert_eq!(headers[header::CONTENT_TYPE], PROBLEM_JSON);
         let body: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(body["code"], "unsupported_media_type");
-        assert!(
-            body["detail"].as_str().unwrap().contains("Content-Type"),
-            "{body}"
-        );
+        assert!(body["detail"].as_str().unwrap().contains("Content-Type"), "{body}");
     }
 
     #[tokio::test]

@@ -43,16 +43,10 @@ pub fn edge_layers(router: Router, config: &GatewayConfig) -> Router {
     let limits = &config.limits;
     // `.layer` wraps what is above it, so this list reads innermost first.
     router
-        .layer(from_fn_with_state(
-            limits.request_timeout,
-            limits::request_timeout,
-        ))
+        .layer(from_fn_with_state(limits.request_timeout, limits::request_timeout))
         .layer(from_fn(rescue::problems))
         // Our own limit replaces axum's default 2 MiB extractor limit, so one setting governs.
         .layer(DefaultBodyLimit::disable())
-        .layer(from_fn_with_state(
-            limits.max_body_bytes,
-            limits::body_limit,
-        ))
+        .layer(from_fn_with_state(limits.max_body_bytes, limits::body_limit))
         .layer(from_fn(request_id::middleware))
 }

@@ -105,23 +105,14 @@ async fn list(
             .filter(|p| filter.accepts(p))
             .collect();
         let total = items.len();
-        let page = Page {
-            items,
-            next_cursor: None,
-            total,
-        };
+        let page = Page { items, next_cursor: None, total };
         return Ok(Json(page).into_response());
     }
 
-    let matches: Vec<usize> = (0..shop.products().len())
-        .filter(|&i| filter.accepts(&shop.products()[i]))
-        .collect();
+    let matches: Vec<usize> =
+        (0..shop.products().len()).filter(|&i| filter.accepts(&shop.products()[i])).collect();
     let (items, next_cursor) = paginate(&shop, &matches, params.cursor.as_ref(), limit)?;
-    let page = Page {
-        items,
-        next_cursor,
-        total: matches.len(),
-    };
+    let page = Page { items, next_cursor, total: matches.len() };
     // Serialized here, while the products are still borrowed from the shop: no clones.
     Ok(Json(page).into_response())
 }
@@ -133,24 +124,15 @@ async fn search(
     let Query(params) = params.map_err(query::rejected)?;
     let limit = query::int_in("limit", params.limit.as_deref(), 20, 1..=100)? as usize;
     let filter = Filter::new(&params);
-    let words: Vec<String> = params
-        .q
-        .as_deref()
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(str::to_lowercase)
-        .collect();
+    let words: Vec<String> =
+        params.q.as_deref().unwrap_or_default().split_whitespace().map(str::to_lowercase).collect();
 
     let matches: Vec<usize> = (0..shop.products().len())
         .filter(|&i| filter.accepts(&shop.products()[i]) && shop.matches(i, &words))
         .collect();
     let facets = facets(&shop, &matches);
     let (items, next_cursor) = paginate(&shop, &matches, params.cursor.as_ref(), limit)?;
-    let page = Page {
-        items,
-        next_cursor,
-        total: matches.len(),
-    };
+    let page = Page { items, next_cursor, total: matches.len() };
     Ok(Json(SearchPage { page, facets }).into_response())
 }
 
@@ -194,18 +176,12 @@ struct Filter<'a> {
 
 impl<'a> Filter<'a> {
     fn new(params: &'a Params) -> Self {
-        Self {
-            category: present(params.category.as_ref()),
-            brand: present(params.brand.as_ref()),
-        }
+        Self { category: present(params.category.as_ref()), brand: present(params.brand.as_ref()) }
     }
 
     fn accepts(&self, product: &Product) -> bool {
-        self.category
-            .is_none_or(|c| product.category.eq_ignore_ascii_case(c))
-            && self
-                .brand
-                .is_none_or(|b| product.brand.eq_ignore_ascii_case(b))
+        self.category.is_none_or(|c| product.category.eq_ignore_ascii_case(c))
+            && self.brand.is_none_or(|b| product.brand.eq_ignore_ascii_case(b))
     }
 }
 
@@ -221,20 +197,17 @@ fn paginate<'s>(
 ) -> Result<(Vec<&'s Product>, Option<String>), Problem> {
     let start = match present(cursor) {
         None => 0,
-        Some(raw) => decode_cursor(raw)
-            .filter(|&offset| offset <= matches.len())
-            .ok_or_else(|| {
+        Some(raw) => {
+            decode_cursor(raw).filter(|&offset| offset <= matches.len()).ok_or_else(|| {
                 Problem::bad_request(
                     "invalid_cursor",
                     format!("cursor {raw:?} was not issued for this query"),
                 )
-            })?,
+            })?
+        }
     };
     let end = (start + limit).min(matches.len());
-    let items = matches[start..end]
-        .iter()
-        .map(|&i| &shop.products()[i])
-        .collect();
+    let items = matches[start..end].iter().map(|&i| &shop.products()[i]).collect();
     let next = (end < matches.len()).then(|| encode_cursor(end));
     Ok((items, next))
 }
@@ -258,15 +231,11 @@ fn facets<'s>(shop: &'s Shop, matches: &[usize]) -> Facets<'s> {
         let product = &shop.products()[i];
         *categories.entry(product.category).or_default() += 1;
         *brands.entry(product.brand).or_default() += 1;
-        *bands
-            .entry(price_band(product.price.amount_minor))
-            .or_default() += 1;
+        *bands.entry(price_band(product.price.amount_minor)).or_default() += 1;
     }
     let by_count = |counts: BTreeMap<&'s str, usize>| {
-        let mut facets: Vec<Facet<'s>> = counts
-            .into_iter()
-            .map(|(value, count)| Facet { value, count })
-            .collect();
+        let mut facets: Vec<Facet<'s>> =
+            counts.into_iter().map(|(value, count)| Facet { value, count }).collect();
         // Stable sort: equal counts stay in alphabetical (BTreeMap) order.
         facets.sort_by_key(|f| std::cmp::Reverse(f.count));
         facets
@@ -359,10 +328,7 @@ mod tests {
         assert_eq!(page.status, StatusCode::OK);
         assert_eq!(ids(&page.json), ["p-00042", "p-00007", "p-00001"]);
         assert_eq!(page.json["next_cursor"], Value::Null);
-        let many = (1..=101)
-            .map(|n| format!("p-{n:05}"))
-            .collect::<Vec<_>>()
-            .join(",");
+        let many = (1..=101).map(|n| format!("p-{n:05}")).collect::<Vec<_>>().join(",");
         let too_many = get(&app, &format!("/products?ids={many}")).await;
         assert_problem(&too_many, StatusCode::BAD_REQUEST, "invalid_parameter");
     }
@@ -372,17 +338,10 @@ mod tests {
         let (app, shop) = app();
         let product = get(&app, "/products/p-00042").await;
         assert_eq!(product.status, StatusCode::OK);
-        assert_eq!(
-            product.json,
-            serde_json::to_value(shop.product("p-00042")).expect("json")
-        );
+        assert_eq!(product.json, serde_json::to_value(shop.product("p-00042")).expect("json"));
         let by_sku = get(&app, "/products/by-sku/SKU-00042").await;
         assert_eq!(by_sku.json, product.json);
-        assert_problem(
-            &get(&app, "/products/p-99999").await,
-            StatusCode::NOT_FOUND,
-            "not_found",
-        );
+        assert_problem(&get(&app, "/products/p-99999").await, StatusCode::NOT_FOUND, "not_found");
         assert_problem(
             &get(&app, "/products/by-sku/SKU-99999").await,
             StatusCode::NOT_FOUND,
@@ -430,20 +389,14 @@ mod tests {
             found.extend(ids(&page));
             match page["next_cursor"].as_str() {
                 Some(cursor) => {
-                    uri = format!(
-                        "/search?q={}&limit=100&cursor={cursor}",
-                        query.replace(' ', "+")
-                    );
+                    uri =
+                        format!("/search?q={}&limit=100&cursor={cursor}", query.replace(' ', "+"));
                     page = get(&app, &uri).await.json;
                 }
                 None => break,
             }
         }
-        assert!(
-            found.contains(&target.id),
-            "{query} did not find {}",
-            target.id
-        );
+        assert!(found.contains(&target.id), "{query} did not find {}", target.id);
         assert_eq!(found.len() as u64, total);
 
         for facet in ["category", "brand", "price_band"] {

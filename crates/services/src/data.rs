@@ -35,10 +35,7 @@ pub struct Money {
 
 impl Money {
     pub fn eur(amount_minor: u64) -> Self {
-        Self {
-            amount_minor,
-            currency: CURRENCY.to_owned(),
-        }
+        Self { amount_minor, currency: CURRENCY.to_owned() }
     }
 }
 
@@ -166,12 +163,7 @@ impl Shop {
             meta.push(m);
         }
         let featured = pick_featured(&products, &meta);
-        Shop {
-            params: *params,
-            products,
-            meta,
-            featured,
-        }
+        Shop { params: *params, products, meta, featured }
     }
 
     pub fn params(&self) -> &DemoParams {
@@ -217,9 +209,7 @@ impl Shop {
     /// description.
     pub fn matches(&self, index: usize, lowercase_words: &[String]) -> bool {
         let haystack = &self.meta[index].haystack;
-        lowercase_words
-            .iter()
-            .all(|w| haystack.contains(w.as_str()))
+        lowercase_words.iter().all(|w| haystack.contains(w.as_str()))
     }
 
     /// A product's reviews, newest first; empty for an unknown product.
@@ -255,9 +245,8 @@ impl Shop {
                 })
                 .map(|(j, _)| j)
         };
-        let mut same: Vec<(usize, f64)> = candidates(true)
-            .map(|j| (j, 0.5 + affinity(j) / 2.0))
-            .collect();
+        let mut same: Vec<(usize, f64)> =
+            candidates(true).map(|j| (j, 0.5 + affinity(j) / 2.0)).collect();
         same.sort_by(by_score);
         if same.len() < limit {
             let mut other: Vec<(usize, f64)> =
@@ -317,17 +306,9 @@ pub fn summarize(product_id: &str, reviews: &[Review]) -> ReviewSummary {
         sum += u32::from(review.rating);
     }
     let count = reviews.len() as u32;
-    let average = if count == 0 {
-        0.0
-    } else {
-        (f64::from(sum) * 10.0 / f64::from(count)).round() / 10.0
-    };
-    ReviewSummary {
-        product_id: product_id.to_owned(),
-        average,
-        count,
-        histogram,
-    }
+    let average =
+        if count == 0 { 0.0 } else { (f64::from(sum) * 10.0 / f64::from(count)).round() / 10.0 };
+    ReviewSummary { product_id: product_id.to_owned(), average, count, histogram }
 }
 
 /// The price band facet of an amount in minor units (bands in major units).
@@ -374,11 +355,7 @@ fn generate_product(seed: u64, index: usize) -> (Product, Meta) {
     let category = rng.pick(CATEGORIES);
     let brand = *rng.pick(BRANDS);
     let noun = *rng.pick(category.nouns);
-    let name = format!(
-        "{} {} {noun}",
-        rng.pick(ADJECTIVES),
-        rng.pick(category.modifiers)
-    );
+    let name = format!("{} {} {noun}", rng.pick(ADJECTIVES), rng.pick(category.modifiers));
     let color = *rng.pick(COLORS);
     let material = *rng.pick(category.materials);
     let size = *rng.pick(category.sizes);
@@ -398,14 +375,8 @@ fn generate_product(seed: u64, index: usize) -> (Product, Meta) {
                 width: 1200,
                 height: 900,
                 variants: vec![
-                    Variant {
-                        width: 160,
-                        url: format!("{base}-160.jpg"),
-                    },
-                    Variant {
-                        width: 480,
-                        url: format!("{base}-480.jpg"),
-                    },
+                    Variant { width: 160, url: format!("{base}-160.jpg") },
+                    Variant { width: 480, url: format!("{base}-480.jpg") },
                 ],
             }
         })
@@ -420,24 +391,13 @@ fn generate_product(seed: u64, index: usize) -> (Product, Meta) {
 
     let mut tags: Vec<&'static str> = Vec::with_capacity(4);
     for _ in 0..rng.range(2, 4) {
-        let tag = if rng.below(3) == 0 {
-            rng.pick(GENERAL_TAGS)
-        } else {
-            rng.pick(category.tags)
-        };
+        let tag = if rng.below(3) == 0 { rng.pick(GENERAL_TAGS) } else { rng.pick(category.tags) };
         if !tags.contains(tag) {
             tags.push(tag);
         }
     }
 
-    let description = describe(
-        &mut rng,
-        &name,
-        brand,
-        &noun.to_lowercase(),
-        material,
-        color,
-    );
+    let description = describe(&mut rng, &name, brand, &noun.to_lowercase(), material, color);
     let created_unix = START_UNIX + rng.below(END_UNIX - START_UNIX);
     let quality = rng.below(4) as u8;
 
@@ -455,12 +415,7 @@ fn generate_product(seed: u64, index: usize) -> (Product, Meta) {
         tags,
         created_at: rfc3339(created_unix),
     };
-    let meta = Meta {
-        created_unix,
-        quality,
-        stock: stock(seed, index),
-        haystack,
-    };
+    let meta = Meta { created_unix, quality, stock: stock(seed, index), haystack };
     (product, meta)
 }
 
@@ -495,10 +450,7 @@ fn describe(
     // The longest sentence is under 200 bytes, so stopping after the target keeps us < 3 KB.
     let target = rng.range(1_100, 2_850) as usize;
     let mut text = String::with_capacity(target + 200);
-    let _ = write!(
-        text,
-        "The {name} from {brand} brings {material} quality to everyday life."
-    );
+    let _ = write!(text, "The {name} from {brand} brings {material} quality to everyday life.");
     let mut in_paragraph = 1;
     while text.len() < target {
         if in_paragraph == 4 {
@@ -512,36 +464,17 @@ fn describe(
         let finish = *rng.pick(FINISHES);
         // `write!` into a String cannot fail.
         let _ = match main {
-            0 => write!(
-                text,
-                "{lead}, this {noun} pairs {material} with a clean {color} finish"
-            ),
+            0 => write!(text, "{lead}, this {noun} pairs {material} with a clean {color} finish"),
             1 => write!(text, "{lead}, the {noun} balances durability and comfort"),
-            2 => write!(
-                text,
-                "{lead}, its {material} construction resists everyday wear and tear"
-            ),
-            3 => write!(
-                text,
-                "{lead}, every {noun} is inspected before it leaves the workshop"
-            ),
-            4 => write!(
-                text,
-                "{lead}, the {color} colourway suits almost any setting"
-            ),
+            2 => write!(text, "{lead}, its {material} construction resists everyday wear and tear"),
+            3 => write!(text, "{lead}, every {noun} is inspected before it leaves the workshop"),
+            4 => write!(text, "{lead}, the {color} colourway suits almost any setting"),
             5 => write!(text, "{lead}, the {noun} feels reassuringly solid in use"),
-            6 => write!(
-                text,
-                "{lead}, {brand} has reduced the weight without sacrificing strength"
-            ),
-            7 => write!(
-                text,
-                "{lead}, the design keeps the essentials within easy reach"
-            ),
-            8 => write!(
-                text,
-                "{lead}, its proportions were refined through dozens of prototypes"
-            ),
+            6 => {
+                write!(text, "{lead}, {brand} has reduced the weight without sacrificing strength")
+            }
+            7 => write!(text, "{lead}, the design keeps the essentials within easy reach"),
+            8 => write!(text, "{lead}, its proportions were refined through dozens of prototypes"),
             _ => write!(
                 text,
                 "{lead}, the {material} ages gracefully and develops character over time"
@@ -575,12 +508,8 @@ fn pick_featured(products: &[Product], meta: &[Meta]) -> Vec<usize> {
 
 /// Ratings skewed by the product's quality: better products get more 4s and 5s.
 fn rating(rng: &mut Rng, quality: u8) -> u8 {
-    const WEIGHTS: [[u64; 5]; 4] = [
-        [20, 20, 25, 20, 15],
-        [8, 12, 25, 30, 25],
-        [4, 6, 15, 35, 40],
-        [2, 3, 8, 27, 60],
-    ];
+    const WEIGHTS: [[u64; 5]; 4] =
+        [[20, 20, 25, 20, 15], [8, 12, 25, 30, 25], [4, 6, 15, 35, 40], [2, 3, 8, 27, 60]];
     let weights = WEIGHTS[usize::from(quality.min(3))];
     let mut roll = rng.below(weights.iter().sum());
     for (i, weight) in weights.iter().enumerate() {
@@ -714,17 +643,8 @@ const CATEGORIES: &[Category] = &[
             "Saucepan",
             "Mixing Bowl Set",
         ],
-        modifiers: &[
-            "Artisan", "Bistro", "Pro", "Heritage", "Everyday", "Gourmet",
-        ],
-        materials: &[
-            "stainless steel",
-            "cast iron",
-            "carbon steel",
-            "oak",
-            "ceramic",
-            "copper",
-        ],
+        modifiers: &["Artisan", "Bistro", "Pro", "Heritage", "Everyday", "Gourmet"],
+        materials: &["stainless steel", "cast iron", "carbon steel", "oak", "ceramic", "copper"],
         sizes: &["20 cm", "24 cm", "28 cm", "1.5 l", "3 l"],
         tags: &["dishwasher-safe", "induction", "baking", "barista"],
     },
@@ -798,21 +718,8 @@ const CATEGORIES: &[Category] = &[
             "Jump Rope",
             "Water Bottle",
         ],
-        modifiers: &[
-            "Sprint",
-            "Velocity",
-            "Core",
-            "Endurance",
-            "Apex",
-            "Momentum",
-        ],
-        materials: &[
-            "EVA foam",
-            "neoprene",
-            "carbon fibre",
-            "natural rubber",
-            "polyester mesh",
-        ],
+        modifiers: &["Sprint", "Velocity", "Core", "Endurance", "Apex", "Momentum"],
+        materials: &["EVA foam", "neoprene", "carbon fibre", "natural rubber", "polyester mesh"],
         sizes: &["S", "M", "L", "XL"],
         tags: &["running", "fitness", "training", "team-sports"],
     },
@@ -828,16 +735,8 @@ const CATEGORIES: &[Category] = &[
             "Robot Kit",
             "Marble Run",
         ],
-        modifiers: &[
-            "Rainbow", "Explorer", "Little", "Galaxy", "Jungle", "Wonder",
-        ],
-        materials: &[
-            "beech wood",
-            "recycled plastic",
-            "plush",
-            "cardboard",
-            "bamboo",
-        ],
+        modifiers: &["Rainbow", "Explorer", "Little", "Galaxy", "Jungle", "Wonder"],
+        materials: &["beech wood", "recycled plastic", "plush", "cardboard", "bamboo"],
         sizes: &["3+ years", "6+ years", "8+ years", "12+ years"],
         tags: &["educational", "family", "stem", "creative-play"],
     },
@@ -854,13 +753,7 @@ const CATEGORIES: &[Category] = &[
             "Facial Cleanser",
         ],
         modifiers: &["Bloom", "Pure", "Velvet", "Radiant", "Botanical", "Silk"],
-        materials: &[
-            "aloe vera",
-            "shea butter",
-            "argan oil",
-            "hyaluronic acid",
-            "vitamin C",
-        ],
+        materials: &["aloe vera", "shea butter", "argan oil", "hyaluronic acid", "vitamin C"],
         sizes: &["30 ml", "50 ml", "100 ml", "250 ml"],
         tags: &["vegan", "fragrance-free", "sensitive-skin", "cruelty-free"],
     },
@@ -901,9 +794,8 @@ const COLORS: &[&str] = &[
     "mustard",
 ];
 
-const ORIGINS: &[&str] = &[
-    "Portugal", "Italy", "Germany", "Vietnam", "Poland", "Sweden", "Japan", "Spain",
-];
+const ORIGINS: &[&str] =
+    &["Portugal", "Italy", "Germany", "Vietnam", "Poland", "Sweden", "Japan", "Spain"];
 
 const GENERAL_TAGS: &[&str] = &["bestseller", "new", "eco", "gift-idea", "limited"];
 
@@ -995,11 +887,7 @@ mod tests {
     }
 
     fn small(seed: u64) -> DemoParams {
-        DemoParams {
-            seed,
-            products: 300,
-            max_reviews_per_product: 40,
-        }
+        DemoParams { seed, products: 300, max_reviews_per_product: 40 }
     }
 
     #[test]
@@ -1031,14 +919,8 @@ mod tests {
             assert!((500..=50_000).contains(&p.price.amount_minor), "{}", p.id);
             assert!(p.created_at.starts_with("2024-") || p.created_at.starts_with("2025-"));
             let image = &p.images[0];
-            assert_eq!(
-                image.url,
-                format!("https://img.portico.example/{}/1-1200.jpg", p.id)
-            );
-            assert_eq!(
-                image.variants.iter().map(|v| v.width).collect::<Vec<_>>(),
-                [160, 480]
-            );
+            assert_eq!(image.url, format!("https://img.portico.example/{}/1-1200.jpg", p.id));
+            assert_eq!(image.variants.iter().map(|v| v.width).collect::<Vec<_>>(), [160, 480]);
             assert!(p.attributes.contains_key("color"));
             assert!(!p.tags.is_empty());
             categories.insert(p.category);
@@ -1051,11 +933,8 @@ mod tests {
     #[test]
     fn about_ten_percent_sold_out_everywhere() {
         let shop = Shop::generate(&demo());
-        let sold_out = shop
-            .products()
-            .iter()
-            .filter(|p| shop.stock(&p.sku) == Some([0; 3]))
-            .count();
+        let sold_out =
+            shop.products().iter().filter(|p| shop.stock(&p.sku) == Some([0; 3])).count();
         let share = sold_out as f64 / 5_000.0;
         assert!((0.08..=0.12).contains(&share), "share {share}");
     }
@@ -1064,10 +943,7 @@ mod tests {
     fn lookups_by_id_and_sku() {
         let shop = Shop::generate(&small(1));
         assert_eq!(shop.index_of("p-00042"), Some(41));
-        assert_eq!(
-            shop.product_by_sku("SKU-00042").map(|p| p.id.as_str()),
-            Some("p-00042")
-        );
+        assert_eq!(shop.product_by_sku("SKU-00042").map(|p| p.id.as_str()), Some("p-00042"));
         assert_eq!(shop.index_of("p-42"), None);
         assert_eq!(shop.index_of("p-00000"), None);
         assert_eq!(shop.index_of("p-99999"), None);
@@ -1083,11 +959,7 @@ mod tests {
             let reviews = shop.reviews(&p.id);
             assert_eq!(reviews, shop.reviews(&p.id));
             assert!(reviews.len() <= 40);
-            assert!(
-                reviews
-                    .windows(2)
-                    .all(|w| w[0].created_at >= w[1].created_at)
-            );
+            assert!(reviews.windows(2).all(|w| w[0].created_at >= w[1].created_at));
             assert!(reviews.iter().all(|r| r.created_at >= p.created_at));
             let summary = shop.summary(&p.id);
             assert_eq!(summary.count as usize, reviews.len());
@@ -1111,10 +983,7 @@ mod tests {
         assert!(featured.iter().all(|p| shop.stock(&p.sku) != Some([0; 3])));
         let other = Shop::generate(&demo());
         let again: Vec<&str> = other.featured().map(|p| p.id.as_str()).collect();
-        assert_eq!(
-            featured.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
-            again
-        );
+        assert_eq!(featured.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), again);
     }
 
     #[test]
@@ -1130,10 +999,7 @@ mod tests {
         assert_eq!(related, shop.related(0, 5));
 
         // A tiny shop runs out of same-category products and falls back to the others.
-        let tiny = Shop::generate(&DemoParams {
-            products: 4,
-            ..small(5)
-        });
+        let tiny = Shop::generate(&DemoParams { products: 4, ..small(5) });
         let related = tiny.related(0, 10);
         assert_eq!(related.len(), 3);
         assert!(related.iter().all(|&(j, _)| j != 0));

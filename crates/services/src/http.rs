@@ -50,26 +50,16 @@ pub(crate) mod testing {
     }
 
     pub(crate) async fn send(router: &Router, request: Request<Body>) -> Answer {
-        let response = router
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("routers are infallible");
+        let response = router.clone().oneshot(request).await.expect("routers are infallible");
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .expect("body");
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
         let json = if bytes.is_empty() {
             Value::Null
         } else {
             serde_json::from_slice(&bytes).expect("JSON body")
         };
-        Answer {
-            status,
-            headers,
-            json,
-        }
+        Answer { status, headers, json }
     }
 
     pub(crate) async fn get(router: &Router, uri: &str) -> Answer {
@@ -115,14 +105,9 @@ mod tests {
         let missing = get(&router, "/nope").await;
         assert_problem(&missing, StatusCode::NOT_FOUND, "not_found");
 
-        let request = axum::http::Request::delete("/x")
-            .body(axum::body::Body::empty())
-            .expect("request");
+        let request =
+            axum::http::Request::delete("/x").body(axum::body::Body::empty()).expect("request");
         let wrong_method = testing::send(&router, request).await;
-        assert_problem(
-            &wrong_method,
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-        );
+        assert_problem(&wrong_method, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
     }
 }

@@ -38,16 +38,8 @@ pub const USER_SCOPE: &str = "profile catalog:read orders:read orders:write";
 /// The partner clients of `POST /oauth/token`: (client id, secret, scopes it may be granted).
 /// `globex` is read-only, so the partner gateway's scope checks have a client to refuse.
 pub const PARTNERS: [(&str, &str, &str); 2] = [
-    (
-        "acme",
-        "acme-secret",
-        "catalog:read stock:read orders:read orders:write",
-    ),
-    (
-        "globex",
-        "globex-secret",
-        "catalog:read stock:read orders:read",
-    ),
+    ("acme", "acme-secret", "catalog:read stock:read orders:read orders:write"),
+    ("globex", "globex-secret", "catalog:read stock:read orders:read"),
 ];
 
 /// The identity routes over an issuer.
@@ -55,10 +47,7 @@ pub fn router(issuer: Arc<Issuer>) -> Router {
     crate::http::finish(
         Router::new()
             .route("/.well-known/jwks.json", get(jwks))
-            .route(
-                "/.well-known/openid-configuration",
-                get(openid_configuration),
-            )
+            .route("/.well-known/openid-configuration", get(openid_configuration))
             .route("/token", post(user_token))
             .route("/oauth/token", post(client_credentials))
             .with_state(issuer),
@@ -169,9 +158,7 @@ impl Issuer {
         scope: &str,
         client_id: Option<&str>,
     ) -> Result<String, IssuerError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let claims = Claims {
             iss: self.issuer.clone(),
             sub: subject.to_owned(),
@@ -201,10 +188,9 @@ fn thumbprint(x: &str, y: &str) -> String {
 async fn jwks(State(issuer): State<Arc<Issuer>>) -> Response {
     let mut response = Json(issuer.jwks()).into_response();
     // Gateways may cache the key set briefly; it only changes when the process restarts.
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
     response
 }
 
@@ -233,9 +219,7 @@ impl IntoResponse for TokenResponse {
     fn into_response(self) -> Response {
         let mut response = Json(self).into_response();
         // Tokens are credentials: no cache may keep them (RFC 6749 §5.1).
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response
     }
 }
@@ -255,11 +239,7 @@ async fn user_token(
     if !AUDIENCES.contains(&request.audience.as_str()) {
         return Err(Problem::bad_request(
             "invalid_audience",
-            format!(
-                "audience {:?} is not one of {}",
-                request.audience,
-                AUDIENCES.join(", ")
-            ),
+            format!("audience {:?} is not one of {}", request.audience, AUDIENCES.join(", ")),
         ));
     }
     if !USERS.contains(&request.subject.as_str()) {
@@ -284,11 +264,7 @@ async fn user_token(
 #[allow(clippy::needless_pass_by_value)]
 fn signing_failed(e: IssuerError) -> Problem {
     tracing::error!(error = %e, "cannot sign a token");
-    Problem::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "the token could not be signed",
-    )
+    Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the token could not be signed")
 }
 
 /// An OAuth 2.0 error response (RFC 6749 §5.2), which token clients expect instead of a problem.
@@ -301,11 +277,7 @@ struct OAuthError {
 
 impl OAuthError {
     fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
-        Self {
-            status,
-            error,
-            description: description.into(),
-        }
+        Self { status, error, description: description.into() }
     }
 
     fn invalid_request(description: impl Into<String>) -> Self {
@@ -313,11 +285,7 @@ impl OAuthError {
     }
 
     fn invalid_client() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "unknown client or wrong secret",
-        )
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client or wrong secret")
     }
 }
 
@@ -347,15 +315,10 @@ async fn client_credentials(
     let form = parse_form(&body)
         .ok_or_else(|| OAuthError::invalid_request("the body is not valid form data"))?;
     let field = |name: &str| -> Result<Option<&str>, OAuthError> {
-        let mut values = form
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str());
+        let mut values = form.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str());
         let first = values.next();
         if values.next().is_some() {
-            return Err(OAuthError::invalid_request(format!(
-                "{name} is given more than once"
-            )));
+            return Err(OAuthError::invalid_request(format!("{name} is given more than once")));
         }
         Ok(first)
     };
@@ -419,12 +382,7 @@ async fn client_credentials(
     };
 
     let access_token = issuer
-        .sign(
-            &format!("partner:{client_id}"),
-            "partner",
-            &scope,
-            Some(client_id),
-        )
+        .sign(&format!("partner:{client_id}"), "partner", &scope, Some(client_id))
         .map_err(|e| {
             tracing::error!(error = %e, "cannot sign a token");
             OAuthError::new(
@@ -433,12 +391,7 @@ async fn client_credentials(
                 "the token could not be signed",
             )
         })?;
-    Ok(TokenResponse {
-        access_token,
-        token_type: "Bearer",
-        expires_in: TOKEN_TTL_SECS,
-        scope,
-    })
+    Ok(TokenResponse { access_token, token_type: "Bearer", expires_in: TOKEN_TTL_SECS, scope })
 }
 
 /// `Authorization: Basic base64(id:secret)`, if present and well-formed.
@@ -507,11 +460,7 @@ mod tests {
         if let Some(value) = authorization {
             request = request.header("authorization", value);
         }
-        send(
-            app,
-            request.body(Body::from(body.to_owned())).expect("request"),
-        )
-        .await
+        send(app, request.body(Body::from(body.to_owned())).expect("request")).await
     }
 
     /// Verifies a token against the JWKS the service serves, the way a gateway does.
@@ -532,20 +481,14 @@ mod tests {
         let mut validation = Validation::new(Algorithm::ES256);
         validation.set_audience(&[audience]);
         validation.set_issuer(&[ISSUER]);
-        jsonwebtoken::decode::<Claims>(token, &key, &validation)
-            .expect("token verifies")
-            .claims
+        jsonwebtoken::decode::<Claims>(token, &key, &validation).expect("token verifies").claims
     }
 
     #[tokio::test]
     async fn user_token_verifies_against_the_jwks() {
         let app = app();
-        let answer = post_json(
-            &app,
-            "/token",
-            &json!({"subject": "alice", "audience": "mobile"}),
-        )
-        .await;
+        let answer =
+            post_json(&app, "/token", &json!({"subject": "alice", "audience": "mobile"})).await;
         assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.json);
         assert_eq!(answer.json["token_type"], "Bearer");
         assert_eq!(answer.json["expires_in"], 900);
@@ -563,12 +506,8 @@ mod tests {
     #[tokio::test]
     async fn unknown_user_and_audience() {
         let app = app();
-        let unknown = post_json(
-            &app,
-            "/token",
-            &json!({"subject": "mallory", "audience": "web"}),
-        )
-        .await;
+        let unknown =
+            post_json(&app, "/token", &json!({"subject": "mallory", "audience": "web"})).await;
         assert_problem(&unknown, StatusCode::NOT_FOUND, "unknown_user");
         let audience =
             post_json(&app, "/token", &json!({"subject": "bob", "audience": "tv"})).await;
@@ -596,12 +535,8 @@ mod tests {
 
         // Basic authentication and a narrowed scope.
         let basic = format!("Basic {}", STANDARD.encode("globex:globex-secret"));
-        let answer = post_form(
-            &app,
-            "grant_type=client_credentials&scope=stock%3Aread",
-            Some(&basic),
-        )
-        .await;
+        let answer =
+            post_form(&app, "grant_type=client_credentials&scope=stock%3Aread", Some(&basic)).await;
         assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.json);
         let token = answer.json["access_token"].as_str().expect("token");
         let claims = verify(&app, token, "partner").await;
@@ -644,10 +579,7 @@ mod tests {
         let app = app();
         let config = get(&app, "/.well-known/openid-configuration").await.json;
         assert_eq!(config["issuer"], ISSUER);
-        assert_eq!(
-            config["jwks_uri"],
-            format!("{ISSUER}/.well-known/jwks.json")
-        );
+        assert_eq!(config["jwks_uri"], format!("{ISSUER}/.well-known/jwks.json"));
         assert_eq!(config["token_endpoint"], format!("{ISSUER}/oauth/token"));
     }
 

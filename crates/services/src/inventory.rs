@@ -92,17 +92,11 @@ mod tests {
     #[tokio::test]
     async fn stock_has_three_warehouses_and_a_total() {
         let level = service()
-            .get_stock(Request::new(GetStockRequest {
-                sku: "SKU-00001".into(),
-            }))
+            .get_stock(Request::new(GetStockRequest { sku: "SKU-00001".into() }))
             .await
             .expect("known sku")
             .into_inner();
-        let names: Vec<&str> = level
-            .warehouses
-            .iter()
-            .map(|w| w.warehouse.as_str())
-            .collect();
+        let names: Vec<&str> = level.warehouses.iter().map(|w| w.warehouse.as_str()).collect();
         assert_eq!(names, WAREHOUSES);
         let sum: u32 = level.warehouses.iter().map(|w| w.available).sum();
         assert_eq!(level.total_available, sum);

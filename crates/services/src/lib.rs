@@ -57,10 +57,7 @@ impl Default for Config {
 impl Config {
     /// The default configuration on ephemeral ports, so tests can run side by side.
     pub fn ephemeral() -> Self {
-        Self {
-            ports: Ports::ephemeral(),
-            ..Self::default()
-        }
+        Self { ports: Ports::ephemeral(), ..Self::default() }
     }
 }
 
@@ -91,14 +88,7 @@ impl Default for Ports {
 impl Ports {
     /// Every port 0: the OS picks free ones.
     pub fn ephemeral() -> Self {
-        Self {
-            catalog: 0,
-            reviews: 0,
-            recommendations: 0,
-            inventory: 0,
-            orders: 0,
-            identity: 0,
-        }
+        Self { catalog: 0, reviews: 0, recommendations: 0, inventory: 0, orders: 0, identity: 0 }
     }
 }
 
@@ -156,12 +146,7 @@ impl Services {
     /// wait in the accept backlog until the server task polls). Fails with an error naming the
     /// service and address when a port cannot be bound.
     pub async fn start(config: Config) -> io::Result<Services> {
-        let Config {
-            host,
-            ports,
-            demo,
-            recommendations: faults,
-        } = config;
+        let Config { host, ports, demo, recommendations: faults } = config;
 
         // Bind everything before spawning anything: a taken port then fails the whole start
         // without leaving half the services running.
@@ -207,24 +192,14 @@ impl Services {
             recommendations::router(Arc::clone(&shop), faults),
             signal.clone(),
         );
-        spawn_http(
-            &mut tasks,
-            orders_listener,
-            orders::router(store),
-            signal.clone(),
-        );
+        spawn_http(&mut tasks, orders_listener, orders::router(store), signal.clone());
         spawn_http(
             &mut tasks,
             identity_listener,
             identity::router(Arc::new(issuer)),
             signal.clone(),
         );
-        spawn_grpc(
-            &mut tasks,
-            inventory_listener,
-            inventory::InventoryService::new(shop),
-            signal,
-        );
+        spawn_grpc(&mut tasks, inventory_listener, inventory::InventoryService::new(shop), signal);
 
         tracing::info!(
             catalog = %addrs.catalog,
@@ -283,17 +258,10 @@ struct Addrs {
 async fn bind(name: &'static str, host: IpAddr, port: u16) -> io::Result<Bound> {
     let requested = SocketAddr::new(host, port);
     let listener = TcpListener::bind(requested).await.map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("{name} service cannot listen on {requested}: {e}"),
-        )
+        io::Error::new(e.kind(), format!("{name} service cannot listen on {requested}: {e}"))
     })?;
     let addr = listener.local_addr()?;
-    Ok(Bound {
-        name,
-        addr,
-        listener,
-    })
+    Ok(Bound { name, addr, listener })
 }
 
 /// Resolves once [`Services::shutdown`] asks for it, or when `Services` is gone.
@@ -308,15 +276,9 @@ fn spawn_http(
     router: axum::Router,
     signal: watch::Receiver<bool>,
 ) {
-    let Bound {
-        name,
-        addr,
-        listener,
-    } = bound;
+    let Bound { name, addr, listener } = bound;
     tasks.spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(stopped(signal))
-            .await;
+        let served = axum::serve(listener, router).with_graceful_shutdown(stopped(signal)).await;
         if let Err(e) = served {
             tracing::error!(service = name, %addr, error = %e, "server failed");
         }
@@ -329,11 +291,7 @@ fn spawn_grpc(
     service: inventory::InventoryService,
     signal: watch::Receiver<bool>,
 ) {
-    let Bound {
-        name,
-        addr,
-        listener,
-    } = bound;
+    let Bound { name, addr, listener } = bound;
     tasks.spawn(async move {
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
         let served = tonic::transport::Server::builder()

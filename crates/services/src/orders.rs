@@ -94,12 +94,7 @@ impl OrderStore {
         let store = Self::new();
         let seeds: [Seed; 5] = [
             // 2025-09-02T10:15:00Z
-            (
-                "alice",
-                Status::Delivered,
-                1_756_808_100,
-                &[(41, 1), (1_203, 2)],
-            ),
+            ("alice", Status::Delivered, 1_756_808_100, &[(41, 1), (1_203, 2)]),
             // 2025-10-20T18:40:00Z
             ("bob", Status::Delivered, 1_760_985_600, &[(7, 1)]),
             // 2025-11-14T08:05:00Z
@@ -107,12 +102,7 @@ impl OrderStore {
             // 2025-12-01T12:30:00Z
             ("bob", Status::Paid, 1_764_592_200, &[(314, 3), (4_242, 1)]),
             // 2025-12-19T21:10:00Z
-            (
-                "alice",
-                Status::Placed,
-                1_766_178_600,
-                &[(999, 1), (16, 2), (3_001, 1)],
-            ),
+            ("alice", Status::Placed, 1_766_178_600, &[(999, 1), (16, 2), (3_001, 1)]),
         ];
         let count = shop.products().len();
         if count == 0 {
@@ -123,20 +113,13 @@ impl OrderStore {
                 .iter()
                 .map(|&(index, quantity)| {
                     let product = &shop.products()[index % count];
-                    Line {
-                        sku: product.sku.clone(),
-                        quantity,
-                        unit_price: product.price.clone(),
-                    }
+                    Line { sku: product.sku.clone(), quantity, unit_price: product.price.clone() }
                 })
                 .collect();
             if lines.is_empty() {
                 continue;
             }
-            let new = NewOrder {
-                customer_id: customer.to_owned(),
-                lines,
-            };
+            let new = NewOrder { customer_id: customer.to_owned(), lines };
             // Seeded lines come from the catalog, so they always validate.
             if let Ok(total) = validate(&new) {
                 store.insert(new, total, status, created);
@@ -148,18 +131,12 @@ impl OrderStore {
     /// Validates and stores a new order, stamped with the current time.
     pub fn place(&self, new: NewOrder) -> Result<Order, Problem> {
         let total = validate(&new)?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         Ok(self.insert(new, total, Status::Placed, now))
     }
 
     pub fn get(&self, id: &str) -> Option<Order> {
-        self.lock()
-            .orders
-            .iter()
-            .find(|(_, o)| o.id == id)
-            .map(|(_, o)| o.clone())
+        self.lock().orders.iter().find(|(_, o)| o.id == id).map(|(_, o)| o.clone())
     }
 
     /// Orders, newest first, optionally of one customer only.
@@ -172,11 +149,7 @@ impl OrderStore {
             .collect();
         // The clock may step backwards; ties and steps fall back to creation order.
         orders.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.id.cmp(&a.1.id)));
-        orders
-            .into_iter()
-            .take(limit)
-            .map(|(_, o)| o.clone())
-            .collect()
+        orders.into_iter().take(limit).map(|(_, o)| o.clone()).collect()
     }
 
     fn insert(&self, new: NewOrder, total: Money, status: Status, created: u64) -> Order {
@@ -242,10 +215,7 @@ fn validate(order: &NewOrder) -> Result<Money, Problem> {
             .and_then(|amount| total.checked_add(amount))
             .ok_or_else(|| invalid(format!("line {n}: the order total is too large")))?;
     }
-    Ok(Money {
-        amount_minor: total,
-        currency: currency.clone(),
-    })
+    Ok(Money { amount_minor: total, currency: currency.clone() })
 }
 
 // === Handlers ===
@@ -263,10 +233,7 @@ async fn fetch(
     State(store): State<Arc<OrderStore>>,
     Path(id): Path<String>,
 ) -> Result<Json<Order>, Problem> {
-    store
-        .get(&id)
-        .map(Json)
-        .ok_or_else(|| Problem::not_found(format!("no order with id {id}")))
+    store.get(&id).map(Json).ok_or_else(|| Problem::not_found(format!("no order with id {id}")))
 }
 
 #[derive(Debug, Deserialize)]
@@ -287,9 +254,7 @@ async fn list(
     let Query(params) = params.map_err(query::rejected)?;
     let limit = query::int_in("limit", params.limit.as_deref(), 20, 1..=100)? as usize;
     let customer = params.customer_id.as_deref().filter(|c| !c.is_empty());
-    Ok(Json(Orders {
-        items: store.list(customer, limit),
-    }))
+    Ok(Json(Orders { items: store.list(customer, limit) }))
 }
 
 #[cfg(test)]
@@ -341,10 +306,7 @@ mod tests {
         assert_eq!(placed.status, StatusCode::CREATED, "{:?}", placed.json);
         assert_eq!(placed.json["id"], "o-000006");
         assert_eq!(placed.json["status"], "placed");
-        assert_eq!(
-            placed.json["total"],
-            json!({"amount_minor": 4498, "currency": "EUR"})
-        );
+        assert_eq!(placed.json["total"], json!({"amount_minor": 4498, "currency": "EUR"}));
         assert_eq!(placed.json["lines"], body["lines"]);
 
         let fetched = get(&app, "/orders/o-000006").await;
@@ -364,22 +326,13 @@ mod tests {
         };
         let cases = [
             (json!({"customer_id": "alice", "lines": []}), "no lines"),
-            (
-                json!({"customer_id": "alice", "lines": [line(0, "EUR")]}),
-                "quantity 0",
-            ),
-            (
-                json!({"customer_id": "alice", "lines": [line(1000, "EUR")]}),
-                "quantity 1000",
-            ),
+            (json!({"customer_id": "alice", "lines": [line(0, "EUR")]}), "quantity 0"),
+            (json!({"customer_id": "alice", "lines": [line(1000, "EUR")]}), "quantity 1000"),
             (
                 json!({"customer_id": "alice", "lines": [line(1, "EUR"), line(1, "USD")]}),
                 "currency USD differs",
             ),
-            (
-                json!({"customer_id": "", "lines": [line(1, "EUR")]}),
-                "customer_id",
-            ),
+            (json!({"customer_id": "", "lines": [line(1, "EUR")]}), "customer_id"),
             (json!({"customer_id": "alice"}), "lines"),
         ];
         for (body, needle) in cases {
@@ -389,10 +342,7 @@ mod tests {
             assert!(detail.contains(needle), "{detail:?} lacks {needle:?}");
         }
         // Nothing was stored.
-        assert_eq!(
-            get(&app, "/orders/o-000006").await.status,
-            StatusCode::NOT_FOUND
-        );
+        assert_eq!(get(&app, "/orders/o-000006").await.status, StatusCode::NOT_FOUND);
     }
 
     #[tokio::test]

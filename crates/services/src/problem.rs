@@ -19,11 +19,7 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            detail: detail.into(),
-        }
+        Self { status, code, detail: detail.into() }
     }
 
     /// 404 `not_found`.
@@ -63,9 +59,7 @@ impl IntoResponse for Problem {
             code: self.code,
         };
         let mut response = (self.status, Json(body)).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
         response
     }
 }
@@ -79,9 +73,7 @@ mod tests {
         let response = Problem::not_found("no product p-99999").into_response();
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
         assert_eq!(response.headers()[header::CONTENT_TYPE], CONTENT_TYPE);
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .expect("body");
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
         let json: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
         assert_eq!(
             json,

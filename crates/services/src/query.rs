@@ -40,11 +40,7 @@ pub(crate) fn int_in(
 /// A comma-separated id list (`ids=a,b,c`) of at most [`MAX_IDS`] entries; empty entries are
 /// skipped so `ids=` means "none" rather than an error.
 pub(crate) fn id_list(raw: &str) -> Result<Vec<&str>, Problem> {
-    let ids: Vec<&str> = raw
-        .split(',')
-        .map(str::trim)
-        .filter(|id| !id.is_empty())
-        .collect();
+    let ids: Vec<&str> = raw.split(',').map(str::trim).filter(|id| !id.is_empty()).collect();
     if ids.len() > MAX_IDS {
         return Err(Problem::invalid_parameter(format!(
             "ids names {} ids, at most {MAX_IDS} are allowed",

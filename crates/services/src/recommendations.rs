@@ -28,11 +28,7 @@ struct AppState {
 
 /// The recommendations routes over the shared shop, with injected latency and errors.
 pub fn router(shop: Arc<Shop>, faults: Faults) -> Router {
-    let state = AppState {
-        shop,
-        faults,
-        calls: AtomicU64::new(0),
-    };
+    let state = AppState { shop, faults, calls: AtomicU64::new(0) };
     http::finish(
         Router::new()
             .route("/recommendations/{product_id}", get(recommend))
@@ -87,10 +83,7 @@ async fn recommend(
     let items = shop
         .related(index, limit)
         .into_iter()
-        .map(|(j, score)| Scored {
-            product_id: shop.products()[j].id.clone(),
-            score,
-        })
+        .map(|(j, score)| Scored { product_id: shop.products()[j].id.clone(), score })
         .collect();
     Ok(Json(Recommendations { product_id, items }))
 }
@@ -104,10 +97,7 @@ mod tests {
     use crate::http::testing::{assert_problem, get};
 
     fn shop() -> Arc<Shop> {
-        Arc::new(Shop::generate(&DemoParams {
-            products: 200,
-            ..DemoParams::default()
-        }))
+        Arc::new(Shop::generate(&DemoParams { products: 200, ..DemoParams::default() }))
     }
 
     #[tokio::test]
@@ -127,10 +117,7 @@ mod tests {
             assert!(item["score"].as_f64().expect("score") > 0.0);
         }
         let default_limit = get(&app, "/recommendations/p-00007").await;
-        assert_eq!(
-            default_limit.json["items"].as_array().map(Vec::len),
-            Some(5)
-        );
+        assert_eq!(default_limit.json["items"].as_array().map(Vec::len), Some(5));
     }
 
     #[tokio::test]
@@ -143,13 +130,7 @@ mod tests {
     #[tokio::test]
     async fn error_rate_one_always_fails_zero_never() {
         let shop = shop();
-        let failing = router(
-            Arc::clone(&shop),
-            Faults {
-                error_rate: 1.0,
-                ..Faults::default()
-            },
-        );
+        let failing = router(Arc::clone(&shop), Faults { error_rate: 1.0, ..Faults::default() });
         let healthy = router(shop, Faults::default());
         for _ in 0..20 {
             let answer = get(&failing, "/recommendations/p-00001").await;
@@ -161,13 +142,7 @@ mod tests {
 
     #[tokio::test]
     async fn error_rate_fails_about_that_share() {
-        let app = router(
-            shop(),
-            Faults {
-                error_rate: 0.3,
-                ..Faults::default()
-            },
-        );
+        let app = router(shop(), Faults { error_rate: 0.3, ..Faults::default() });
         let mut failures = 0;
         for _ in 0..200 {
             if get(&app, "/recommendations/p-00001").await.status != StatusCode::OK {
@@ -180,13 +155,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn latency_delays_the_answer() {
         let latency = Duration::from_millis(750);
-        let app = router(
-            shop(),
-            Faults {
-                latency,
-                ..Faults::default()
-            },
-        );
+        let app = router(shop(), Faults { latency, ..Faults::default() });
         let started = tokio::time::Instant::now();
         let call = tokio::spawn(async move { get(&app, "/recommendations/p-00001").await });
         // Just short of the latency, the call must still be pending …

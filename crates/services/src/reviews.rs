@@ -50,17 +50,10 @@ async fn list(
     let page = query::int_in("page", params.page.as_deref(), 1, 1..=u32::MAX)?;
     let per_page = query::int_in("per_page", params.per_page.as_deref(), 10, 1..=50)?;
     let reviews = shop.reviews(&id);
-    let start = ((page - 1) as usize)
-        .saturating_mul(per_page as usize)
-        .min(reviews.len());
+    let start = ((page - 1) as usize).saturating_mul(per_page as usize).min(reviews.len());
     let end = (start + per_page as usize).min(reviews.len());
-    Ok(Json(ReviewPage {
-        items: &reviews[start..end],
-        page,
-        per_page,
-        total: reviews.len(),
-    })
-    .into_response())
+    Ok(Json(ReviewPage { items: &reviews[start..end], page, per_page, total: reviews.len() })
+        .into_response())
 }
 
 /// `GET /products/{id}/summary`: an unknown product has a zero summary, like its empty list.
@@ -87,10 +80,7 @@ async fn summaries(
     let raw = params
         .ids
         .ok_or_else(|| Problem::invalid_parameter("ids is required, e.g. ids=p-00001,p-00002"))?;
-    let items = query::id_list(&raw)?
-        .into_iter()
-        .map(|id| shop.summary(id))
-        .collect();
+    let items = query::id_list(&raw)?.into_iter().map(|id| shop.summary(id)).collect();
     Ok(Json(Summaries { items }))
 }
 
@@ -103,10 +93,7 @@ mod tests {
     use serde_json::Value;
 
     fn app() -> (Router, Arc<Shop>) {
-        let shop = Arc::new(Shop::generate(&DemoParams {
-            products: 200,
-            ..DemoParams::default()
-        }));
+        let shop = Arc::new(Shop::generate(&DemoParams { products: 200, ..DemoParams::default() }));
         (router(Arc::clone(&shop)), shop)
     }
 
@@ -131,10 +118,8 @@ mod tests {
         let summary = get(&app, &format!("/products/{id}/summary")).await.json;
         assert_eq!(summary["product_id"], id.as_str());
         assert_eq!(summary["count"], items.len());
-        let ratings: Vec<u64> = items
-            .iter()
-            .map(|r| r["rating"].as_u64().expect("rating"))
-            .collect();
+        let ratings: Vec<u64> =
+            items.iter().map(|r| r["rating"].as_u64().expect("rating")).collect();
         for star in 1..=5u64 {
             let expected = ratings.iter().filter(|&&r| r == star).count();
             assert_eq!(summary["histogram"][star.to_string()], expected, "{star}");
@@ -154,16 +139,10 @@ mod tests {
     async fn pages_cover_the_list_newest_first() {
         let (app, shop) = app();
         let id = with_reviews(&shop, 12);
-        let all = get(&app, &format!("/products/{id}/reviews?per_page=50"))
-            .await
-            .json;
+        let all = get(&app, &format!("/products/{id}/reviews?per_page=50")).await.json;
         let mut paged: Vec<Value> = Vec::new();
         for page in 1.. {
-            let answer = get(
-                &app,
-                &format!("/products/{id}/reviews?page={page}&per_page=5"),
-            )
-            .await;
+            let answer = get(&app, &format!("/products/{id}/reviews?page={page}&per_page=5")).await;
             assert_eq!(answer.json["page"], page);
             assert_eq!(answer.json["per_page"], 5);
             let items = answer.json["items"].as_array().expect("items").clone();
@@ -173,10 +152,8 @@ mod tests {
             paged.extend(items);
         }
         assert_eq!(Value::Array(paged.clone()), all["items"]);
-        let dates: Vec<&str> = paged
-            .iter()
-            .map(|r| r["created_at"].as_str().expect("date"))
-            .collect();
+        let dates: Vec<&str> =
+            paged.iter().map(|r| r["created_at"].as_str().expect("date")).collect();
         assert!(dates.windows(2).all(|w| w[0] >= w[1]));
     }
 

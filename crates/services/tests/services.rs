@@ -12,11 +12,7 @@ use portico_services::{Config, Services};
 use serde_json::{Value, json};
 
 async fn get_json(client: &reqwest::Client, addr: SocketAddr, path: &str) -> (u16, Value) {
-    let response = client
-        .get(format!("http://{addr}{path}"))
-        .send()
-        .await
-        .expect("request");
+    let response = client.get(format!("http://{addr}{path}")).send().await.expect("request");
     let status = response.status().as_u16();
     (status, response.json().await.expect("json body"))
 }
@@ -57,12 +53,8 @@ async fn identity_names_its_bound_address() {
     let services = Services::start(Config::ephemeral()).await.expect("start");
     let client = reqwest::Client::new();
     assert_eq!(services.issuer(), format!("http://{}", services.identity));
-    let (_, discovery) = get_json(
-        &client,
-        services.identity,
-        "/.well-known/openid-configuration",
-    )
-    .await;
+    let (_, discovery) =
+        get_json(&client, services.identity, "/.well-known/openid-configuration").await;
     assert_eq!(discovery["issuer"], services.issuer());
 
     let response = client
@@ -98,14 +90,11 @@ async fn identity_names_its_bound_address() {
 #[tokio::test]
 async fn inventory_over_grpc() {
     let services = Services::start(Config::ephemeral()).await.expect("start");
-    let mut client = InventoryClient::connect(format!("http://{}", services.inventory))
-        .await
-        .expect("connect");
+    let mut client =
+        InventoryClient::connect(format!("http://{}", services.inventory)).await.expect("connect");
 
     let level = client
-        .get_stock(GetStockRequest {
-            sku: "SKU-00001".into(),
-        })
+        .get_stock(GetStockRequest { sku: "SKU-00001".into() })
         .await
         .expect("known sku")
         .into_inner();
@@ -113,32 +102,21 @@ async fn inventory_over_grpc() {
     assert_eq!(level.warehouses.len(), 3);
 
     let unknown = client
-        .get_stock(GetStockRequest {
-            sku: "SKU-99999".into(),
-        })
+        .get_stock(GetStockRequest { sku: "SKU-99999".into() })
         .await
         .expect_err("unknown sku");
     assert_eq!(unknown.code(), tonic::Code::NotFound);
 
     let skus: Vec<String> = (1..=500).map(|n| format!("SKU-{n:05}")).collect();
-    let batch = client
-        .batch_get_stock(BatchGetStockRequest { skus })
-        .await
-        .expect("500 skus")
-        .into_inner();
+    let batch =
+        client.batch_get_stock(BatchGetStockRequest { skus }).await.expect("500 skus").into_inner();
     assert_eq!(batch.items.len(), 500);
     assert!(batch.unknown_skus.is_empty());
-    let sold_out = batch
-        .items
-        .iter()
-        .filter(|level| level.total_available == 0)
-        .count();
+    let sold_out = batch.items.iter().filter(|level| level.total_available == 0).count();
     assert!((20..=80).contains(&sold_out), "{sold_out} of 500 sold out");
 
     let mixed = client
-        .batch_get_stock(BatchGetStockRequest {
-            skus: vec!["SKU-00002".into(), "nope".into()],
-        })
+        .batch_get_stock(BatchGetStockRequest { skus: vec!["SKU-00002".into(), "nope".into()] })
         .await
         .expect("batch")
         .into_inner();
@@ -179,10 +157,7 @@ async fn dropping_services_stops_the_servers() {
         if tokio::net::TcpStream::connect(addr).await.is_err() {
             break;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{addr} still accepts"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "{addr} still accepts");
         tokio::task::yield_now().await;
     }
 }

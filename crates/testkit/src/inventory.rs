@@ -37,10 +37,7 @@ impl Mock {
         self.0.stock.get(sku).map(|&available| StockLevel {
             sku: sku.to_owned(),
             total_available: available,
-            warehouses: vec![WarehouseStock {
-                warehouse: "ams".into(),
-                available,
-            }],
+            warehouses: vec![WarehouseStock { warehouse: "ams".into(), available }],
         })
     }
 }
@@ -53,9 +50,7 @@ impl Inventory for Mock {
     ) -> Result<Response<StockLevel>, Status> {
         self.prelude().await?;
         let sku = request.into_inner().sku;
-        self.level(&sku)
-            .map(Response::new)
-            .ok_or_else(|| Status::not_found(sku))
+        self.level(&sku).map(Response::new).ok_or_else(|| Status::not_found(sku))
     }
 
     async fn batch_get_stock(
@@ -84,12 +79,8 @@ pub struct MockInventory {
 impl MockInventory {
     /// Serves `script` on `127.0.0.1:0`.
     pub async fn start(script: Script) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let addr = listener
-            .local_addr()
-            .expect("a bound listener has an address");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("a bound listener has an address");
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
         let service = InventoryServer::new(Mock(Arc::new(script)));
         let task = tokio::spawn(async move {

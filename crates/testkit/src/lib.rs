@@ -31,12 +31,8 @@ pub struct MockServer {
 impl MockServer {
     /// Serves `router` on `127.0.0.1:0`.
     pub async fn start(router: Router) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let addr = listener
-            .local_addr()
-            .expect("a bound listener has an address");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("a bound listener has an address");
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
@@ -62,12 +58,8 @@ impl Drop for MockServer {
 
 /// The URL of a loopback port nobody listens on: connections to it are refused.
 pub async fn refused_url() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1:0");
-    let addr = listener
-        .local_addr()
-        .expect("a bound listener has an address");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("a bound listener has an address");
     drop(listener);
     format!("http://{addr}")
 }
@@ -92,10 +84,7 @@ impl TestResponse {
     /// The body as JSON; panics with the body text if it is not.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body is not JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
+            panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
         })
     }
 
@@ -113,10 +102,7 @@ impl TestResponse {
     #[track_caller]
     pub fn assert_problem(&self, status: u16, code: &str) -> serde_json::Value {
         assert_eq!(self.status.as_u16(), status, "body: {}", self.text());
-        assert_eq!(
-            self.header("content-type"),
-            Some("application/problem+json")
-        );
+        assert_eq!(self.header("content-type"), Some("application/problem+json"));
         let body = self.json();
         assert_eq!(body["status"], status);
         assert_eq!(body["code"], code, "body: {body}");
@@ -128,22 +114,13 @@ impl TestResponse {
 pub async fn call(app: Router, request: Request<Body>) -> TestResponse {
     let response = app.oneshot(request).await.expect("routers are infallible");
     let (parts, body) = response.into_parts();
-    let body = http_body_util::BodyExt::collect(body)
-        .await
-        .expect("body reads")
-        .to_bytes();
-    TestResponse {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
+    let body = http_body_util::BodyExt::collect(body).await.expect("body reads").to_bytes();
+    TestResponse { status: parts.status, headers: parts.headers, body }
 }
 
 /// A GET request.
 pub fn get(uri: &str) -> Request<Body> {
-    Request::get(uri)
-        .body(Body::empty())
-        .expect("a valid test request")
+    Request::get(uri).body(Body::empty()).expect("a valid test request")
 }
 
 /// A POST request with a JSON body.

@@ -19,11 +19,7 @@ struct Backends {
     catalog: String,
     reviews: String,
     inventory: String,
-    _servers: (
-        Option<MockServer>,
-        Option<MockServer>,
-        Option<MockInventory>,
-    ),
+    _servers: (Option<MockServer>, Option<MockServer>, Option<MockInventory>),
 }
 
 async fn catalog() -> MockServer {
@@ -111,19 +107,10 @@ async fn home_composes_small_cards_with_stock() {
 async fn home_trims_what_a_phone_does_not_show() {
     let backends = Backends::healthy().await;
     let text = call(backends.app(), get_req("/v1/home")).await.text();
-    for absent in [
-        "description",
-        "sku",
-        "brand",
-        "attributes",
-        "variants",
-        "1200.jpg",
-        "amount_minor",
-    ] {
-        assert!(
-            !text.contains(absent),
-            "`{absent}` leaked into the mobile home: {text}"
-        );
+    for absent in
+        ["description", "sku", "brand", "attributes", "variants", "1200.jpg", "amount_minor"]
+    {
+        assert!(!text.contains(absent), "`{absent}` leaked into the mobile home: {text}");
     }
 }
 
@@ -160,10 +147,7 @@ async fn product_screen_composes_rating_stock_and_top_reviews() {
     for absent in ["description", "images", "sku", "brand", "body"] {
         assert!(body.get(absent).is_none(), "`{absent}` present");
     }
-    assert!(
-        !response.text().contains("Great."),
-        "review bodies are not for phones"
-    );
+    assert!(!response.text().contains("Great."), "review bodies are not for phones");
 }
 
 #[tokio::test]
@@ -185,26 +169,20 @@ async fn product_screen_degrades_when_reviews_are_slow() {
 async fn catalog_down_is_502_and_catalog_slow_is_504() {
     let mut backends = Backends::healthy().await;
     backends.catalog = refused_url().await;
-    call(backends.app(), get_req("/v1/home"))
-        .await
-        .assert_problem(502, "upstream_unavailable");
+    call(backends.app(), get_req("/v1/home")).await.assert_problem(502, "upstream_unavailable");
     call(backends.app(), get_req("/v1/products/p-00001"))
         .await
         .assert_problem(502, "upstream_unavailable");
 
     let slow = hanging_server().await;
     backends.catalog = slow.url();
-    call(backends.app(), get_req("/v1/home"))
-        .await
-        .assert_problem(504, "upstream_timeout");
+    call(backends.app(), get_req("/v1/home")).await.assert_problem(504, "upstream_timeout");
 }
 
 #[tokio::test]
 async fn unknown_and_malformed_products() {
     let backends = Backends::healthy().await;
-    call(backends.app(), get_req("/v1/products/p-00999"))
-        .await
-        .assert_problem(404, "not_found");
+    call(backends.app(), get_req("/v1/products/p-00999")).await.assert_problem(404, "not_found");
     call(backends.app(), get_req("/v1/products/..%2Forders"))
         .await
         .assert_problem(400, "invalid_id");
@@ -213,35 +191,17 @@ async fn unknown_and_malformed_products() {
 #[tokio::test]
 async fn sparse_fieldsets() {
     let backends = Backends::healthy().await;
-    let body = call(
-        backends.app(),
-        get_req("/v1/home?fields=featured.id,featured.price"),
-    )
-    .await
-    .json();
-    assert_eq!(
-        body["featured"][0],
-        json!({"id": "p-00001", "price": "€1.99"})
-    );
+    let body =
+        call(backends.app(), get_req("/v1/home?fields=featured.id,featured.price")).await.json();
+    assert_eq!(body["featured"][0], json!({"id": "p-00001", "price": "€1.99"}));
     assert_eq!(body["degraded"], json!([]), "degraded is always kept");
 
-    let body = call(
-        backends.app(),
-        get_req("/v1/products/p-00001?fields=name,stock"),
-    )
-    .await
-    .json();
-    assert_eq!(
-        body,
-        json!({"name": "Product 1", "stock": "in_stock", "degraded": []})
-    );
+    let body = call(backends.app(), get_req("/v1/products/p-00001?fields=name,stock")).await.json();
+    assert_eq!(body, json!({"name": "Product 1", "stock": "in_stock", "degraded": []}));
 
-    let problem = call(
-        backends.app(),
-        get_req("/v1/products/p-00001?fields=name,secret"),
-    )
-    .await
-    .assert_problem(400, "invalid_fields");
+    let problem = call(backends.app(), get_req("/v1/products/p-00001?fields=name,secret"))
+        .await
+        .assert_problem(400, "invalid_fields");
     assert!(problem["detail"].as_str().unwrap().contains("secret"));
 }
 
@@ -266,16 +226,10 @@ async fn oversized_bodies_and_unknown_routes_are_problems() {
         .header("content-length", "4096")
         .body(Body::from(vec![b'x'; 4096]))
         .unwrap();
-    call(backends.app(), request)
-        .await
-        .assert_problem(413, "payload_too_large");
-    call(backends.app(), get_req("/v1/nope"))
-        .await
-        .assert_problem(404, "no_route");
+    call(backends.app(), request).await.assert_problem(413, "payload_too_large");
+    call(backends.app(), get_req("/v1/nope")).await.assert_problem(404, "no_route");
     let request = Request::delete("/v1/home").body(Body::empty()).unwrap();
-    call(backends.app(), request)
-        .await
-        .assert_problem(405, "method_not_allowed");
+    call(backends.app(), request).await.assert_problem(405, "method_not_allowed");
 }
 
 #[tokio::test]
@@ -284,21 +238,13 @@ async fn serves_its_openapi_document_and_health() {
     let doc = call(backends.app(), get_req("/openapi.json")).await.json();
     assert!(doc["paths"]["/v1/home"]["get"].is_object());
     assert!(doc["paths"]["/v1/products/{id}"]["get"].is_object());
-    assert_eq!(
-        call(backends.app(), get_req("/healthz")).await.json()["status"],
-        "ok"
-    );
-    assert_eq!(
-        call(backends.app(), get_req("/readyz")).await.json()["status"],
-        "ready"
-    );
+    assert_eq!(call(backends.app(), get_req("/healthz")).await.json()["status"], "ok");
+    assert_eq!(call(backends.app(), get_req("/readyz")).await.json()["status"], "ready");
 }
 
 #[tokio::test]
 async fn readiness_fails_when_an_upstream_is_unreachable() {
     let mut backends = Backends::healthy().await;
     backends.reviews = refused_url().await;
-    call(backends.app(), get_req("/readyz"))
-        .await
-        .assert_problem(503, "not_ready");
+    call(backends.app(), get_req("/readyz")).await.assert_problem(503, "not_ready");
 }

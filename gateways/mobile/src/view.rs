@@ -97,16 +97,8 @@ pub const HOME_FIELDS: &[&str] = &[
 ];
 
 /// Fields `?fields=` may name on `/v1/products/{id}`.
-pub const DETAIL_FIELDS: &[&str] = &[
-    "id",
-    "name",
-    "price",
-    "short_description",
-    "image",
-    "rating",
-    "stock",
-    "top_reviews",
-];
+pub const DETAIL_FIELDS: &[&str] =
+    &["id", "name", "price", "short_description", "image", "rating", "stock", "top_reviews"];
 
 // === mapping ===
 
@@ -136,17 +128,9 @@ impl StockBadge {
 /// largest there is), falling back to the original.
 pub fn image_url(images: &[backend::Image], width: u32) -> Option<String> {
     let image = images.first()?;
-    let fitting = image
-        .variants
-        .iter()
-        .filter(|v| v.width >= width)
-        .min_by_key(|v| v.width);
+    let fitting = image.variants.iter().filter(|v| v.width >= width).min_by_key(|v| v.width);
     let largest = image.variants.iter().max_by_key(|v| v.width);
-    Some(
-        fitting
-            .or(largest)
-            .map_or_else(|| image.url.clone(), |v| v.url.clone()),
-    )
+    Some(fitting.or(largest).map_or_else(|| image.url.clone(), |v| v.url.clone()))
 }
 
 pub fn detail_image(images: &[backend::Image]) -> Option<String> {
@@ -161,18 +145,12 @@ pub fn short_description(description: &str) -> String {
     }
     let cut: String = text.chars().take(SHORT_DESCRIPTION - 1).collect();
     let end = cut.rfind(char::is_whitespace).unwrap_or(cut.len());
-    format!(
-        "{}…",
-        cut[..end].trim_end_matches([',', '.', ';', ':', ' '])
-    )
+    format!("{}…", cut[..end].trim_end_matches([',', '.', ';', ':', ' ']))
 }
 
 /// A rating average rounded to one decimal.
 pub fn rating(summary: &backend::Summary) -> Rating {
-    Rating {
-        average: (summary.average * 10.0).round() / 10.0,
-        count: summary.count,
-    }
+    Rating { average: (summary.average * 10.0).round() / 10.0, count: summary.count }
 }
 
 #[cfg(test)]
@@ -194,20 +172,11 @@ mod tests {
             url: "orig".into(),
             variants: variants
                 .iter()
-                .map(|(w, u)| backend::ImageVariant {
-                    width: *w,
-                    url: (*u).into(),
-                })
+                .map(|(w, u)| backend::ImageVariant { width: *w, url: (*u).into() })
                 .collect(),
         };
-        assert_eq!(
-            image_url(&[image(&[(480, "m"), (160, "s")])], 160).as_deref(),
-            Some("s")
-        );
-        assert_eq!(
-            image_url(&[image(&[(100, "xs"), (120, "s")])], 160).as_deref(),
-            Some("s")
-        );
+        assert_eq!(image_url(&[image(&[(480, "m"), (160, "s")])], 160).as_deref(), Some("s"));
+        assert_eq!(image_url(&[image(&[(100, "xs"), (120, "s")])], 160).as_deref(), Some("s"));
         assert_eq!(image_url(&[image(&[])], 160).as_deref(), Some("orig"));
         assert_eq!(image_url(&[], 160), None);
     }

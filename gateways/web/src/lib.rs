@@ -64,10 +64,8 @@ struct AppState {
 pub fn app(config: &GatewayConfig) -> Result<Router, ConfigError> {
     let upstreams = Upstreams::from_config(config)?;
     upstreams.require(HTTP_UPSTREAMS, GRPC_UPSTREAMS)?;
-    let resolve = |e: EdgeError| ConfigError::Invalid {
-        key: "upstreams".into(),
-        message: e.to_string(),
-    };
+    let resolve =
+        |e: EdgeError| ConfigError::Invalid { key: "upstreams".into(), message: e.to_string() };
     let http = |name| upstreams.http(name).cloned().map_err(resolve);
     let state = Arc::new(AppState {
         catalog: http("catalog")?,

@@ -33,24 +33,12 @@ async fn catalog() -> MockServer {
             .ok_or(StatusCode::NOT_FOUND)
     }
     async fn list(Query(q): Query<HashMap<String, String>>) -> Json<Value> {
-        let keys = q
-            .get("ids")
-            .or_else(|| q.get("skus"))
-            .cloned()
-            .unwrap_or_default();
-        let items: Vec<Value> = keys
-            .split(',')
-            .filter_map(number)
-            .map(fixtures::product)
-            .collect();
+        let keys = q.get("ids").or_else(|| q.get("skus")).cloned().unwrap_or_default();
+        let items: Vec<Value> = keys.split(',').filter_map(number).map(fixtures::product).collect();
         Json(json!({"items": items, "next_cursor": null, "total": items.len()}))
     }
     async fn search(Query(q): Query<HashMap<String, String>>) -> Json<Value> {
-        assert_eq!(
-            q.get("q").map(String::as_str),
-            Some("jacket"),
-            "the query is passed on"
-        );
+        assert_eq!(q.get("q").map(String::as_str), Some("jacket"), "the query is passed on");
         Json(json!({
             "items": [fixtures::product(1), fixtures::product(2)],
             "next_cursor": "Mg", "total": 7,
@@ -126,12 +114,8 @@ struct Backends {
 
 impl Backends {
     async fn healthy() -> Self {
-        let servers = vec![
-            catalog().await,
-            reviews().await,
-            recommendations().await,
-            orders().await,
-        ];
+        let servers =
+            vec![catalog().await, reviews().await, recommendations().await, orders().await];
         let inventory = MockInventory::start(Script {
             stock: [("SKU-00001", 12), ("SKU-00002", 0), ("SKU-00003", 3)]
                 .into_iter()
@@ -141,16 +125,10 @@ impl Backends {
         })
         .await;
         let names = ["catalog", "reviews", "recommendations", "orders"];
-        let mut urls: HashMap<_, _> = names
-            .into_iter()
-            .zip(servers.iter().map(MockServer::url))
-            .collect();
+        let mut urls: HashMap<_, _> =
+            names.into_iter().zip(servers.iter().map(MockServer::url)).collect();
         urls.insert("inventory", inventory.url());
-        Self {
-            urls,
-            _servers: servers,
-            _inventory: inventory,
-        }
+        Self { urls, _servers: servers, _inventory: inventory }
     }
 
     fn app(&self) -> Router {
@@ -176,19 +154,9 @@ async fn product_page_composes_five_services() {
         product["price"],
         json!({"amount_minor": 199, "currency": "EUR", "formatted": "€1.99"})
     );
-    assert_eq!(
-        product["images"].as_array().unwrap().len(),
-        2,
-        "the web gets every image"
-    );
-    assert_eq!(
-        product["images"][0]["variants"].as_array().unwrap().len(),
-        2
-    );
-    assert!(
-        product["description"].as_str().unwrap().len() > 1000,
-        "the full description"
-    );
+    assert_eq!(product["images"].as_array().unwrap().len(), 2, "the web gets every image");
+    assert_eq!(product["images"][0]["variants"].as_array().unwrap().len(), 2);
+    assert!(product["description"].as_str().unwrap().len() > 1000, "the full description");
     assert_eq!(body["rating"]["histogram"]["5"], 4);
     assert_eq!(body["rating"]["average"], 4.3);
     assert_eq!(body["reviews"]["items"][0]["body"], "Great.");
@@ -204,10 +172,7 @@ async fn product_page_composes_five_services() {
         .map(|c| c["id"].as_str().unwrap())
         .collect();
     assert_eq!(recommended, ["p-00002", "p-00003"]);
-    assert_eq!(
-        body["recommendations"][0]["image"],
-        "https://img.test/p-00002/1-480.jpg"
-    );
+    assert_eq!(body["recommendations"][0]["image"], "https://img.test/p-00002/1-480.jpg");
     assert_eq!(body["degraded"], json!([]));
 }
 
@@ -226,10 +191,7 @@ async fn slow_recommendations_degrade_the_page_within_their_deadline() {
     assert_eq!(body["recommendations"], json!([]));
     assert_eq!(body["product"]["id"], "p-00001");
     // The call's deadline is 300 ms; the page must not wait for the request timeout (2 s).
-    assert!(
-        elapsed < std::time::Duration::from_millis(1500),
-        "{elapsed:?}"
-    );
+    assert!(elapsed < std::time::Duration::from_millis(1500), "{elapsed:?}");
 }
 
 #[tokio::test]
@@ -250,15 +212,10 @@ async fn failing_optional_services_each_degrade_alone() {
 #[tokio::test]
 async fn product_page_required_failures() {
     let mut backends = Backends::healthy().await;
-    call(backends.app(), get_req("/api/products/p-00404"))
+    call(backends.app(), get_req("/api/products/p-00404")).await.assert_problem(404, "not_found");
+    call(backends.app(), get_req("/api/products/p-00001?reviews_page=0"))
         .await
-        .assert_problem(404, "not_found");
-    call(
-        backends.app(),
-        get_req("/api/products/p-00001?reviews_page=0"),
-    )
-    .await
-    .assert_problem(400, "invalid_parameter");
+        .assert_problem(400, "invalid_parameter");
     backends.urls.insert("catalog", refused_url().await);
     call(backends.app(), get_req("/api/products/p-00001"))
         .await
@@ -279,10 +236,7 @@ async fn search_returns_hits_with_ratings_stock_and_facets() {
     assert_eq!(body["query"], "jacket");
     assert_eq!(body["total"], 7);
     assert_eq!(body["next_cursor"], "Mg");
-    assert_eq!(
-        body["facets"]["brand"][0],
-        json!({"value": "Northwind", "count": 7})
-    );
+    assert_eq!(body["facets"]["brand"][0], json!({"value": "Northwind", "count": 7}));
     let hit = &body["items"][0];
     assert_eq!(hit["id"], "p-00001");
     assert_eq!(hit["brand"], "Northwind");
@@ -290,18 +244,13 @@ async fn search_returns_hits_with_ratings_stock_and_facets() {
     assert_eq!(hit["review_count"], 4);
     assert_eq!(hit["in_stock"], true);
     assert_eq!(body["items"][1]["in_stock"], false);
-    assert!(
-        hit.get("description").is_none(),
-        "a result list does not carry descriptions"
-    );
+    assert!(hit.get("description").is_none(), "a result list does not carry descriptions");
 }
 
 #[tokio::test]
 async fn search_validates_its_query() {
     let backends = Backends::healthy().await;
-    call(backends.app(), get_req("/api/search"))
-        .await
-        .assert_problem(400, "bad_request");
+    call(backends.app(), get_req("/api/search")).await.assert_problem(400, "bad_request");
     call(backends.app(), get_req("/api/search?q=%20"))
         .await
         .assert_problem(400, "invalid_parameter");
@@ -320,15 +269,10 @@ async fn order_history_shows_products_of_each_line() {
     let order = &body["orders"][0];
     assert_eq!(order["total"]["formatted"], "€8.98");
     assert_eq!(order["lines"][0]["product"]["name"], "Product 1");
-    assert!(
-        order["lines"][1].get("product").is_none(),
-        "a product the catalog no longer has"
-    );
+    assert!(order["lines"][1].get("product").is_none(), "a product the catalog no longer has");
     assert_eq!(order["lines"][1]["sku"], "SKU-09999");
 
-    let empty = call(backends.app(), get_req("/api/orders?customer=bob"))
-        .await
-        .json();
+    let empty = call(backends.app(), get_req("/api/orders?customer=bob")).await.json();
     assert_eq!(empty["orders"], json!([]));
     call(backends.app(), get_req("/api/orders?customer=../x"))
         .await
@@ -351,16 +295,12 @@ async fn order_history_degrades_without_the_catalog_and_fails_without_orders() {
 #[tokio::test]
 async fn edge_behaviour_and_documents() {
     let backends = Backends::healthy().await;
-    call(backends.app(), get_req("/api/nope"))
-        .await
-        .assert_problem(404, "no_route");
+    call(backends.app(), get_req("/api/nope")).await.assert_problem(404, "no_route");
     let request = Request::post("/api/search?q=x")
         .header("content-length", "2048")
         .body(Body::from(vec![b'x'; 2048]))
         .unwrap();
-    call(backends.app(), request)
-        .await
-        .assert_problem(413, "payload_too_large");
+    call(backends.app(), request).await.assert_problem(413, "payload_too_large");
     let doc = call(backends.app(), get_req("/openapi.json")).await.json();
     for path in ["/api/products/{id}", "/api/search", "/api/orders"] {
         assert!(doc["paths"][path]["get"].is_object(), "{path}");

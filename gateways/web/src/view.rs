@@ -75,10 +75,7 @@ impl From<backend::Product> for FullProduct {
                 variants: i
                     .variants
                     .into_iter()
-                    .map(|v| ImageVariant {
-                        width: v.width,
-                        url: v.url,
-                    })
+                    .map(|v| ImageVariant { width: v.width, url: v.url })
                     .collect(),
             })
             .collect();
@@ -108,11 +105,7 @@ pub struct RatingSummary {
 
 impl From<backend::Summary> for RatingSummary {
     fn from(s: backend::Summary) -> Self {
-        Self {
-            average: round1(s.average),
-            count: s.count,
-            histogram: s.histogram,
-        }
+        Self { average: round1(s.average), count: s.count, histogram: s.histogram }
     }
 }
 
@@ -149,12 +142,7 @@ impl From<backend::ReviewPage> for ReviewsPage {
                 created_at: r.created_at,
             })
             .collect();
-        Self {
-            items,
-            page: p.page,
-            per_page: p.per_page,
-            total: p.total,
-        }
+        Self { items, page: p.page, per_page: p.per_page, total: p.total }
     }
 }
 
@@ -183,12 +171,7 @@ pub struct ProductCard {
 
 impl From<backend::Product> for ProductCard {
     fn from(p: backend::Product) -> Self {
-        Self {
-            image: card_image(&p.images),
-            id: p.id,
-            name: p.name,
-            price: p.price.into(),
-        }
+        Self { image: card_image(&p.images), id: p.id, name: p.name, price: p.price.into() }
     }
 }
 
@@ -241,18 +224,9 @@ pub struct Facets {
 impl From<backend::Facets> for Facets {
     fn from(f: backend::Facets) -> Self {
         let map = |v: Vec<backend::FacetValue>| {
-            v.into_iter()
-                .map(|f| FacetValue {
-                    value: f.value,
-                    count: f.count,
-                })
-                .collect()
+            v.into_iter().map(|f| FacetValue { value: f.value, count: f.count }).collect()
         };
-        Self {
-            category: map(f.category),
-            brand: map(f.brand),
-            price_band: map(f.price_band),
-        }
+        Self { category: map(f.category), brand: map(f.brand), price_band: map(f.price_band) }
     }
 }
 
@@ -299,11 +273,8 @@ pub struct OrderHistory {
 /// The URL of the smallest variant of the first image at least 480 px wide, else the original.
 pub fn card_image(images: &[backend::Image]) -> Option<String> {
     let image = images.first()?;
-    let fitting = image
-        .variants
-        .iter()
-        .filter(|v| v.width >= CARD_IMAGE_WIDTH)
-        .min_by_key(|v| v.width);
+    let fitting =
+        image.variants.iter().filter(|v| v.width >= CARD_IMAGE_WIDTH).min_by_key(|v| v.width);
     Some(fitting.map_or_else(|| image.url.clone(), |v| v.url.clone()))
 }
 

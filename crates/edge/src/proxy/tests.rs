@@ -20,9 +20,7 @@ async fn echo_backend() -> MockServer {
     async fn echo(headers: HeaderMap, request: Request) -> Json<serde_json::Value> {
         let method = request.method().to_string();
         let uri = request.uri().clone();
-        let body = axum::body::to_bytes(request.into_body(), usize::MAX)
-            .await
-            .unwrap();
+        let body = axum::body::to_bytes(request.into_body(), usize::MAX).await.unwrap();
         let headers: serde_json::Map<_, _> = headers
             .iter()
             .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or_default())))
@@ -39,9 +37,7 @@ async fn echo_backend() -> MockServer {
 }
 
 fn app(upstream_url: &str, rewrite: Option<&str>, extra: &str) -> Router {
-    let rewrite = rewrite
-        .map(|r| format!("rewrite = \"{r}\""))
-        .unwrap_or_default();
+    let rewrite = rewrite.map(|r| format!("rewrite = \"{r}\"")).unwrap_or_default();
     let config = GatewayConfig::from_toml(&format!(
         r#"
         [limits]
@@ -65,11 +61,7 @@ fn app(upstream_url: &str, rewrite: Option<&str>, extra: &str) -> Router {
 async fn rewrites_the_prefix_and_keeps_the_query() {
     let backend = echo_backend().await;
     for (rewrite, incoming, expected) in [
-        (
-            Some("/"),
-            "/api/catalog/products/p-1?limit=2",
-            "/products/p-1",
-        ),
+        (Some("/"), "/api/catalog/products/p-1?limit=2", "/products/p-1"),
         (Some("/"), "/api/catalog", "/"),
         (Some("/v2"), "/api/catalog/products", "/v2/products"),
         (None, "/api/catalog/products", "/api/catalog/products"),
@@ -103,15 +95,10 @@ async fn strips_hop_by_hop_and_sets_forwarded_headers_from_the_peer() {
         .header("x-custom", "kept")
         .body(Body::empty())
         .unwrap();
-    request
-        .extensions_mut()
-        .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 9], 4242))));
+    request.extensions_mut().insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 9], 4242))));
     let response = call(app(&backend.url(), Some("/"), ""), request).await;
     let headers = &response.json()["headers"];
-    assert_eq!(
-        headers["x-forwarded-for"], "127.0.0.9",
-        "client-supplied XFF must be replaced"
-    );
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.9", "client-supplied XFF must be replaced");
     assert_eq!(headers["x-forwarded-host"], "shop.example");
     assert_eq!(headers["x-forwarded-proto"], "http");
     assert_eq!(headers["x-custom"], "kept");
@@ -123,18 +110,14 @@ async fn strips_hop_by_hop_and_sets_forwarded_headers_from_the_peer() {
 #[tokio::test]
 async fn streams_request_bodies_and_enforces_the_limit() {
     let backend = echo_backend().await;
-    let ok = Request::post("/api/catalog/upload")
-        .body(Body::from(vec![b'x'; 900]))
-        .unwrap();
+    let ok = Request::post("/api/catalog/upload").body(Body::from(vec![b'x'; 900])).unwrap();
     let response = call(app(&backend.url(), Some("/"), ""), ok).await;
     assert_eq!(response.json()["body_len"], 900);
     assert_eq!(response.json()["method"], "POST");
 
     // A chunked body with no declared length is cut off at the limit.
     let chunks = futures::stream::iter((0..3).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 400])));
-    let too_big = Request::post("/api/catalog/upload")
-        .body(Body::from_stream(chunks))
-        .unwrap();
+    let too_big = Request::post("/api/catalog/upload").body(Body::from_stream(chunks)).unwrap();
     let response = call(app(&backend.url(), Some("/"), ""), too_big).await;
     response.assert_problem(413, "payload_too_large");
 }
@@ -142,11 +125,7 @@ async fn streams_request_bodies_and_enforces_the_limit() {
 #[tokio::test]
 async fn upstream_errors_pass_through_untouched() {
     let backend = MockServer::start(Router::new().fallback(|| async {
-        (
-            StatusCode::CONFLICT,
-            [("content-type", "text/plain")],
-            "upstream conflict",
-        )
+        (StatusCode::CONFLICT, [("content-type", "text/plain")], "upstream conflict")
     }))
     .await;
     let response = call(app(&backend.url(), Some("/"), ""), get("/api/catalog/x")).await;
@@ -156,16 +135,9 @@ async fn upstream_errors_pass_through_untouched() {
 
 #[tokio::test]
 async fn unreachable_upstream_is_502_problem() {
-    let response = call(
-        app(&refused_url().await, Some("/"), ""),
-        get("/api/catalog/x"),
-    )
-    .await;
+    let response = call(app(&refused_url().await, Some("/"), ""), get("/api/catalog/x")).await;
     let body = response.assert_problem(502, "upstream_unavailable");
-    assert!(
-        !body.to_string().contains("127.0.0.1"),
-        "address leaked: {body}"
-    );
+    assert!(!body.to_string().contains("127.0.0.1"), "address leaked: {body}");
 }
 
 #[tokio::test]

@@ -32,9 +32,8 @@ impl GrpcUpstream {
         upstream: &UpstreamConfig,
         config: &GatewayConfig,
     ) -> Result<Self, ConfigError> {
-        let connect_timeout = upstream
-            .connect_timeout
-            .unwrap_or(config.defaults.upstream.connect_timeout);
+        let connect_timeout =
+            upstream.connect_timeout.unwrap_or(config.defaults.upstream.connect_timeout);
         let endpoints = upstream
             .endpoints
             .iter()
@@ -92,10 +91,7 @@ impl GrpcUpstream {
         F: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let span = tracing::info_span!("upstream", upstream = %self.name, rpc);
-        match tokio::time::timeout(self.timeout, call)
-            .instrument(span)
-            .await
-        {
+        match tokio::time::timeout(self.timeout, call).instrument(span).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
             Ok(Err(status)) => Err(map_status(&self.name, status)),
             Err(_elapsed) => Err(EdgeError::upstream_timeout(&self.name)),

@@ -58,11 +58,8 @@ impl HttpUpstream {
                 key: format!("upstreams.{name}"),
                 message: format!("cannot build an HTTP client: {e}"),
             })?;
-        let endpoints = upstream
-            .endpoints
-            .iter()
-            .map(|e| e.trim_end_matches('/').to_owned())
-            .collect();
+        let endpoints =
+            upstream.endpoints.iter().map(|e| e.trim_end_matches('/').to_owned()).collect();
         Ok(Self {
             inner: Arc::new(Inner {
                 name: name.to_owned(),
@@ -186,11 +183,7 @@ impl UpstreamRequest {
             status = tracing::field::Empty,
         );
         let call = async {
-            let response = self
-                .builder
-                .send()
-                .await
-                .map_err(|e| map_transport(&name, e))?;
+            let response = self.builder.send().await.map_err(|e| map_transport(&name, e))?;
             tracing::Span::current().record("status", response.status().as_u16());
             check_status(&name, response)
         };
@@ -218,14 +211,9 @@ fn check_status(name: &str, response: reqwest::Response) -> Result<reqwest::Resp
     if status.is_success() {
         Ok(response)
     } else if status == StatusCode::NOT_FOUND {
-        Err(EdgeError::not_found(
-            "the requested resource does not exist",
-        ))
+        Err(EdgeError::not_found("the requested resource does not exist"))
     } else {
-        Err(EdgeError::upstream_failed(
-            name,
-            format!("answered {status}"),
-        ))
+        Err(EdgeError::upstream_status(name, status))
     }
 }
 
@@ -236,5 +224,67 @@ fn map_transport(name: &str, error: reqwest::Error) -> EdgeError {
         EdgeError::upstream_failed(name, error)
     } else {
         EdgeError::upstream_unavailable(name, error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{Router, http::StatusCode, routing::get};
+    use portico_testkit::MockServer;
+
+    use crate::{GatewayConfig, Upstreams};
+
+    async fn upstream(router: Router) -> (MockServer, Upstreams) {
+        let server = MockServer::start(router).await;
+        let config =
+            GatewayConfig::from_toml(&portico_testkit::gateway_toml(&[("x", &server.url())], &[]))
+                .unwrap();
+        (server, Upstreams::from_config(&config).unwrap())
+    }
+
+    #[tokio::test]
+    async fn fetch_maps_statuses_and_keeps_the_upstream_answer() {
+        let (_server, upstreams) = upstream(
+            Router::new()
+                .route("/ok", get(|| async { axum::Json(serde_json::json!({"n": 1})) }))
+                .route("/bad", get(|| async { StatusCode::BAD_REQUEST }))
+                .route("/not-json", get(|| async { "plain" })),
+        )
+        .await;
+        let x = upstreams.http("x").unwrap();
+        let ok: serde_json::Value = x.get("/ok").fetch().await.unwrap();
+        assert_eq!(ok["n"], 1);
+
+        let missing = x.get("/missing").fetch::<serde_json::Value>().await.unwrap_err();
+        assert_eq!((missing.status(), missing.code()), (StatusCode::NOT_FOUND, "not_found"));
+
+        let bad = x.get("/bad").fetch::<serde_json::Value>().await.unwrap_err();
+        assert_eq!(bad.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(bad.upstream_answered(), Some(StatusCode::BAD_REQUEST));
+
+        let garbled = x.get("/not-json").fetch::<serde_json::Value>().await.unwrap_err();
+        assert_eq!((garbled.status(), garbled.code()), (StatusCode::BAD_GATEWAY, "upstream_error"));
+        assert_eq!(garbled.upstream_answered(), None);
+    }
+
+    #[tokio::test]
+    async fn a_call_can_only_tighten_its_deadline() {
+        let (_server, upstreams) =
+            upstream(Router::new().fallback(std::future::pending::<()>)).await;
+        let x = upstreams.http("x").unwrap();
+        let started = std::time::Instant::now();
+        let err = x
+            .get("/")
+            .timeout(std::time::Duration::from_millis(50))
+            .fetch::<()>()
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "upstream_timeout");
+        // 50 ms asked, 300 ms configured: the tighter one wins (bounded, real sockets).
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(250),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

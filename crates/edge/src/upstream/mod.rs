@@ -40,10 +40,7 @@ impl Upstreams {
                 }
             }
         }
-        Ok(Self {
-            http: Arc::new(http),
-            grpc: Arc::new(grpc),
-        })
+        Ok(Self { http: Arc::new(http), grpc: Arc::new(grpc) })
     }
 
     /// Fails start-up, naming the key, unless every upstream a gateway's code calls is
@@ -79,14 +76,8 @@ impl Upstreams {
 
     /// Every endpoint address of every upstream, for readiness checks.
     pub fn endpoints(&self) -> impl Iterator<Item = (&str, &str)> {
-        let http = self
-            .http
-            .iter()
-            .flat_map(|(n, u)| u.endpoints().map(move |e| (n.as_str(), e)));
-        let grpc = self
-            .grpc
-            .iter()
-            .flat_map(|(n, u)| u.endpoints().map(move |e| (n.as_str(), e)));
+        let http = self.http.iter().flat_map(|(n, u)| u.endpoints().map(move |e| (n.as_str(), e)));
+        let grpc = self.grpc.iter().flat_map(|(n, u)| u.endpoints().map(move |e| (n.as_str(), e)));
         http.chain(grpc)
     }
 }

@@ -29,19 +29,11 @@ pub async fn home(
     State(state): State<Arc<AppState>>,
     Query(query): Query<FieldsQuery>,
 ) -> Result<Composed<Value>, EdgeError> {
-    let fields = query
-        .fields
-        .as_deref()
-        .map(|f| FieldSet::parse(f, HOME_FIELDS))
-        .transpose()?;
+    let fields = query.fields.as_deref().map(|f| FieldSet::parse(f, HOME_FIELDS)).transpose()?;
 
     let featured: ProductList = compose::required(
         "featured",
-        state
-            .catalog
-            .get("/products/featured")
-            .query(&[("limit", FEATURED)])
-            .fetch(),
+        state.catalog.get("/products/featured").query(&[("limit", FEATURED)]).fetch(),
     )
     .await?;
     // Stock depends on the SKUs, so it follows the catalog call, as one batch for all cards.
@@ -50,17 +42,7 @@ pub async fn home(
 
     let mut degraded = Degraded::default();
     let stock = degraded.take(stock);
-    let featured = featured
-        .items
-        .into_iter()
-        .map(|p| Card::new(p, stock.as_ref()))
-        .collect();
-    let view = Home {
-        featured,
-        degraded: degraded.clone(),
-    };
-    Ok(Composed::new(
-        FieldSet::project(fields.as_ref(), &view)?,
-        degraded,
-    ))
+    let featured = featured.items.into_iter().map(|p| Card::new(p, stock.as_ref())).collect();
+    let view = Home { featured, degraded: degraded.clone() };
+    Ok(Composed::new(FieldSet::project(fields.as_ref(), &view)?, degraded))
 }

@@ -24,12 +24,6 @@ pub async fn stock_by_sku(
 ) -> Result<StockBySku, EdgeError> {
     let mut client = InventoryClient::new(inventory.channel());
     let request = inventory.request(BatchGetStockRequest { skus });
-    let response = inventory
-        .call("BatchGetStock", client.batch_get_stock(request))
-        .await?;
-    Ok(response
-        .items
-        .into_iter()
-        .map(|s| (s.sku, s.total_available))
-        .collect())
+    let response = inventory.call("BatchGetStock", client.batch_get_stock(request)).await?;
+    Ok(response.items.into_iter().map(|s| (s.sku, s.total_available)).collect())
 }

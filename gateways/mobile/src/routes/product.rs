@@ -32,26 +32,16 @@ pub async fn product(
     Query(query): Query<FieldsQuery>,
 ) -> Result<Composed<Value>, EdgeError> {
     let id = params::id("id", &id)?;
-    let fields = query
-        .fields
-        .as_deref()
-        .map(|f| FieldSet::parse(f, DETAIL_FIELDS))
-        .transpose()?;
+    let fields = query.fields.as_deref().map(|f| FieldSet::parse(f, DETAIL_FIELDS)).transpose()?;
 
     let (product, summary, reviews) = tokio::join!(
         compose::required(
             "product",
-            state
-                .catalog
-                .get(&format!("/products/{id}"))
-                .fetch::<Product>()
+            state.catalog.get(&format!("/products/{id}")).fetch::<Product>()
         ),
         compose::optional(
             "rating",
-            state
-                .reviews
-                .get(&format!("/products/{id}/summary"))
-                .fetch::<Summary>()
+            state.reviews.get(&format!("/products/{id}/summary")).fetch::<Summary>()
         ),
         compose::optional(
             "reviews",
@@ -67,11 +57,8 @@ pub async fn product(
     let stock = compose::optional("stock", stock_of(&state, product.sku.clone())).await;
 
     let mut degraded = Degraded::default();
-    let (summary, reviews, stock) = (
-        degraded.take(summary),
-        degraded.take(reviews),
-        degraded.take(stock),
-    );
+    let (summary, reviews, stock) =
+        (degraded.take(summary), degraded.take(reviews), degraded.take(stock));
     let view = ProductDetail {
         image: view::detail_image(&product.images),
         price: product.price.to_string(),
@@ -83,11 +70,7 @@ pub async fn product(
                 page.items
                     .into_iter()
                     .take(3)
-                    .map(|r| ReviewSnippet {
-                        rating: r.rating,
-                        title: r.title,
-                        author: r.author,
-                    })
+                    .map(|r| ReviewSnippet { rating: r.rating, title: r.title, author: r.author })
                     .collect()
             })
             .unwrap_or_default(),
@@ -95,18 +78,12 @@ pub async fn product(
         name: product.name,
         degraded: degraded.clone(),
     };
-    Ok(Composed::new(
-        FieldSet::project(fields.as_ref(), &view)?,
-        degraded,
-    ))
+    Ok(Composed::new(FieldSet::project(fields.as_ref(), &view)?, degraded))
 }
 
 async fn stock_of(state: &AppState, sku: String) -> Result<u32, EdgeError> {
     let mut client = InventoryClient::new(state.inventory.channel());
     let request = state.inventory.request(GetStockRequest { sku });
-    let level = state
-        .inventory
-        .call("GetStock", client.get_stock(request))
-        .await?;
+    let level = state.inventory.call("GetStock", client.get_stock(request)).await?;
     Ok(level.total_available)
 }

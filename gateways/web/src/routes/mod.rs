@@ -23,14 +23,8 @@ pub async fn stock_by_sku(
 ) -> Result<HashMap<String, StockLevel>, EdgeError> {
     let mut client = InventoryClient::new(inventory.channel());
     let request = inventory.request(BatchGetStockRequest { skus });
-    let response = inventory
-        .call("BatchGetStock", client.batch_get_stock(request))
-        .await?;
-    Ok(response
-        .items
-        .into_iter()
-        .map(|s| (s.sku.clone(), s))
-        .collect())
+    let response = inventory.call("BatchGetStock", client.batch_get_stock(request)).await?;
+    Ok(response.items.into_iter().map(|s| (s.sku.clone(), s)).collect())
 }
 
 /// Products by id or SKU (`key` is `ids` or `skus`) in one catalog call, in the order given.
@@ -42,10 +36,7 @@ pub async fn products_by(
     if values.is_empty() {
         return Ok(Vec::new());
     }
-    let list: ProductList = catalog
-        .get("/products")
-        .query(&[(key, values.join(","))])
-        .fetch()
-        .await?;
+    let list: ProductList =
+        catalog.get("/products").query(&[(key, values.join(","))]).fetch().await?;
     Ok(list.items)
 }

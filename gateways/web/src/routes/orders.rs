@@ -38,19 +38,12 @@ pub async fn order_history(
     let customer = params::id("customer", &query.customer)?;
     let orders: OrderList = compose::required(
         "orders",
-        state
-            .orders
-            .get("/orders")
-            .query(&[("customer_id", customer), ("limit", "20")])
-            .fetch(),
+        state.orders.get("/orders").query(&[("customer_id", customer), ("limit", "20")]).fetch(),
     )
     .await?;
 
-    let mut skus: Vec<String> = orders
-        .items
-        .iter()
-        .flat_map(|o| o.lines.iter().map(|l| l.sku.clone()))
-        .collect();
+    let mut skus: Vec<String> =
+        orders.items.iter().flat_map(|o| o.lines.iter().map(|l| l.sku.clone())).collect();
     skus.sort_unstable();
     skus.dedup();
     // The catalog batch takes at most 100 SKUs; 20 orders rarely reach that, and the rest of
@@ -86,11 +79,7 @@ pub async fn order_history(
         })
         .collect();
     Ok(Composed::new(
-        OrderHistory {
-            customer: customer.to_owned(),
-            orders,
-            degraded: degraded.clone(),
-        },
+        OrderHistory { customer: customer.to_owned(), orders, degraded: degraded.clone() },
         degraded,
     ))
 }

@@ -46,10 +46,7 @@ pub async fn product_page(
     let id = params::id("id", &id)?;
     let page = query.reviews_page.unwrap_or(1);
     if page == 0 {
-        return Err(EdgeError::invalid(
-            "invalid_parameter",
-            "`reviews_page` starts at 1",
-        ));
+        return Err(EdgeError::invalid("invalid_parameter", "`reviews_page` starts at 1"));
     }
     let page = page.to_string();
 
@@ -59,10 +56,7 @@ pub async fn product_page(
         async {
             let product = compose::required(
                 "product",
-                state
-                    .catalog
-                    .get(&format!("/products/{id}"))
-                    .fetch::<Product>(),
+                state.catalog.get(&format!("/products/{id}")).fetch::<Product>(),
             )
             .await?;
             let stock = compose::optional("stock", stock_of(&state, product.sku.clone())).await;
@@ -70,10 +64,7 @@ pub async fn product_page(
         },
         compose::optional(
             "rating",
-            state
-                .reviews
-                .get(&format!("/products/{id}/summary"))
-                .fetch::<Summary>()
+            state.reviews.get(&format!("/products/{id}/summary")).fetch::<Summary>()
         ),
         compose::optional(
             "reviews",
@@ -106,19 +97,13 @@ pub async fn product_page(
 async fn stock_of(state: &AppState, sku: String) -> Result<Stock, EdgeError> {
     let mut client = InventoryClient::new(state.inventory.channel());
     let request = state.inventory.request(GetStockRequest { sku });
-    let level = state
-        .inventory
-        .call("GetStock", client.get_stock(request))
-        .await?;
+    let level = state.inventory.call("GetStock", client.get_stock(request)).await?;
     Ok(Stock {
         total_available: level.total_available,
         warehouses: level
             .warehouses
             .into_iter()
-            .map(|w| WarehouseStock {
-                warehouse: w.warehouse,
-                available: w.available,
-            })
+            .map(|w| WarehouseStock { warehouse: w.warehouse, available: w.available })
             .collect(),
     })
 }
@@ -131,11 +116,7 @@ async fn recommended_cards(state: &AppState, id: &str) -> Result<Vec<ProductCard
         .query(&[("limit", RECOMMENDATIONS)])
         .fetch()
         .await?;
-    let ids: Vec<String> = recommended
-        .items
-        .into_iter()
-        .map(|r| r.product_id)
-        .collect();
+    let ids: Vec<String> = recommended.items.into_iter().map(|r| r.product_id).collect();
     let products = products_by(&state.catalog, "ids", &ids).await?;
     Ok(products.into_iter().map(ProductCard::from).collect())
 }

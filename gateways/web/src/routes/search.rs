@@ -51,10 +51,7 @@ pub async fn search(
         ));
     }
     if query.limit.is_some_and(|l| !(1..=100).contains(&l)) {
-        return Err(EdgeError::invalid(
-            "invalid_parameter",
-            "`limit` must be 1–100",
-        ));
+        return Err(EdgeError::invalid("invalid_parameter", "`limit` must be 1–100"));
     }
     // The catalog validates the cursor and filters; a 4xx from it would be our bug, so only
     // well-formed values are passed on.
@@ -85,12 +82,10 @@ pub async fn search(
         .items
         .into_iter()
         .map(|product| {
-            let summary = ratings
-                .as_ref()
-                .and_then(|r| r.items.iter().find(|s| s.product_id == product.id));
-            let in_stock = stock
-                .as_ref()
-                .map(|s| s.get(&product.sku).is_some_and(|l| l.total_available > 0));
+            let summary =
+                ratings.as_ref().and_then(|r| r.items.iter().find(|s| s.product_id == product.id));
+            let in_stock =
+                stock.as_ref().map(|s| s.get(&product.sku).is_some_and(|l| l.total_available > 0));
             SearchHit {
                 rating: summary.map(|s| round1(s.average)),
                 review_count: summary.map(|s| s.count),

@@ -1,0 +1,161 @@
+//! The command line: every flag documented, every default shown in `--help`.
+
+use std::{net::IpAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use portico::gateways::Gateway;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "portico",
+    version,
+    about = "Portico: API gateways / Backends-for-Frontends for mobile, web and partner clients"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Log filter (`RUST_LOG` syntax; the RUST_LOG variable wins when set).
+    #[arg(long, global = true, default_value = "info,hyper=warn,h2=warn,tower=warn")]
+    pub log: String,
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the whole demo stack in one process: the six sample services and the three
+    /// gateways (the default command).
+    Up(UpArgs),
+    /// Serve one gateway from its TOML config file.
+    Serve(ServeArgs),
+    /// Validate gateway config files and exit.
+    Check(CheckArgs),
+    /// Write (or check) the gateways' OpenAPI documents.
+    Openapi(OpenapiArgs),
+}
+
+impl Default for Command {
+    fn default() -> Self {
+        Self::Up(UpArgs::default())
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Address the three gateways listen on (use 0.0.0.0 to accept other machines).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Port of the mobile gateway.
+    #[arg(long, default_value_t = 8081)]
+    pub mobile_port: u16,
+    /// Port of the web gateway.
+    #[arg(long, default_value_t = 8082)]
+    pub web_port: u16,
+    /// Port of the partner gateway.
+    #[arg(long, default_value_t = 8083)]
+    pub partner_port: u16,
+    /// First port of the six sample services (catalog, reviews, recommendations, inventory,
+    /// orders, identity use it and the next five); 0 picks free ports. They listen on 127.0.0.1.
+    #[arg(long, default_value_t = 7001)]
+    pub services_port: u16,
+    /// Latency added to every call of the recommendations service, e.g. `300ms`.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0ms")]
+    pub recommendations_latency: Duration,
+    /// Share of recommendations calls that fail with 503, from 0 to 1.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_ratio)]
+    pub recommendations_error_rate: f64,
+}
+
+impl Default for UpArgs {
+    fn default() -> Self {
+        // The same values as the clap defaults above, for `portico` run without a command.
+        Self::parse_from(["up"])
+    }
+}
+
+impl UpArgs {
+    fn parse_from<'a>(args: impl IntoIterator<Item = &'a str>) -> Self {
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: UpArgs,
+        }
+        Wrapper::try_parse_from(args).map(|w| w.args).unwrap_or_else(|e| e.exit())
+    }
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}` is not a number from 0 to 1")),
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Which gateway to serve.
+    #[arg(long, value_enum)]
+    pub gateway: Gateway,
+    /// Its config file (see shared/config/ for examples).
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Which gateway the files configure.
+    #[arg(long, value_enum)]
+    pub gateway: Gateway,
+    /// Config files to validate.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct OpenapiArgs {
+    /// Directory to write mobile.json, web.json and partner.json into.
+    #[arg(long, default_value = "openapi")]
+    pub out: PathBuf,
+    /// Do not write: fail if the files differ from what the gateways serve.
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_without_a_command_means_up_with_the_documented_ports() {
+        let cli = Cli::try_parse_from(["portico"]).unwrap();
+        assert!(cli.command.is_none());
+        let Command::Up(args) = Command::default() else { panic!("default is up") };
+        assert_eq!((args.mobile_port, args.web_port, args.partner_port), (8081, 8082, 8083));
+        assert_eq!(args.services_port, 7001);
+    }
+
+    #[test]
+    fn fault_flags_are_validated() {
+        let cli = Cli::try_parse_from([
+            "portico",
+            "up",
+            "--recommendations-latency",
+            "300ms",
+            "--recommendations-error-rate",
+            "0.5",
+        ])
+        .unwrap();
+        let Some(Command::Up(args)) = cli.command else { panic!("up") };
+        assert_eq!(args.recommendations_latency, Duration::from_millis(300));
+        assert!(
+            Cli::try_parse_from(["portico", "up", "--recommendations-error-rate", "2"]).is_err()
+        );
+    }
+}

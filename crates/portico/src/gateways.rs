@@ -1,0 +1,91 @@
+//! The three gateways by name: their apps, OpenAPI documents and demo configs.
+
+use std::{future::Future, net::SocketAddr};
+
+use axum::Router;
+pub use portico_edge::GatewayConfig;
+use portico_edge::{ConfigError, server};
+
+/// One of the three client-tailored gateways.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Gateway {
+    /// The slim API for mobile apps.
+    Mobile,
+    /// The rich API for web frontends.
+    Web,
+    /// The stable, versioned API for third parties.
+    Partner,
+}
+
+impl Gateway {
+    /// All three, in the order they are listed to users.
+    pub const ALL: [Self; 3] = [Self::Mobile, Self::Web, Self::Partner];
+
+    /// The gateway's name (`mobile`, `web`, `partner`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mobile => portico_mobile::NAME,
+            Self::Web => portico_web::NAME,
+            Self::Partner => portico_partner::NAME,
+        }
+    }
+
+    /// Its router, built from `config`.
+    pub fn app(self, config: &GatewayConfig) -> Result<Router, ConfigError> {
+        match self {
+            Self::Mobile => portico_mobile::app(config),
+            Self::Web => portico_web::app(config),
+            Self::Partner => portico_partner::app(config),
+        }
+    }
+
+    /// Its OpenAPI document, as served at `/openapi.json`.
+    pub fn openapi_json(self) -> String {
+        match self {
+            Self::Mobile => portico_mobile::openapi_json(),
+            Self::Web => portico_web::openapi_json(),
+            Self::Partner => portico_partner::openapi_json(),
+        }
+    }
+
+    /// The demo config from `shared/config/`, compiled in so `portico up` needs no files.
+    pub fn demo_config(self) -> &'static str {
+        match self {
+            Self::Mobile => include_str!("../../../shared/config/mobile.toml"),
+            Self::Web => include_str!("../../../shared/config/web.toml"),
+            Self::Partner => include_str!("../../../shared/config/partner.toml"),
+        }
+    }
+}
+
+/// A gateway bound to its port and serving.
+#[derive(Debug)]
+pub struct Running {
+    /// Which gateway.
+    pub gateway: Gateway,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Waits until it has drained after its shutdown signal.
+    pub async fn stopped(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Builds `gateway` from `config`, binds its listener and serves it until `shutdown` resolves.
+pub async fn start(
+    gateway: Gateway,
+    config: &GatewayConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Running, crate::Error> {
+    let app = gateway.app(config).map_err(|e| format!("{} gateway config: {e}", gateway.name()))?;
+    let listener = server::bind(config.listen.public).await?;
+    let addr = listener.local_addr()?;
+    let header_read_timeout = config.limits.header_read_timeout;
+    let task = tokio::spawn(server::serve(listener, app, header_read_timeout, shutdown));
+    tracing::info!(gateway = gateway.name(), %addr, "gateway listening");
+    Ok(Running { gateway, addr, task })
+}

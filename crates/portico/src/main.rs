@@ -1,0 +1,51 @@
+//! `portico`: starts the demo stack (`up`, the default), serves one gateway from its config
+//! (`serve`), validates configs (`check`) and writes the gateways' OpenAPI documents
+//! (`openapi`).
+
+mod cli;
+mod openapi;
+mod serve;
+mod up;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("portico: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command.unwrap_or_default() {
+            Command::Up(args) => up::run(args).await,
+            Command::Serve(args) => serve::serve(args).await,
+            Command::Check(args) => serve::check(&args),
+            Command::Openapi(args) => openapi::run(&args),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("portico: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(cli: &Cli) {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        cli::LogFormat::Json => builder.json().init(),
+        cli::LogFormat::Text => builder.compact().init(),
+    }
+}

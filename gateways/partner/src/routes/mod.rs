@@ -1,0 +1,20 @@
+//! One module per use case of the partner API, plus the backend calls they share.
+
+pub mod orders;
+pub mod products;
+pub mod stock;
+
+use portico_contracts::inventory::{
+    BatchGetStockRequest, BatchGetStockResponse, inventory_client::InventoryClient,
+};
+use portico_edge::{EdgeError, upstream::GrpcUpstream};
+
+/// Stock of many SKUs in one gRPC call: a page or an order never costs one call per SKU.
+pub async fn stock_levels(
+    inventory: &GrpcUpstream,
+    skus: Vec<String>,
+) -> Result<BatchGetStockResponse, EdgeError> {
+    let mut client = InventoryClient::new(inventory.channel());
+    let request = inventory.request(BatchGetStockRequest { skus });
+    inventory.call("BatchGetStock", client.batch_get_stock(request)).await
+}

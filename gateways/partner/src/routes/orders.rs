@@ -1,0 +1,181 @@
+//! `POST /partner/v1/orders` places an order for the calling partner, charged at the catalog's
+//! prices (a partner never sends prices); `GET /partner/v1/orders/{id}` reads one back. A
+//! partner sees only its own orders: anyone else's is answered exactly like a missing one.
+
+use std::{collections::HashMap, sync::Arc};
+
+use axum::{
+    Json,
+    extract::{FromRequest, Path, Request, State, rejection::JsonRejection},
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use portico_edge::{EdgeError, compose, params};
+
+use super::stock_levels;
+use crate::{
+    AppState,
+    backend::{self, NewOrder, ProductPage},
+    partner::Partner,
+    validate,
+    view::{Order, PlaceOrder},
+};
+
+/// The body of `POST /partner/v1/orders`. A body that is not JSON of the right shape is a 400
+/// `invalid_order` with the parser's explanation, like any other fault in an order; other
+/// rejections (wrong media type, too large) keep their own status.
+#[derive(Debug)]
+pub struct OrderBody(PlaceOrder);
+
+impl<S: Send + Sync> FromRequest<S> for OrderBody {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<PlaceOrder>::from_request(request, state).await {
+            Ok(Json(order)) => Ok(Self(order)),
+            Err(JsonRejection::JsonDataError(e)) => {
+                Err(validate::invalid_order(e.body_text()).into_response())
+            }
+            Err(JsonRejection::JsonSyntaxError(e)) => {
+                Err(validate::invalid_order(e.body_text()).into_response())
+            }
+            // The edge's problem normaliser turns these into problem+json.
+            Err(other) => Err(other.into_response()),
+        }
+    }
+}
+
+/// Places an order.
+#[utoipa::path(post, path = "/partner/v1/orders", tag = "partner",
+    params(("X-Partner-Id" = String, Header,
+            description = "The calling partner, e.g. `acme` (interim, until authentication lands)")),
+    request_body = PlaceOrder,
+    responses(
+        (status = 201, description = "The order was placed", body = Order,
+         headers(("Location" = String, description = "`/partner/v1/orders/{id}` of the new order"))),
+        (status = 400, description = "A malformed order (`invalid_order`), or a missing or \
+malformed `X-Partner-Id` (`missing_partner`, `invalid_id`)", body = portico_edge::error::Problem),
+        (status = 409, description = "Not enough stock for some lines (`insufficient_stock`, \
+naming the SKUs); nothing was ordered", body = portico_edge::error::Problem),
+        (status = 413, description = "The body is too large", body = portico_edge::error::Problem),
+        (status = 422, description = "Some SKUs do not exist (`unknown_sku`, naming them); \
+nothing was ordered", body = portico_edge::error::Problem),
+        (status = 502, description = "A backend failed; the order was not confirmed", body = portico_edge::error::Problem),
+        (status = 504, description = "A backend was too slow; the order was not confirmed", body = portico_edge::error::Problem),
+    ))]
+pub async fn place_order(
+    State(state): State<Arc<AppState>>,
+    partner: Partner,
+    OrderBody(order): OrderBody,
+) -> Result<impl IntoResponse, EdgeError> {
+    validate::order(&order)?;
+
+    // Prices and stock are independent, so they are fetched at once; both are required; an
+    // order is never placed on a guess.
+    let skus: Vec<String> = order.lines.iter().map(|l| l.sku.clone()).collect();
+    let joined = skus.join(",");
+    let (products, stock) = tokio::join!(
+        compose::required(
+            "products",
+            state
+                .catalog
+                .get("/products")
+                .query(&[("skus", joined.as_str())])
+                .fetch::<ProductPage>()
+        ),
+        compose::required("stock", stock_levels(&state.inventory, skus)),
+    );
+    let (products, stock) = (products?, stock?);
+
+    let prices: HashMap<&str, &backend::Money> =
+        products.items.iter().map(|p| (p.sku.as_str(), &p.price)).collect();
+    let unknown: Vec<&str> = order
+        .lines
+        .iter()
+        .map(|l| l.sku.as_str())
+        .filter(|sku| !prices.contains_key(sku))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(EdgeError::from_status(StatusCode::UNPROCESSABLE_ENTITY, "unknown_sku")
+            .with_detail(format!("no product has the SKU {}", unknown.join(", "))));
+    }
+    let available: HashMap<&str, u32> =
+        stock.items.iter().map(|l| (l.sku.as_str(), l.total_available)).collect();
+    let short: Vec<String> = order
+        .lines
+        .iter()
+        .filter_map(|l| {
+            // A SKU the inventory does not know has no stock to sell.
+            let has = available.get(l.sku.as_str()).copied().unwrap_or(0);
+            (has < l.quantity).then(|| format!("{} ({has} available)", l.sku))
+        })
+        .collect();
+    if !short.is_empty() {
+        return Err(EdgeError::from_status(StatusCode::CONFLICT, "insufficient_stock")
+            .with_detail(format!("not enough stock for {}", short.join(", "))));
+    }
+
+    let new = NewOrder {
+        customer_id: partner.customer_id(),
+        lines: order
+            .lines
+            .iter()
+            .filter_map(|l| {
+                Some(backend::OrderLine {
+                    sku: l.sku.clone(),
+                    quantity: l.quantity,
+                    unit_price: (*prices.get(l.sku.as_str())?).clone(),
+                })
+            })
+            .collect(),
+    };
+    let placed: backend::Order =
+        compose::required("order", state.orders.post("/orders").json(&new).fetch()).await?;
+    // The id goes into a header and, later, into an upstream path: it must be an id.
+    let location = params::id("id", &placed.id)
+        .ok()
+        .and_then(|id| HeaderValue::try_from(format!("/partner/v1/orders/{id}")).ok())
+        .ok_or_else(|| {
+            EdgeError::upstream_failed("orders", format!("placed an order with id {:?}", placed.id))
+        })?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(Order::new(placed, order.reference)),
+    ))
+}
+
+/// One of the calling partner's orders.
+#[utoipa::path(get, path = "/partner/v1/orders/{id}", tag = "partner",
+    params(("id" = String, Path, description = "Order id, as returned when it was placed"),
+           ("X-Partner-Id" = String, Header,
+            description = "The calling partner, e.g. `acme` (interim, until authentication lands)")),
+    responses(
+        (status = 200, description = "The order", body = Order),
+        (status = 400, description = "A malformed id, or a missing or malformed `X-Partner-Id`", body = portico_edge::error::Problem),
+        (status = 404, description = "No such order for this partner", body = portico_edge::error::Problem),
+        (status = 502, description = "The orders service failed", body = portico_edge::error::Problem),
+        (status = 504, description = "The orders service was too slow", body = portico_edge::error::Problem),
+    ))]
+pub async fn get_order(
+    State(state): State<Arc<AppState>>,
+    partner: Partner,
+    Path(id): Path<String>,
+) -> Result<Json<Order>, EdgeError> {
+    let id = params::id("id", &id)?;
+    let order: backend::Order =
+        compose::required("order", state.orders.get(&format!("/orders/{id}")).fetch())
+            .await
+            .map_err(|error| if error.code() == "not_found" { order_not_found() } else { error })?;
+    // Another partner's order does not exist for this one: the same answer as a missing order,
+    // so ids cannot be probed.
+    if order.customer_id != partner.customer_id() {
+        return Err(order_not_found());
+    }
+    Ok(Json(Order::new(order, None)))
+}
+
+/// The one answer for an order this partner cannot see, whether or not it exists.
+fn order_not_found() -> EdgeError {
+    EdgeError::not_found("no order with this id")
+}
