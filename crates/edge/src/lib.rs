@@ -11,6 +11,7 @@
 //! - [`request_id`], [`limits`], [`rescue`] — the shared layers, assembled by [`stack`].
 //! - [`fields`] — sparse fieldsets (`?fields=`); [`params`] — checks on ids copied upstream.
 //! - [`health`], [`server`] — probes, and serving with timeouts and graceful shutdown.
+//! - [`openapi`] — serving a gateway's OpenAPI document.
 
 pub mod compose;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod error;
 pub mod fields;
 pub mod health;
 pub mod limits;
+pub mod openapi;
 pub mod params;
 pub mod proxy;
 pub mod request_id;

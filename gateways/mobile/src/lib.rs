@@ -12,9 +12,9 @@ mod backend;
 mod routes;
 mod view;
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
-use axum::{Router, http::header, response::IntoResponse, routing::get};
+use axum::{Router, routing::get};
 use portico_edge::{
     ConfigError, GatewayConfig, Upstreams, stack,
     upstream::{GrpcUpstream, HttpUpstream},
@@ -24,10 +24,6 @@ use utoipa::OpenApi;
 
 /// The name this gateway's configuration and logs use.
 pub const NAME: &str = "mobile";
-
-/// The upstreams this gateway's code calls.
-const HTTP_UPSTREAMS: &[&str] = &["catalog", "reviews"];
-const GRPC_UPSTREAMS: &[&str] = &["inventory"];
 
 /// The OpenAPI document of this gateway's public API.
 #[derive(Debug, OpenApi)]
@@ -44,10 +40,7 @@ pub struct ApiDoc;
 
 /// The OpenAPI document as pretty JSON (what `/openapi.json` serves and `openapi/` keeps).
 pub fn openapi_json() -> String {
-    static DOC: LazyLock<String> = LazyLock::new(|| {
-        serde_json::to_string_pretty(&ApiDoc::openapi()).unwrap_or_else(|_| "{}".to_owned())
-    });
-    DOC.clone()
+    portico_edge::openapi::pretty(&ApiDoc::openapi())
 }
 
 /// What handlers share: the upstreams, resolved once at start-up.
@@ -61,29 +54,20 @@ struct AppState {
 /// The mobile gateway: its routes inside the shared edge stack, compressed.
 pub fn app(config: &GatewayConfig) -> Result<Router, ConfigError> {
     let upstreams = Upstreams::from_config(config)?;
-    upstreams.require(HTTP_UPSTREAMS, GRPC_UPSTREAMS)?;
-    let resolve = |e: portico_edge::EdgeError| ConfigError::Invalid {
-        key: "upstreams".into(),
-        message: e.to_string(),
-    };
     let state = Arc::new(AppState {
-        catalog: upstreams.http("catalog").map_err(resolve)?.clone(),
-        reviews: upstreams.http("reviews").map_err(resolve)?.clone(),
-        inventory: upstreams.grpc("inventory").map_err(resolve)?.clone(),
+        catalog: upstreams.require_http("catalog")?,
+        reviews: upstreams.require_http("reviews")?,
+        inventory: upstreams.require_grpc("inventory")?,
     });
     let routes = Router::new()
         .route("/v1/home", get(routes::home::home))
         .route("/v1/products/{id}", get(routes::product::product))
         .with_state(state)
-        .route("/openapi.json", get(openapi));
+        .merge(portico_edge::openapi::routes(&ApiDoc::openapi()));
     let router = stack::gateway(routes, config, &upstreams)?;
     // Outermost, so every body — composed, passed through or a problem — is compressed when the
     // client accepts it; on mobile networks bytes are the cost that matters.
     Ok(router.layer(CompressionLayer::new()))
-}
-
-async fn openapi() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], openapi_json())
 }
 
 #[cfg(test)]

@@ -15,12 +15,10 @@ mod routes;
 mod validate;
 mod view;
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use axum::{
     Router,
-    http::header,
-    response::IntoResponse,
     routing::{get, post},
 };
 use portico_edge::{
@@ -31,10 +29,6 @@ use utoipa::OpenApi;
 
 /// The name this gateway's configuration and logs use.
 pub const NAME: &str = "partner";
-
-/// The upstreams this gateway's code calls.
-const HTTP_UPSTREAMS: &[&str] = &["catalog", "orders"];
-const GRPC_UPSTREAMS: &[&str] = &["inventory"];
 
 /// The OpenAPI document of this gateway's public API.
 #[derive(Debug, OpenApi)]
@@ -59,10 +53,7 @@ pub struct ApiDoc;
 
 /// The OpenAPI document as pretty JSON (what `/openapi.json` serves and `openapi/` keeps).
 pub fn openapi_json() -> String {
-    static DOC: LazyLock<String> = LazyLock::new(|| {
-        serde_json::to_string_pretty(&ApiDoc::openapi()).unwrap_or_else(|_| "{}".to_owned())
-    });
-    DOC.clone()
+    portico_edge::openapi::pretty(&ApiDoc::openapi())
 }
 
 /// What handlers share: the upstreams, resolved once at start-up.
@@ -76,15 +67,10 @@ struct AppState {
 /// The partner gateway: its routes inside the shared edge stack.
 pub fn app(config: &GatewayConfig) -> Result<Router, ConfigError> {
     let upstreams = Upstreams::from_config(config)?;
-    upstreams.require(HTTP_UPSTREAMS, GRPC_UPSTREAMS)?;
-    let resolve = |e: portico_edge::EdgeError| ConfigError::Invalid {
-        key: "upstreams".into(),
-        message: e.to_string(),
-    };
     let state = Arc::new(AppState {
-        catalog: upstreams.http("catalog").map_err(resolve)?.clone(),
-        orders: upstreams.http("orders").map_err(resolve)?.clone(),
-        inventory: upstreams.grpc("inventory").map_err(resolve)?.clone(),
+        catalog: upstreams.require_http("catalog")?,
+        orders: upstreams.require_http("orders")?,
+        inventory: upstreams.require_grpc("inventory")?,
     });
     let routes = Router::new()
         .route("/partner/v1/products", get(routes::products::products))
@@ -92,12 +78,8 @@ pub fn app(config: &GatewayConfig) -> Result<Router, ConfigError> {
         .route("/partner/v1/orders", post(routes::orders::place_order))
         .route("/partner/v1/orders/{id}", get(routes::orders::get_order))
         .with_state(state)
-        .route("/openapi.json", get(openapi));
+        .merge(portico_edge::openapi::routes(&ApiDoc::openapi()));
     stack::gateway(routes, config, &upstreams)
-}
-
-async fn openapi() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], openapi_json())
 }
 
 #[cfg(test)]

@@ -14,20 +14,17 @@ mod backend;
 mod routes;
 mod view;
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
-use axum::{Router, http::header, response::IntoResponse, routing::get};
+use axum::{Router, routing::get};
 use portico_edge::{
-    ConfigError, EdgeError, GatewayConfig, Upstreams, stack,
+    ConfigError, GatewayConfig, Upstreams, stack,
     upstream::{GrpcUpstream, HttpUpstream},
 };
 use utoipa::OpenApi;
 
 /// The name this gateway's configuration and logs use.
 pub const NAME: &str = "web";
-
-const HTTP_UPSTREAMS: &[&str] = &["catalog", "reviews", "recommendations", "orders"];
-const GRPC_UPSTREAMS: &[&str] = &["inventory"];
 
 /// The OpenAPI document of this gateway's public API.
 #[derive(Debug, OpenApi)]
@@ -44,10 +41,7 @@ pub struct ApiDoc;
 
 /// The OpenAPI document as pretty JSON (what `/openapi.json` serves and `openapi/` keeps).
 pub fn openapi_json() -> String {
-    static DOC: LazyLock<String> = LazyLock::new(|| {
-        serde_json::to_string_pretty(&ApiDoc::openapi()).unwrap_or_else(|_| "{}".to_owned())
-    });
-    DOC.clone()
+    portico_edge::openapi::pretty(&ApiDoc::openapi())
 }
 
 /// What handlers share: the upstreams, resolved once at start-up.
@@ -63,28 +57,20 @@ struct AppState {
 /// The web gateway: its routes inside the shared edge stack.
 pub fn app(config: &GatewayConfig) -> Result<Router, ConfigError> {
     let upstreams = Upstreams::from_config(config)?;
-    upstreams.require(HTTP_UPSTREAMS, GRPC_UPSTREAMS)?;
-    let resolve =
-        |e: EdgeError| ConfigError::Invalid { key: "upstreams".into(), message: e.to_string() };
-    let http = |name| upstreams.http(name).cloned().map_err(resolve);
     let state = Arc::new(AppState {
-        catalog: http("catalog")?,
-        reviews: http("reviews")?,
-        recommendations: http("recommendations")?,
-        orders: http("orders")?,
-        inventory: upstreams.grpc("inventory").cloned().map_err(resolve)?,
+        catalog: upstreams.require_http("catalog")?,
+        reviews: upstreams.require_http("reviews")?,
+        recommendations: upstreams.require_http("recommendations")?,
+        orders: upstreams.require_http("orders")?,
+        inventory: upstreams.require_grpc("inventory")?,
     });
     let routes = Router::new()
         .route("/api/products/{id}", get(routes::product::product_page))
         .route("/api/search", get(routes::search::search))
         .route("/api/orders", get(routes::orders::order_history))
         .with_state(state)
-        .route("/openapi.json", get(openapi));
+        .merge(portico_edge::openapi::routes(&ApiDoc::openapi()));
     stack::gateway(routes, config, &upstreams)
-}
-
-async fn openapi() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], openapi_json())
 }
 
 #[cfg(test)]

@@ -43,24 +43,19 @@ impl Upstreams {
         Ok(Self { http: Arc::new(http), grpc: Arc::new(grpc) })
     }
 
-    /// Fails start-up, naming the key, unless every upstream a gateway's code calls is
-    /// configured with the protocol that code speaks.
-    pub fn require(&self, http: &[&str], grpc: &[&str]) -> Result<(), ConfigError> {
-        let missing = |name: &str, protocol: &str| ConfigError::Invalid {
-            key: format!("upstreams.{name}"),
-            message: format!("this gateway needs a `{protocol}` upstream named `{name}`"),
-        };
-        if let Some(name) = http.iter().find(|n| !self.http.contains_key(**n)) {
-            return Err(missing(name, "http"));
-        }
-        if let Some(name) = grpc.iter().find(|n| !self.grpc.contains_key(**n)) {
-            return Err(missing(name, "grpc"));
-        }
-        Ok(())
+    /// The HTTP upstream a gateway's code calls by `name`, resolved once at start-up: a
+    /// missing one fails start-up with an error naming the key, never a request at run time.
+    pub fn require_http(&self, name: &str) -> Result<HttpUpstream, ConfigError> {
+        self.http.get(name).cloned().ok_or_else(|| missing(name, "http"))
     }
 
-    /// The HTTP upstream `name`. A missing one is a misconfiguration, hence an internal error;
-    /// [`Upstreams::require`] at start-up keeps it from happening at run time.
+    /// The gRPC upstream a gateway's code calls by `name`, resolved once at start-up.
+    pub fn require_grpc(&self, name: &str) -> Result<GrpcUpstream, ConfigError> {
+        self.grpc.get(name).cloned().ok_or_else(|| missing(name, "grpc"))
+    }
+
+    /// The HTTP upstream `name`, looked up per call. A missing one is a misconfiguration, hence
+    /// an internal error; prefer [`Upstreams::require_http`] at start-up.
     pub fn http(&self, name: &str) -> Result<&HttpUpstream, EdgeError> {
         self.http
             .get(name)
@@ -79,5 +74,32 @@ impl Upstreams {
         let http = self.http.iter().flat_map(|(n, u)| u.endpoints().map(move |e| (n.as_str(), e)));
         let grpc = self.grpc.iter().flat_map(|(n, u)| u.endpoints().map(move |e| (n.as_str(), e)));
         http.chain(grpc)
+    }
+}
+
+fn missing(name: &str, protocol: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: format!("upstreams.{name}"),
+        message: format!("this gateway needs a `{protocol}` upstream named `{name}`"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_missing_or_mistyped_upstream_fails_start_up_naming_the_key() {
+        let config = GatewayConfig::from_toml(
+            "[upstreams.inventory]\nprotocol = \"grpc\"\nendpoints = [\"http://127.0.0.1:1\"]\n",
+        )
+        .unwrap();
+        let upstreams = Upstreams::from_config(&config).unwrap();
+        assert!(upstreams.require_grpc("inventory").is_ok());
+        let err = upstreams.require_http("inventory").unwrap_err();
+        assert!(err.to_string().contains("`upstreams.inventory`"), "{err}");
+        assert!(err.to_string().contains("`http` upstream"), "{err}");
+        assert!(upstreams.require_http("catalog").is_err());
+        assert_eq!(upstreams.http("catalog").unwrap_err().code(), "internal");
     }
 }

@@ -1,0 +1,23 @@
+//! Serving a gateway's OpenAPI document: rendered once when the app is built, then served as
+//! bytes at `/openapi.json` on every request without re-serialising.
+
+use axum::{Router, http::header, routing::get};
+use bytes::Bytes;
+
+/// The document as pretty JSON, the form `/openapi.json` serves and `openapi/` keeps.
+pub fn pretty(document: &utoipa::openapi::OpenApi) -> String {
+    // Serialising a derived document cannot fail: it holds only strings, numbers and maps.
+    serde_json::to_string_pretty(document).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// A router serving `document` at `/openapi.json`.
+pub fn routes(document: &utoipa::openapi::OpenApi) -> Router {
+    let body = Bytes::from(pretty(document));
+    Router::new().route(
+        "/openapi.json",
+        get(move || {
+            let body = body.clone();
+            async move { ([(header::CONTENT_TYPE, "application/json")], body) }
+        }),
+    )
+}
