@@ -35,6 +35,9 @@ pub enum Command {
     Up(UpArgs),
     /// Serve one gateway from its TOML config file.
     Serve(ServeArgs),
+    /// Run a single pass-through gateway to one backend, through the same request path and
+    /// edge layers as a gateway's declarative route (like `caddy reverse-proxy`).
+    Proxy(ProxyArgs),
     /// Validate gateway config files and exit.
     Check(CheckArgs),
     /// Write (or check) the gateways' OpenAPI documents.
@@ -106,6 +109,19 @@ pub struct ServeArgs {
     /// Its config file (see shared/config/ for examples).
     #[arg(long)]
     pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// The backend's base URL, e.g. `http://127.0.0.1:9000`.
+    #[arg(long)]
+    pub to: String,
+    /// Deadline for the backend's response head.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -82,10 +82,40 @@ pub async fn start(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, crate::Error> {
     let app = gateway.app(config).map_err(|e| format!("{} gateway config: {e}", gateway.name()))?;
+    let (addr, task) = spawn_server(app, config, shutdown).await?;
+    tracing::info!(gateway = gateway.name(), %addr, "gateway listening");
+    Ok(Running { gateway, addr, task })
+}
+
+/// Binds `config.listen.public` and serves `app` on it until `shutdown` resolves.
+pub async fn spawn_server(
+    app: Router,
+    config: &GatewayConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), crate::Error> {
     let listener = server::bind(config.listen.public).await?;
     let addr = listener.local_addr()?;
     let header_read_timeout = config.limits.header_read_timeout;
-    let task = tokio::spawn(server::serve(listener, app, header_read_timeout, shutdown));
-    tracing::info!(gateway = gateway.name(), %addr, "gateway listening");
-    Ok(Running { gateway, addr, task })
+    Ok((addr, tokio::spawn(server::serve(listener, app, header_read_timeout, shutdown))))
+}
+
+/// The config of a single pass-through gateway: every path to `to`, production defaults.
+pub fn proxy_config(
+    listen: SocketAddr,
+    to: &str,
+    timeout: std::time::Duration,
+) -> Result<GatewayConfig, crate::Error> {
+    let text = format!(
+        "[listen]\npublic = \"{listen}\"\n\n[upstreams.backend]\nendpoints = [{to:?}]\n\n\
+         [[routes]]\npath = \"/\"\nupstream = \"backend\"\ntimeout = \"{}\"\n",
+        humantime::format_duration(timeout)
+    );
+    GatewayConfig::from_toml(&text).map_err(|e| format!("--to {to}: {e}").into())
+}
+
+/// A single pass-through gateway to one backend: the declarative-route path with the shared
+/// edge layers, and nothing else (but `/healthz` and `/readyz`).
+pub fn proxy_app(config: &GatewayConfig) -> Result<Router, ConfigError> {
+    let upstreams = portico_edge::Upstreams::from_config(config)?;
+    portico_edge::stack::gateway(Router::new(), config, &upstreams)
 }

@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or_default() {
             Command::Up(args) => up::run(args).await,
             Command::Serve(args) => serve::serve(args).await,
+            Command::Proxy(args) => serve::proxy(args).await,
             Command::Check(args) => serve::check(&args),
             Command::Openapi(args) => openapi::run(&args),
         }

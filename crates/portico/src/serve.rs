@@ -4,7 +4,7 @@
 use portico::{Error, gateways};
 use portico_edge::GatewayConfig;
 
-use crate::cli::{CheckArgs, ServeArgs};
+use crate::cli::{CheckArgs, ProxyArgs, ServeArgs};
 
 pub async fn serve(args: ServeArgs) -> Result<(), Error> {
     let config = GatewayConfig::from_file(&args.config)
@@ -16,6 +16,15 @@ pub async fn serve(args: ServeArgs) -> Result<(), Error> {
         running.addr
     );
     running.stopped().await;
+    Ok(())
+}
+
+pub async fn proxy(args: ProxyArgs) -> Result<(), Error> {
+    let config = gateways::proxy_config(args.listen, &args.to, args.timeout)?;
+    let app = gateways::proxy_app(&config)?;
+    let (addr, task) = gateways::spawn_server(app, &config, crate::up::ctrl_c()).await?;
+    tracing::info!("proxying http://{addr} to {}; Ctrl-C stops it", args.to);
+    let _ = task.await;
     Ok(())
 }
 

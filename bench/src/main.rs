@@ -1,0 +1,121 @@
+//! `portico-bench`: the two processes the load harness (`bench/run`) needs besides nginx and
+//! the `portico` binary — a JSON backend with a fixed delay, and a composed endpoint that fans
+//! out to N such backends through exactly the edge stack a gateway uses.
+
+use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
+
+use axum::{Json, Router, extract::State, routing::get};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use portico_edge::{
+    EdgeError, GatewayConfig, Upstreams, compose, server, stack, upstream::HttpUpstream,
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "portico-bench", about = "Processes for Portico's load benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve a fixed JSON body on every path after a fixed delay.
+    Backend {
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Delay before each answer, e.g. `10ms`.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "0ms")]
+        delay: Duration,
+        /// Size of the JSON body in bytes.
+        #[arg(long, default_value_t = 1024)]
+        body_bytes: usize,
+    },
+    /// Serve `GET /fanout`, which calls every backend in parallel (all required) and answers
+    /// when the slowest has.
+    Fanout {
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Base URLs of the backends, e.g. `http://127.0.0.1:9101`.
+        #[arg(long = "backend", required = true)]
+        backends: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("portico-bench: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Backend { listen, delay, body_bytes } => {
+                backend(listen, delay, body_bytes).await
+            }
+            Command::Fanout { listen, backends } => fanout(listen, &backends).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("portico-bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// A JSON body of about `bytes` bytes: `{"data":"xxx…"}`.
+fn body(bytes: usize) -> Bytes {
+    let filler = "x".repeat(bytes.saturating_sub(11));
+    Bytes::from(format!("{{\"data\":\"{filler}\"}}"))
+}
+
+async fn backend(listen: SocketAddr, delay: Duration, body_bytes: usize) -> Result<(), Error> {
+    let body = body(body_bytes);
+    let app = Router::new().fallback(move || {
+        let body = body.clone();
+        async move {
+            if !delay.is_zero() {
+                // The injected latency under test: a backend that takes this long.
+                tokio::time::sleep(delay).await;
+            }
+            ([("content-type", "application/json")], body)
+        }
+    });
+    let listener = server::bind(listen).await?;
+    server::serve(listener, app, Duration::from_secs(10), std::future::pending()).await;
+    Ok(())
+}
+
+async fn fanout(listen: SocketAddr, backends: &[String]) -> Result<(), Error> {
+    let mut text = format!("[listen]\npublic = \"{listen}\"\n");
+    for (i, url) in backends.iter().enumerate() {
+        text.push_str(&format!("[upstreams.b{i}]\nendpoints = [{url:?}]\ntimeout = \"1s\"\n"));
+    }
+    let config = GatewayConfig::from_toml(&text)?;
+    let upstreams = Upstreams::from_config(&config)?;
+    let parts: Vec<HttpUpstream> = (0..backends.len())
+        .map(|i| upstreams.require_http(&format!("b{i}")))
+        .collect::<Result<_, _>>()?;
+    let routes = Router::new().route("/fanout", get(compose_all)).with_state(Arc::new(parts));
+    let app = stack::gateway(routes, &config, &upstreams)?;
+    let listener = server::bind(listen).await?;
+    server::serve(listener, app, config.limits.header_read_timeout, std::future::pending()).await;
+    Ok(())
+}
+
+/// Every backend in parallel, each required: latency should be the slowest call, not the sum.
+async fn compose_all(
+    State(parts): State<Arc<Vec<HttpUpstream>>>,
+) -> Result<Json<serde_json::Value>, EdgeError> {
+    let calls =
+        parts.iter().map(|up| compose::required("part", up.get("/").fetch::<serde_json::Value>()));
+    let bodies = futures::future::try_join_all(calls).await?;
+    Ok(Json(serde_json::json!({ "parts": bodies.len() })))
+}
