@@ -11,6 +11,10 @@ use portico_edge::{
     EdgeError, GatewayConfig, Upstreams, compose, server, stack, upstream::HttpUpstream,
 };
 
+// The same allocator as the `portico` binary, so the fan-out numbers are the product's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "portico-bench", about = "Processes for Portico's load benchmarks")]
 struct Cli {

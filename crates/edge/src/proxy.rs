@@ -15,7 +15,6 @@ use axum::{
     routing::any,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, header};
-use http_body::Body as _;
 
 use crate::{
     config::{ConfigError, GatewayConfig},
@@ -105,38 +104,37 @@ async fn forward_inner(target: &Target, request: Request) -> Result<Response, Ed
     strip_hop_by_hop(&mut headers);
     set_forwarded(&mut headers, peer, host);
 
-    let mut builder = target.upstream.client().request(parts.method, url).headers(headers);
-    // A body-less request (a GET, say) must stay body-less: wrapping an empty body in a stream
-    // would send `transfer-encoding: chunked` on a GET, which some servers reject.
-    if !body.is_end_stream() {
-        builder = builder.body(reqwest::Body::wrap_stream(body.into_data_stream()));
-    }
+    let uri: http::Uri =
+        url.parse().map_err(|_| EdgeError::bad_request("the path cannot be forwarded"))?;
+    let mut request = http::Request::new(body);
+    *request.method_mut() = parts.method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
 
     let span = tracing::info_span!("upstream", upstream = %name, route = %target.prefix);
-    let sent =
-        tokio::time::timeout(target.timeout, tracing::Instrument::instrument(builder.send(), span))
-            .await
-            .map_err(|_elapsed| EdgeError::upstream_timeout(name))?;
-    let upstream_response = sent.map_err(|e| {
+    let sent = tokio::time::timeout(
+        target.timeout,
+        tracing::Instrument::instrument(target.upstream.client().request(request), span),
+    )
+    .await
+    .map_err(|_elapsed| EdgeError::upstream_timeout(name))?;
+    let mut response = sent.map_err(|e| {
         if is_body_too_large(&e) {
             EdgeError::from_status(http::StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
                 .with_detail("the request body exceeds the configured limit")
-        } else if e.is_timeout() {
-            EdgeError::upstream_timeout(name)
         } else {
             EdgeError::upstream_unavailable(name, e)
         }
     })?;
 
-    let mut response: http::Response<reqwest::Body> = upstream_response.into();
     strip_hop_by_hop(response.headers_mut());
     response.extensions_mut().insert(Passthrough);
     Ok(response.map(Body::new))
 }
 
 /// Whether a send failed because the client's body ran past the gateway's size limit.
-fn is_body_too_large(error: &reqwest::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+fn is_body_too_large(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
     while let Some(e) = source {
         if e.is::<http_body_util::LengthLimitError>() {
             return true;

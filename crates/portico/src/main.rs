@@ -11,6 +11,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// mimalloc: fewer cycles per allocation than glibc malloc on the request path (measured in
+// bench/results), and less fragmentation for a long-running server.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
