@@ -71,6 +71,79 @@ pub async fn serve(
     }
 }
 
+/// Serves with `workers` threads, each running its own single-threaded runtime, its own
+/// `SO_REUSEPORT` listener on `addr` and its own app from `make_app` — upstream pools included
+/// — like nginx's worker processes: nothing is shared between cores on the request path, so
+/// there is no work-stealing scheduler, no cross-core wake-up and no contended pool lock. The
+/// kernel spreads new connections over the listeners.
+///
+/// Returns once every worker has drained after `shutdown` turned `true`. A worker that cannot
+/// start (its app fails to build, its port is taken) fails the whole call. It blocks, and binds
+/// through Tokio, so call it from `tokio::task::spawn_blocking`.
+pub fn serve_workers<F, E>(
+    addr: SocketAddr,
+    workers: usize,
+    make_app: F,
+    header_read_timeout: Duration,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()>
+where
+    F: Fn() -> Result<Router, E> + Send + Sync + 'static,
+    E: std::fmt::Display,
+{
+    let make_app = std::sync::Arc::new(make_app);
+    // Bind every listener before serving on any, so a taken port fails start-up as a whole.
+    // Port 0 means "any free port": the first listener picks it and the others share it.
+    let first = reuseport_listener(addr)?;
+    let addr = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..workers.max(1) {
+        listeners.push(reuseport_listener(addr)?);
+    }
+    let threads = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(i, listener)| {
+            let (make_app, mut shutdown) = (make_app.clone(), shutdown.clone());
+            std::thread::Builder::new().name(format!("portico-worker-{i}")).spawn(
+                move || -> std::io::Result<()> {
+                    let runtime =
+                        tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                    runtime.block_on(async move {
+                        let app = make_app().map_err(|e| std::io::Error::other(e.to_string()))?;
+                        let listener = TcpListener::from_std(listener)?;
+                        let stop = async move {
+                            let _ = shutdown.wait_for(|stop| *stop).await;
+                        };
+                        serve(listener, app, header_read_timeout, stop).await;
+                        Ok(())
+                    })
+                },
+            )
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    for thread in threads {
+        thread.join().map_err(|_| std::io::Error::other("a worker panicked"))??;
+    }
+    Ok(())
+}
+
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
+    socket
+        .bind(addr)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    // `into_std` needs no runtime; each worker registers its listener with its own.
+    let listener = socket.listen(4096)?.into_std()?;
+    Ok(listener)
+}
+
 /// Binds `addr`, naming it in the error so a taken port is obvious.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr)
@@ -128,6 +201,56 @@ mod tests {
         release.notify_one();
         assert_eq!(in_flight.await.unwrap(), "finished");
         tokio::time::timeout(Duration::from_secs(5), server).await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn workers_share_one_port_and_stop_together() {
+        // Find a free port, then let two workers share it through SO_REUSEPORT.
+        let addr = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let workers = tokio::task::spawn_blocking(move || {
+            serve_workers(
+                addr,
+                2,
+                || Ok::<_, String>(Router::new().route("/", get(|| async { "worker" }))),
+                Duration::from_secs(5),
+                &stopped,
+            )
+        });
+        let client = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let mut answers = 0;
+        while answers < 20 {
+            assert!(tokio::time::Instant::now() < deadline, "workers did not answer");
+            // Fresh connections, so the kernel spreads them over both listeners.
+            let response =
+                client.get(format!("http://{addr}/")).header("connection", "close").send().await;
+            if let Ok(response) = response {
+                assert_eq!(response.text().await.unwrap(), "worker");
+                answers += 1;
+            } else {
+                tokio::task::yield_now().await;
+            }
+        }
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(15), workers).await.unwrap().unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_whose_app_fails_to_build_fails_the_start() {
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        let result = tokio::task::spawn_blocking(move || {
+            serve_workers(
+                "127.0.0.1:0".parse().unwrap(),
+                2,
+                || Err::<Router, _>("no upstream named `catalog`"),
+                Duration::from_secs(5),
+                &stopped,
+            )
+        })
+        .await
+        .unwrap();
+        assert!(result.unwrap_err().to_string().contains("catalog"));
     }
 
     #[tokio::test]

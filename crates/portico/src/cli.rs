@@ -109,6 +109,10 @@ pub struct ServeArgs {
     /// Its config file (see shared/config/ for examples).
     #[arg(long)]
     pub config: PathBuf,
+    /// Worker threads, each with its own listener, runtime and upstream pool (default: one
+    /// per available core).
+    #[arg(long)]
+    pub workers: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -122,6 +126,10 @@ pub struct ProxyArgs {
     /// Deadline for the backend's response head.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
     pub timeout: Duration,
+    /// Worker threads, each with its own listener, runtime and upstream pool (default: one
+    /// per available core).
+    #[arg(long)]
+    pub workers: Option<usize>,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,8 @@
-//! `portico serve` (one gateway from its config file, as in production) and `portico check`
-//! (validate config files without serving).
+//! `portico serve` (one gateway from its config file, as in production), `portico proxy` (a
+//! single pass-through gateway) and `portico check` (validate config files without serving).
+//!
+//! Serving runs one worker per core, each with its own runtime, listener and upstream pools
+//! (`portico_edge::server::serve_workers`): the model nginx uses, measured in `bench/`.
 
 use portico::{Error, gateways};
 use portico_edge::GatewayConfig;
@@ -9,22 +12,52 @@ use crate::cli::{CheckArgs, ProxyArgs, ServeArgs};
 pub async fn serve(args: ServeArgs) -> Result<(), Error> {
     let config = GatewayConfig::from_file(&args.config)
         .map_err(|e| format!("{}: {e}", args.config.display()))?;
-    let running = gateways::start(args.gateway, &config, crate::up::ctrl_c()).await?;
+    // Fail on a bad config here, once, rather than in every worker.
+    drop(args.gateway.app(&config)?);
+    let gateway = args.gateway;
     tracing::info!(
         "serving the {} gateway on http://{}; Ctrl-C stops it",
-        args.gateway.name(),
-        running.addr
+        gateway.name(),
+        config.listen.public
     );
-    running.stopped().await;
-    Ok(())
+    run_workers(config, args.workers, move |config| gateway.app(config)).await
 }
 
 pub async fn proxy(args: ProxyArgs) -> Result<(), Error> {
     let config = gateways::proxy_config(args.listen, &args.to, args.timeout)?;
-    let app = gateways::proxy_app(&config)?;
-    let (addr, task) = gateways::spawn_server(app, &config, crate::up::ctrl_c()).await?;
-    tracing::info!("proxying http://{addr} to {}; Ctrl-C stops it", args.to);
-    let _ = task.await;
+    drop(gateways::proxy_app(&config)?);
+    tracing::info!("proxying http://{} to {}; Ctrl-C stops it", config.listen.public, args.to);
+    run_workers(config, args.workers, gateways::proxy_app).await
+}
+
+/// Serves `make_app(config)` on one worker per core (or `workers`) until Ctrl-C or SIGTERM.
+async fn run_workers<F, E>(
+    config: GatewayConfig,
+    workers: Option<usize>,
+    make_app: F,
+) -> Result<(), Error>
+where
+    F: Fn(&GatewayConfig) -> Result<axum::Router, E> + Send + Sync + 'static,
+    E: std::fmt::Display,
+{
+    let workers = workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        crate::up::ctrl_c().await;
+        let _ = stop.send(true);
+    });
+    let (addr, header_read_timeout) = (config.listen.public, config.limits.header_read_timeout);
+    tokio::task::spawn_blocking(move || {
+        portico_edge::server::serve_workers(
+            addr,
+            workers,
+            move || make_app(&config),
+            header_read_timeout,
+            &stopped,
+        )
+    })
+    .await??;
     Ok(())
 }
 
