@@ -13,7 +13,7 @@ use portico_edge::{
 
 // The same allocator as the `portico` binary, so the fan-out numbers are the product's.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Debug, Parser)]
 #[command(name = "portico-bench", about = "Processes for Portico's load benchmarks")]
