@@ -2,7 +2,7 @@
 //! as problem+json *responses* — an error from a service under axum would close the connection
 //! without a reply.
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use axum::{
     body::Body,
@@ -18,17 +18,26 @@ use crate::error::EdgeError;
 /// bodies so a chunked upload cannot exceed it either (the extractor or the proxy reading the
 /// body then fails with 413).
 pub async fn body_limit(State(limit): State<u64>, request: Request, next: Next) -> Response {
+    match limit_body(request, limit) {
+        Ok(request) => next.run(request).await,
+        Err(too_large) => too_large,
+    }
+}
+
+/// The body-limit step on its own: the 413 response for a declared oversize, or the request
+/// with its body capped at `limit`.
+#[allow(clippy::result_large_err)] // the error is the response itself, returned at once
+pub fn limit_body(request: Request, limit: u64) -> Result<Request, Response> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit) {
-        return EdgeError::payload_too_large(limit).into_response();
+        return Err(EdgeError::payload_too_large(limit).into_response());
     }
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    let request = request.map(|body| Body::new(http_body_util::Limited::new(body, limit)));
-    next.run(request).await
+    Ok(request.map(|body| Body::new(http_body_util::Limited::new(body, limit))))
 }
 
 /// Middleware: answers 504 when the rest of the stack has not produced a response head in time.
@@ -38,7 +47,12 @@ pub async fn request_timeout(
     request: Request,
     next: Next,
 ) -> Response {
-    match tokio::time::timeout(deadline, next.run(request)).await {
+    with_deadline(deadline, next.run(request)).await
+}
+
+/// The deadline step on its own: `serve`'s response, or a 504 problem once `deadline` passes.
+pub async fn with_deadline(deadline: Duration, serve: impl Future<Output = Response>) -> Response {
+    match tokio::time::timeout(deadline, serve).await {
         Ok(response) => response,
         Err(_elapsed) => EdgeError::request_timeout().into_response(),
     }

@@ -7,6 +7,7 @@
 //! upstream clients can find it without the gateway code passing it around.
 
 use std::{
+    future::Future,
     hash::{BuildHasher, RandomState},
     sync::atomic::{AtomicU64, Ordering},
     time::Instant,
@@ -72,6 +73,14 @@ impl RequestId {
 /// Middleware: assigns the id, opens the request span, runs the rest of the stack inside both,
 /// echoes the id and writes one access-log line.
 pub async fn middleware(mut request: Request, next: Next) -> Response {
+    let id = assign(&mut request);
+    let span = span(&id, &request);
+    within(id, span, next.run(request)).await
+}
+
+/// Gives `request` its id: a sane incoming one is kept, anything else replaced. The id goes in
+/// the request's headers (so pass-through routes forward it) and extensions.
+pub fn assign(request: &mut Request) -> RequestId {
     let id = request
         .headers()
         .get(&HEADER_NAME)
@@ -79,15 +88,28 @@ pub async fn middleware(mut request: Request, next: Next) -> Response {
         .unwrap_or_else(RequestId::generate);
     request.headers_mut().insert(HEADER_NAME.clone(), id.0.clone());
     request.extensions_mut().insert(id.clone());
+    id
+}
 
-    let span = tracing::info_span!(
+/// The request's tracing span.
+pub fn span(id: &RequestId, request: &Request) -> tracing::Span {
+    tracing::info_span!(
         "request",
         id = id.as_str(),
         method = %request.method(),
         path = request.uri().path(),
-    );
+    )
+}
+
+/// Runs `serve` (the rest of the stack for a request) inside the request's span and with its
+/// id as the task's current one; then echoes the id and writes the access-log line.
+pub async fn within(
+    id: RequestId,
+    span: tracing::Span,
+    serve: impl Future<Output = Response>,
+) -> Response {
     let started = Instant::now();
-    let mut response = CURRENT.scope(id.clone(), next.run(request)).instrument(span.clone()).await;
+    let mut response = CURRENT.scope(id.clone(), serve).instrument(span.clone()).await;
     span.in_scope(|| {
         tracing::info!(
             status = response.status().as_u16(),

@@ -17,7 +17,11 @@ const MAX_DETAIL: usize = 512;
 
 /// Middleware: normalises error responses into problem+json.
 pub async fn problems(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+    normalise(next.run(request).await).await
+}
+
+/// The normalising step on its own: `response` as it is, or rewritten into problem+json.
+pub async fn normalise(response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error())
         || response.extensions().get::<Passthrough>().is_some()

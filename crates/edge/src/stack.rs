@@ -10,14 +10,17 @@
 //! | problem normaliser | wraps everything that can produce a bare framework error |
 //! | request timeout | innermost, so its deadline covers handler and upstream time only, and a timeout still gets an id, a log line and a problem body |
 
+use std::sync::Arc;
+
 use axum::{
     Router,
-    extract::DefaultBodyLimit,
-    middleware::{from_fn, from_fn_with_state},
+    extract::{DefaultBodyLimit, Request, State},
+    middleware::{Next, from_fn_with_state},
+    response::Response,
 };
 
 use crate::{
-    config::{ConfigError, GatewayConfig},
+    config::{ConfigError, GatewayConfig, Limits},
     error::EdgeError,
     health, limits, proxy, request_id, rescue,
     upstream::Upstreams,
@@ -39,14 +42,30 @@ pub fn gateway(
 }
 
 /// Wraps `router` in the shared edge layers (see the table in this module's docs).
+///
+/// The four steps run in one middleware rather than four stacked ones: each stacked `from_fn`
+/// boxes a future and clones the inner service per request, and measured on the pass-through
+/// path (`bench/`) the four layers cost a quarter of the throughput. Each step stays in its
+/// own module, usable as a middleware by itself.
 pub fn edge_layers(router: Router, config: &GatewayConfig) -> Router {
-    let limits = &config.limits;
-    // `.layer` wraps what is above it, so this list reads innermost first.
+    let limits = Arc::new(config.limits.clone());
     router
-        .layer(from_fn_with_state(limits.request_timeout, limits::request_timeout))
-        .layer(from_fn(rescue::problems))
         // Our own limit replaces axum's default 2 MiB extractor limit, so one setting governs.
         .layer(DefaultBodyLimit::disable())
-        .layer(from_fn_with_state(limits.max_body_bytes, limits::body_limit))
-        .layer(from_fn(request_id::middleware))
+        .layer(from_fn_with_state(limits, edge))
+}
+
+/// The onion of this module's table, outermost first, in one pass.
+async fn edge(State(limits): State<Arc<Limits>>, mut request: Request, next: Next) -> Response {
+    let id = request_id::assign(&mut request);
+    let span = request_id::span(&id, &request);
+    let serve = async move {
+        let request = match limits::limit_body(request, limits.max_body_bytes) {
+            Ok(request) => request,
+            Err(too_large) => return too_large,
+        };
+        rescue::normalise(limits::with_deadline(limits.request_timeout, next.run(request)).await)
+            .await
+    };
+    request_id::within(id, span, serve).await
 }
