@@ -128,7 +128,11 @@ async fn forward_inner(target: &Target, request: Request) -> Result<Response, Ed
     })?;
 
     strip_hop_by_hop(response.headers_mut());
-    response.extensions_mut().insert(Passthrough);
+    // Only error responses need the mark (the normaliser looks at nothing else), and inserting
+    // the first extension allocates: successes, the hot path, go without.
+    if response.status().is_client_error() || response.status().is_server_error() {
+        response.extensions_mut().insert(Passthrough);
+    }
     Ok(response.map(Body::new))
 }
 
