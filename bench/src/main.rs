@@ -12,6 +12,7 @@ use portico_edge::{
 };
 
 // The same allocator as the `portico` binary, so the fan-out numbers are the product's.
+#[cfg(not(windows))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

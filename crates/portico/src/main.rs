@@ -14,6 +14,7 @@ use clap::Parser;
 // jemalloc: on the pass-through path it matched mimalloc's throughput while holding ~20 KB per
 // idle keep-alive connection where mimalloc held ~30 KB (bench/README.md); glibc malloc was
 // ~10 % of the CPU profile. It also keeps fragmentation down in a long-running server.
+#[cfg(not(windows))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
