@@ -107,13 +107,8 @@ where
             let (make_app, mut shutdown) = (make_app.clone(), shutdown.clone());
             std::thread::Builder::new().name(format!("portico-worker-{i}")).spawn(
                 move || -> std::io::Result<()> {
-                    let runtime = tokio::runtime::Builder::new_current_thread()
-                        // Poll the network every 16 tasks instead of 61: under steady load the
-                        // default let p99 reach 2–3× that of 16 with no throughput gained
-                        // (wrk + oha A/B runs, bench/README.md).
-                        .event_interval(16)
-                        .enable_all()
-                        .build()?;
+                    let runtime =
+                        tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                     runtime.block_on(async move {
                         let app = make_app().map_err(|e| std::io::Error::other(e.to_string()))?;
                         let listener = TcpListener::from_std(listener)?;
