@@ -61,28 +61,33 @@ struct Target {
 // === impl Target ===
 
 impl Target {
-    /// The upstream path and query for an incoming URI.
-    fn upstream_path(&self, uri: &http::Uri) -> String {
+    /// Appends the upstream path and query for an incoming URI to `out` (the endpoint's base
+    /// URL), so the whole upstream URL is built in one allocation per request.
+    fn push_upstream_path(&self, out: &mut String, uri: &http::Uri) {
         let path = uri.path();
-        let mut out = match &self.rewrite {
-            None => path.to_owned(),
+        let start = out.len();
+        match &self.rewrite {
+            None => out.push_str(path),
             Some(rewrite) => {
                 let rest = path.strip_prefix(self.prefix.as_str()).unwrap_or(path);
+                out.push_str(rewrite);
                 match (rewrite.ends_with('/'), rest.starts_with('/')) {
-                    (true, true) => format!("{rewrite}{}", &rest[1..]),
-                    (false, false) if !rest.is_empty() => format!("{rewrite}/{rest}"),
-                    _ => format!("{rewrite}{rest}"),
+                    (true, true) => out.push_str(&rest[1..]),
+                    (false, false) if !rest.is_empty() => {
+                        out.push('/');
+                        out.push_str(rest);
+                    }
+                    _ => out.push_str(rest),
                 }
             }
-        };
-        if out.is_empty() {
+        }
+        if out.len() == start {
             out.push('/');
         }
         if let Some(query) = uri.query() {
             out.push('?');
             out.push_str(query);
         }
-        out
     }
 }
 
@@ -97,7 +102,10 @@ async fn forward_inner(target: &Target, request: Request) -> Result<Response, Ed
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let (parts, body) = request.into_parts();
     let name = target.upstream.name();
-    let url = format!("{}{}", target.upstream.pick_endpoint(), target.upstream_path(&parts.uri));
+    let endpoint = target.upstream.pick_endpoint();
+    let mut url = String::with_capacity(endpoint.len() + parts.uri.path().len() + 64);
+    url.push_str(endpoint);
+    target.push_upstream_path(&mut url, &parts.uri);
 
     let mut headers = parts.headers;
     let host = headers.remove(header::HOST);

@@ -21,6 +21,16 @@ pub struct Script {
     pub delay: Duration,
 }
 
+impl Script {
+    /// A script that answers with these units per SKU (in warehouse `ams`) and never fails.
+    pub fn with_stock(stock: &[(&str, u32)]) -> Self {
+        Self {
+            stock: stock.iter().map(|&(sku, n)| (sku.to_owned(), n)).collect(),
+            ..Self::default()
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Mock(Arc<Script>);
 

@@ -56,11 +56,11 @@ async fn reviews() -> MockServer {
 }
 
 async fn inventory() -> MockInventory {
-    let stock = [("SKU-00001", 25), ("SKU-00002", 0), ("SKU-00003", 4)];
-    MockInventory::start(Script {
-        stock: stock.into_iter().map(|(s, n)| (s.to_owned(), n)).collect(),
-        ..Script::default()
-    })
+    MockInventory::start(Script::with_stock(&[
+        ("SKU-00001", 25),
+        ("SKU-00002", 0),
+        ("SKU-00003", 4),
+    ]))
     .await
 }
 

@@ -118,11 +118,11 @@ async fn orders(placed: Placed) -> MockServer {
 
 /// Stock, all in `ams`: SKU 4 and 5 exist in the catalog but not in the inventory.
 async fn inventory() -> MockInventory {
-    let stock = [("SKU-00001", 25), ("SKU-00002", 0), ("SKU-00003", 4)];
-    MockInventory::start(Script {
-        stock: stock.into_iter().map(|(s, n)| (s.to_owned(), n)).collect(),
-        ..Script::default()
-    })
+    MockInventory::start(Script::with_stock(&[
+        ("SKU-00001", 25),
+        ("SKU-00002", 0),
+        ("SKU-00003", 4),
+    ]))
     .await
 }
 

@@ -116,13 +116,11 @@ impl Backends {
     async fn healthy() -> Self {
         let servers =
             vec![catalog().await, reviews().await, recommendations().await, orders().await];
-        let inventory = MockInventory::start(Script {
-            stock: [("SKU-00001", 12), ("SKU-00002", 0), ("SKU-00003", 3)]
-                .into_iter()
-                .map(|(s, n)| (s.to_owned(), n))
-                .collect(),
-            ..Script::default()
-        })
+        let inventory = MockInventory::start(Script::with_stock(&[
+            ("SKU-00001", 12),
+            ("SKU-00002", 0),
+            ("SKU-00003", 3),
+        ]))
         .await;
         let names = ["catalog", "reviews", "recommendations", "orders"];
         let mut urls: HashMap<_, _> =

@@ -206,51 +206,54 @@ impl UpstreamRequest {
     /// Sends the request and returns the response if its status is a success. A 404 becomes a
     /// client-facing 404; any other failure becomes a 502/504 naming the upstream in the logs.
     pub async fn send(self) -> Result<Response<Incoming>, EdgeError> {
-        let name = self.upstream.name().to_owned();
-        if let Some(error) = self.error {
+        let Self { upstream, method, path, headers, body, timeout, error } = self;
+        if let Some(error) = error {
             return Err(error);
         }
-        let uri = format!("{}{}", self.upstream.pick_endpoint(), self.path);
-        let mut request = Request::builder()
-            .method(self.method.clone())
-            .uri(uri)
-            .body(self.body.map_or_else(Body::empty, Body::from))
-            .map_err(EdgeError::internal)?;
-        *request.headers_mut() = self.headers;
+        // Borrowed, not copied: this runs for every composed call.
+        let name = upstream.name();
         let span = tracing::info_span!(
             "upstream",
             upstream = %name,
-            method = %self.method,
-            path = %self.path,
+            method = %method,
+            path = %path,
             status = tracing::field::Empty,
         );
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", upstream.pick_endpoint()))
+            .body(body.map_or_else(Body::empty, Body::from))
+            .map_err(EdgeError::internal)?;
+        *request.headers_mut() = headers;
         let call = async {
-            let response = self
-                .upstream
+            let response = upstream
                 .client()
                 .request(request)
                 .await
-                .map_err(|e| EdgeError::upstream_unavailable(&name, e))?;
+                .map_err(|e| EdgeError::upstream_unavailable(name, e))?;
             tracing::Span::current().record("status", response.status().as_u16());
-            check_status(&name, response)
+            check_status(name, response)
         };
-        tokio::time::timeout(self.timeout, call)
+        tokio::time::timeout(timeout, call)
             .instrument(span)
             .await
-            .map_err(|_elapsed| EdgeError::upstream_timeout(&name))?
+            .map_err(|_elapsed| EdgeError::upstream_timeout(name))?
     }
 
     /// Sends the request and reads a JSON body of type `T`, all within the call's deadline.
     pub async fn fetch<T: DeserializeOwned>(self) -> Result<T, EdgeError> {
-        let name = self.upstream.name().to_owned();
+        // A handle for the errors after `send` consumed the request: an `Arc` bump, not a copy
+        // of the name.
+        let upstream = self.upstream.clone();
+        let name = upstream.name();
         let deadline = tokio::time::Instant::now() + self.timeout;
         let response = self.send().await?;
         let body = tokio::time::timeout_at(deadline, response.into_body().collect())
             .await
-            .map_err(|_elapsed| EdgeError::upstream_timeout(&name))?
-            .map_err(|e| EdgeError::upstream_unavailable(&name, e))?
+            .map_err(|_elapsed| EdgeError::upstream_timeout(name))?
+            .map_err(|e| EdgeError::upstream_unavailable(name, e))?
             .to_bytes();
-        serde_json::from_slice(&body).map_err(|e| EdgeError::upstream_failed(&name, e))
+        serde_json::from_slice(&body).map_err(|e| EdgeError::upstream_failed(name, e))
     }
 }
 
