@@ -4,11 +4,14 @@
 
 use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
-use axum::{Json, Router, extract::State, routing::get};
+use axum::{Json, Router, extract::State};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use portico_edge::{
-    EdgeError, GatewayConfig, Upstreams, compose, server, stack, upstream::HttpUpstream,
+    EdgeError, GatewayConfig, Upstreams,
+    access::{Access, Routes},
+    compose, server, stack,
+    upstream::HttpUpstream,
 };
 
 // The same allocator as the `portico` binary, so the fan-out numbers are the product's.
@@ -108,8 +111,9 @@ async fn fanout(listen: SocketAddr, backends: &[String]) -> Result<(), Error> {
     let parts: Vec<HttpUpstream> = (0..backends.len())
         .map(|i| upstreams.require_http(&format!("b{i}")))
         .collect::<Result<_, _>>()?;
-    let routes = Router::new().route("/fanout", get(compose_all)).with_state(Arc::new(parts));
-    let app = stack::gateway(routes, &config, &upstreams)?;
+    let routes =
+        Routes::new().get("/fanout", Access::public(), compose_all).with_state(Arc::new(parts));
+    let app = stack::gateway("fanout", routes, &config, &upstreams)?;
     let listener = server::bind(listen).await?;
     server::serve(listener, app, config.limits.header_read_timeout, std::future::pending()).await;
     Ok(())

@@ -5,6 +5,7 @@
 #![allow(clippy::expect_used)]
 
 use portico::{
+    credentials::{DEMO_API_KEYS, partner_token, user_token},
     gateways::Gateway,
     stack::{Options, Stack},
 };
@@ -30,8 +31,35 @@ impl Client {
         self.http.get(self.url(gateway, path)).send().await.expect("the gateway answers")
     }
 
+    /// A GET with one extra header (credentials).
+    async fn get_with(
+        &self,
+        gateway: Gateway,
+        path: &str,
+        header: (&str, &str),
+    ) -> reqwest::Response {
+        let request = self.http.get(self.url(gateway, path)).header(header.0, header.1);
+        request.send().await.expect("the gateway answers")
+    }
+
+    fn identity(&self) -> String {
+        format!("http://{}", self.stack.services().identity)
+    }
+
+    async fn bearer(&self, user: &str, audience: &str) -> String {
+        let token = user_token(&self.identity(), user, audience).await.expect("a user token");
+        format!("Bearer {token}")
+    }
+
     async fn json(&self, gateway: Gateway, path: &str) -> Value {
-        let response = self.get(gateway, path).await;
+        Self::ok_json(gateway, path, self.get(gateway, path).await).await
+    }
+
+    async fn json_with(&self, gateway: Gateway, path: &str, header: (&str, &str)) -> Value {
+        Self::ok_json(gateway, path, self.get_with(gateway, path, header).await).await
+    }
+
+    async fn ok_json(gateway: Gateway, path: &str, response: reqwest::Response) -> Value {
         let status = response.status();
         let body = response.text().await.expect("a body");
         assert_eq!(status, StatusCode::OK, "GET {path} on {}: {body}", gateway.name());
@@ -90,7 +118,9 @@ async fn the_same_product_through_three_gateways() {
     );
 
     let sku = web_json["product"]["sku"].as_str().unwrap();
-    let stock = client.json(Gateway::Partner, &format!("/partner/v1/stock?skus={sku}")).await;
+    let stock = client
+        .json_with(Gateway::Partner, &format!("/partner/v1/stock?skus={sku}"), ACME_KEY)
+        .await;
     assert_eq!(stock["items"][0]["sku"], sku);
     assert_eq!(stock["items"][0]["available"], web_json["stock"]["total_available"]);
     client.stack.shutdown().await;
@@ -114,7 +144,8 @@ async fn web_search_orders_and_pass_through() {
     assert_eq!(total_by_category, results["total"].as_u64().unwrap());
     assert!(results["items"][0]["price"]["formatted"].is_string());
 
-    let history = client.json(Gateway::Web, "/api/orders?customer=alice").await;
+    let alice = client.bearer("alice", "web").await;
+    let history = client.json_with(Gateway::Web, "/api/orders", ("authorization", &alice)).await;
     let orders = history["orders"].as_array().unwrap();
     assert!(!orders.is_empty(), "the demo starts with orders for alice");
     assert!(orders[0]["lines"][0]["product"]["name"].is_string());
@@ -129,11 +160,15 @@ async fn web_search_orders_and_pass_through() {
 #[tokio::test]
 async fn partner_feed_stock_and_orders() {
     let client = Client::start(Options::ephemeral()).await;
-    let first = client.json(Gateway::Partner, "/partner/v1/products?limit=3").await;
+    let first = client.json_with(Gateway::Partner, "/partner/v1/products?limit=3", ACME_KEY).await;
     assert_eq!(first["items"].as_array().unwrap().len(), 3);
     let cursor = first["next_cursor"].as_str().expect("more pages");
     let second = client
-        .json(Gateway::Partner, &format!("/partner/v1/products?limit=3&cursor={cursor}"))
+        .json_with(
+            Gateway::Partner,
+            &format!("/partner/v1/products?limit=3&cursor={cursor}"),
+            ACME_KEY,
+        )
         .await;
     assert_ne!(first["items"][0]["id"], second["items"][0]["id"]);
     assert!(first["items"][0]["price"]["amount_minor"].is_i64());
@@ -150,7 +185,7 @@ async fn partner_feed_stock_and_orders() {
     let placed = client
         .http
         .post(client.url(Gateway::Partner, "/partner/v1/orders"))
-        .header("x-partner-id", "acme")
+        .header(ACME_KEY.0, ACME_KEY.1)
         .json(&json!({"reference": "PO-1", "lines": [{"sku": sku, "quantity": 1}]}))
         .send()
         .await
@@ -161,27 +196,101 @@ async fn partner_feed_stock_and_orders() {
     assert_eq!(order["lines"][0]["unit_price"], item["price"], "prices come from the catalog");
     assert_eq!(location, format!("/partner/v1/orders/{}", order["id"].as_str().unwrap()));
 
-    let fetched = client
-        .http
-        .get(client.url(Gateway::Partner, &location))
-        .header("x-partner-id", "acme")
-        .send()
-        .await
-        .unwrap();
+    // acme's other key (a rotation in progress) sees the same order.
+    let fetched =
+        client.get_with(Gateway::Partner, &location, ("x-api-key", DEMO_API_KEYS[0].2)).await;
     assert_eq!(fetched.status(), StatusCode::OK);
     assert_eq!(fetched.json::<Value>().await.unwrap()["id"], order["id"]);
+    let globex = partner_token(&client.identity(), "globex", None, None).await.unwrap();
     let other = client
-        .http
-        .get(client.url(Gateway::Partner, &location))
-        .header("x-partner-id", "globex")
-        .send()
-        .await
-        .unwrap();
+        .get_with(Gateway::Partner, &location, ("authorization", &format!("Bearer {globex}")))
+        .await;
     assert_eq!(
         other.status(),
         StatusCode::NOT_FOUND,
         "another partner's order does not exist for globex"
     );
+    client.stack.shutdown().await;
+}
+
+/// acme's current demo API key, as a header.
+const ACME_KEY: (&str, &str) = ("x-api-key", DEMO_API_KEYS[1].2);
+
+#[tokio::test]
+async fn callers_are_known_and_see_only_what_is_theirs() {
+    let client = Client::start(Options::ephemeral()).await;
+    let alice = client.bearer("alice", "web").await;
+    let bob = client.bearer("bob", "web").await;
+
+    // Each user sees exactly their own orders; another's order does not exist for them.
+    let mine = client.json_with(Gateway::Web, "/api/orders", ("authorization", &alice)).await;
+    let mine: Vec<&str> =
+        mine["orders"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap()).collect();
+    let theirs = client.json_with(Gateway::Web, "/api/orders", ("authorization", &bob)).await;
+    let theirs: Vec<&str> =
+        theirs["orders"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap()).collect();
+    assert!(!mine.is_empty() && !theirs.is_empty());
+    assert!(mine.iter().all(|id| !theirs.contains(id)), "{mine:?} / {theirs:?}");
+    let own = client
+        .get_with(Gateway::Web, &format!("/api/orders/{}", mine[0]), ("authorization", &alice))
+        .await;
+    assert_eq!(own.status(), StatusCode::OK);
+    let foreign = client
+        .get_with(Gateway::Web, &format!("/api/orders/{}", theirs[0]), ("authorization", &alice))
+        .await;
+    assert_eq!(foreign.status(), StatusCode::NOT_FOUND);
+    let missing =
+        client.get_with(Gateway::Web, "/api/orders/o-999999", ("authorization", &alice)).await;
+    let (foreign, missing): (Value, Value) =
+        (foreign.json().await.unwrap(), missing.json().await.unwrap());
+    assert_eq!(foreign["code"], missing["code"], "a foreign order looks like a missing one");
+
+    // No token: 401 with the RFC 6750 challenge. A token for another gateway: refused.
+    let anonymous = client.get(Gateway::Web, "/api/orders").await;
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert!(anonymous.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    let mobile = client.bearer("alice", "mobile").await;
+    let wrong_audience =
+        client.get_with(Gateway::Web, "/api/orders", ("authorization", &mobile)).await;
+    assert_eq!(wrong_audience.status(), StatusCode::UNAUTHORIZED);
+
+    // Partners need credentials everywhere but health and the OpenAPI document.
+    let bare = client.get(Gateway::Partner, "/partner/v1/products?limit=1").await;
+    assert_eq!(bare.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(client.get(Gateway::Partner, "/openapi.json").await.status(), StatusCode::OK);
+    let bogus =
+        client.get_with(Gateway::Partner, "/partner/v1/products", ("x-api-key", "pk_nope")).await;
+    assert_eq!(bogus.status(), StatusCode::UNAUTHORIZED);
+
+    // globex is read-only: it may read the feed, not place orders.
+    let globex = partner_token(&client.identity(), "globex", None, None).await.unwrap();
+    let globex = format!("Bearer {globex}");
+    let feed = client
+        .get_with(Gateway::Partner, "/partner/v1/products?limit=1", ("authorization", &globex))
+        .await;
+    assert_eq!(feed.status(), StatusCode::OK);
+    let order = client
+        .http
+        .post(client.url(Gateway::Partner, "/partner/v1/orders"))
+        .header("authorization", &globex)
+        .json(&json!({"reference": "PO-9", "lines": [{"sku": "SKU-00042", "quantity": 1}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(order.status(), StatusCode::FORBIDDEN);
+    assert_eq!(order.headers()["content-type"], "application/problem+json");
+
+    // Every refusal is counted by reason, and no credential shows up in the metrics.
+    let metrics = client.get(Gateway::Web, "/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("portico_auth_failures_total{gateway=\"web\",reason=\"missing\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portico_auth_failures_total{gateway=\"partner\",reason=\"forbidden\"}"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("pk_"));
     client.stack.shutdown().await;
 }
 

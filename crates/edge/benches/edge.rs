@@ -15,7 +15,11 @@ use criterion::{
 };
 use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use portico_edge::{
-    Composed, Degraded, GatewayConfig, Upstreams, fields::FieldSet, proxy, request_id::RequestId,
+    Composed, Degraded, GatewayConfig, Upstreams,
+    access::{Access, Routes},
+    fields::FieldSet,
+    proxy,
+    request_id::RequestId,
     stack,
 };
 use portico_testkit::{MockServer, gateway_toml};
@@ -60,23 +64,22 @@ async fn drive(app: Router, request: Request<Body>) -> (StatusCode, usize) {
 /// to an upstream nobody listens on (never reached here), and the health routes.
 fn small_gateway() -> Router {
     let mut toml = gateway_toml(&[("catalog", "http://127.0.0.1:9")], &[]);
-    toml.push_str("[[routes]]\npath = \"/api/catalog\"\nupstream = \"catalog\"\nrewrite = \"/\"\n");
+    toml.push_str(
+        "[[routes]]\npath = \"/api/catalog\"\nupstream = \"catalog\"\nrewrite = \"/\"\naccess = \"public\"\n",
+    );
     let config = GatewayConfig::from_toml(&toml).expect("a valid config");
     let upstreams = Upstreams::from_config(&config).expect("valid upstreams");
-    let routes = Router::new()
-        .route(
-            "/v1/home",
-            get(|| async { Composed::new(json!({"featured": []}), Degraded::default()) }),
-        )
-        .route(
-            "/v1/products/{id}",
-            get(|| async { Composed::new(json!({"id": "p-1"}), Degraded::default()) }),
-        )
-        .route(
-            "/v1/cart",
-            get(|| async { Composed::new(json!({"items": []}), Degraded::default()) }),
-        );
-    stack::gateway(routes, &config, &upstreams).expect("a valid gateway")
+    let routes = Routes::new()
+        .get("/v1/home", Access::public(), || async {
+            Composed::new(json!({"featured": []}), Degraded::default())
+        })
+        .get("/v1/products/{id}", Access::public(), || async {
+            Composed::new(json!({"id": "p-1"}), Degraded::default())
+        })
+        .get("/v1/cart", Access::public(), || async {
+            Composed::new(json!({"items": []}), Degraded::default())
+        });
+    stack::gateway("bench", routes, &config, &upstreams).expect("a valid gateway")
 }
 
 fn routing(c: &mut Criterion) {
@@ -265,11 +268,11 @@ fn passthrough(c: &mut Criterion) {
         .await;
         let mut toml = gateway_toml(&[("catalog", &backend.url())], &[]);
         toml.push_str(
-            "[[routes]]\npath = \"/api/catalog\"\nupstream = \"catalog\"\nrewrite = \"/\"\n",
+            "[[routes]]\npath = \"/api/catalog\"\nupstream = \"catalog\"\nrewrite = \"/\"\naccess = \"public\"\n",
         );
         let config = GatewayConfig::from_toml(&toml).expect("a valid config");
         let upstreams = Upstreams::from_config(&config).expect("valid upstreams");
-        let app = stack::gateway(Router::new(), &config, &upstreams).expect("a valid gateway");
+        let app = stack::gateway("bench", Routes::new(), &config, &upstreams).expect("a valid gateway");
         (backend, app)
     });
     assert_eq!(

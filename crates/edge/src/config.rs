@@ -24,6 +24,9 @@ pub struct GatewayConfig {
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     /// Declarative pass-through routes.
     pub routes: Vec<RouteConfig>,
+    /// Who callers are: JWT verification against a JWKS, and partner API keys. Without it the
+    /// gateway serves public routes only (checked at start-up).
+    pub auth: Option<crate::auth::AuthConfig>,
 }
 
 /// Listener addresses.
@@ -144,6 +147,13 @@ pub struct RouteConfig {
     /// Overrides the upstream's call timeout for this route.
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
+    /// Who may call: `public`, `authenticated`, `user` or `partner`. A route without it admits
+    /// nobody (deny by default).
+    #[serde(default)]
+    pub access: Option<String>,
+    /// Scopes the caller must all hold (implies an authenticated caller).
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 /// An invalid configuration, with the key that is wrong.
@@ -250,6 +260,20 @@ impl GatewayConfig {
             if route.rewrite.as_deref().is_some_and(|r| !r.starts_with('/')) {
                 return Err(invalid(format!("{key}.rewrite"), "must start with `/`"));
             }
+            if let Some(access) = &route.access
+                && crate::access::Access::from_config(access, &route.scopes).is_none()
+            {
+                return Err(invalid(
+                    format!("{key}.access"),
+                    format!("`{access}` is not one of public, authenticated, user, partner"),
+                ));
+            }
+            if route.scopes.iter().any(|s| s.is_empty() || s.contains(char::is_whitespace)) {
+                return Err(invalid(format!("{key}.scopes"), "scopes are non-empty words"));
+            }
+        }
+        if let Some(auth) = &self.auth {
+            auth.validate()?;
         }
         Ok(())
     }

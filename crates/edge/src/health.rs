@@ -4,15 +4,18 @@
 use std::time::Duration;
 
 use axum::{
-    Json, Router,
+    Json,
     extract::State,
     response::{IntoResponse, Response},
-    routing::get,
 };
 use serde::Serialize;
 use tokio::net::TcpStream;
 
-use crate::{error::EdgeError, upstream::Upstreams};
+use crate::{
+    access::{Access, Routes},
+    error::EdgeError,
+    upstream::Upstreams,
+};
 
 /// How long a readiness probe waits for one upstream endpoint to accept a connection.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
@@ -23,11 +26,11 @@ pub struct Health {
     pub status: &'static str,
 }
 
-/// The `/healthz` and `/readyz` routes.
-pub fn routes(upstreams: Upstreams) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+/// The `/healthz` and `/readyz` routes, public: load balancers probe without credentials.
+pub fn routes(upstreams: Upstreams) -> Routes {
+    Routes::new()
+        .get("/healthz", Access::public(), healthz)
+        .get("/readyz", Access::public(), readyz)
         .with_state(upstreams)
 }
 

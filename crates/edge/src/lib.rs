@@ -3,6 +3,8 @@
 //! The toolkit every Portico gateway is built from: the *edge functions* that sit between
 //! clients and backend services. It knows no gateway and no service.
 //!
+//! - [`auth`], [`access`] — who is calling (JWT/JWKS, API keys) and what each route admits.
+//! - [`metrics`] — the `metrics` facade, served as Prometheus text at `/metrics`.
 //! - [`config`] — the strict TOML model: listeners, limits, upstreams, pass-through routes.
 //! - [`upstream`] — named HTTP and gRPC upstreams with pooled connections and call deadlines.
 //! - [`compose`] — parallel fan-out with required and optional parts, degraded responses.
@@ -13,12 +15,15 @@
 //! - [`health`], [`server`] — probes, and serving with timeouts and graceful shutdown.
 //! - [`openapi`] — serving a gateway's OpenAPI document.
 
+pub mod access;
+pub mod auth;
 pub mod compose;
 pub mod config;
 pub mod error;
 pub mod fields;
 pub mod health;
 pub mod limits;
+pub mod metrics;
 pub mod openapi;
 pub mod params;
 pub mod proxy;

@@ -8,7 +8,6 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
-    Router,
     body::Body,
     extract::{ConnectInfo, Request, State},
     response::{IntoResponse, Response},
@@ -17,6 +16,7 @@ use axum::{
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 use crate::{
+    access::{self, Access, Routes},
     config::{ConfigError, GatewayConfig},
     error::EdgeError,
     upstream::{HttpUpstream, Upstreams},
@@ -27,9 +27,10 @@ use crate::{
 #[derive(Clone, Copy, Debug)]
 pub struct Passthrough;
 
-/// Builds the router of every configured pass-through route.
-pub fn routes(config: &GatewayConfig, upstreams: &Upstreams) -> Result<Router, ConfigError> {
-    let mut router = Router::new();
+/// Builds the routes of every configured pass-through route, each with the access its config
+/// declares; a route that declares none admits nobody.
+pub fn routes(config: &GatewayConfig, upstreams: &Upstreams) -> Result<Routes, ConfigError> {
+    let mut router = Routes::new();
     for (i, route) in config.routes.iter().enumerate() {
         let upstream = upstreams.http(&route.upstream).map_err(|_| ConfigError::Invalid {
             key: format!("routes[{i}].upstream"),
@@ -43,12 +44,26 @@ pub fn routes(config: &GatewayConfig, upstreams: &Upstreams) -> Result<Router, C
             prefix: prefix.clone(),
         });
         let exact = if prefix.is_empty() { "/".to_owned() } else { prefix.clone() };
-        router = router
-            .route(&exact, any(forward).with_state(target.clone()))
-            .route(&format!("{prefix}/{{*rest}}"), any(forward).with_state(target));
+        let below = format!("{prefix}/{{*rest}}");
+        let access = route.access.as_deref().and_then(|a| Access::from_config(a, &route.scopes));
+        match access {
+            Some(access) => {
+                router = router
+                    .any(&exact, access.clone(), any(forward).with_state(target.clone()))
+                    .any(&below, access, any(forward).with_state(target));
+            }
+            None => {
+                tracing::warn!(path = %route.path, "route declares no access: it refuses every request");
+                router = router
+                    .undeclared(&exact, any(forward).with_state(target.clone()))
+                    .undeclared(&below, any(forward).with_state(target));
+            }
+        }
     }
     Ok(router)
 }
+
+static API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 #[derive(Debug)]
 struct Target {
@@ -111,6 +126,14 @@ async fn forward_inner(target: &Target, request: Request) -> Result<Response, Ed
     let host = headers.remove(header::HOST);
     strip_hop_by_hop(&mut headers);
     set_forwarded(&mut headers, peer, host);
+    // The edge verified the key; it is a partner's secret and never leaves the gateway.
+    // (Bearer tokens stay: they are short-lived and bound to this gateway's audience.)
+    headers.remove(&API_KEY);
+    if let Some(caller) = access::caller() {
+        for (name, value) in access::identity_headers(&caller) {
+            headers.insert(name.clone(), value);
+        }
+    }
 
     let uri: http::Uri =
         url.parse().map_err(|_| EdgeError::bad_request("the path cannot be forwarded"))?;

@@ -42,6 +42,10 @@ pub enum Command {
     Check(CheckArgs),
     /// Write (or check) the gateways' OpenAPI documents.
     Openapi(OpenapiArgs),
+    /// Print a JWT from the running stack's identity service, for `Authorization: Bearer`.
+    Token(TokenArgs),
+    /// Create a partner API key: prints the key once, and the config entry holding its hash.
+    Key(KeyArgs),
 }
 
 impl Default for Command {
@@ -152,6 +156,79 @@ pub struct OpenapiArgs {
     pub check: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    pub kind: TokenKind,
+    /// Base URL of the identity service (the demo stack's by default).
+    #[arg(long, global = true, default_value = portico::credentials::DEMO_IDENTITY)]
+    pub identity: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenKind {
+    /// A user's token (demo users: alice, bob) for one gateway.
+    User {
+        /// The user.
+        name: String,
+        /// The gateway the token is for: it is refused by the others.
+        #[arg(long, value_enum)]
+        audience: Audience,
+    },
+    /// A partner's OAuth2 client-credentials token (demo partners: acme, globex).
+    Partner {
+        /// The partner's client id.
+        id: String,
+        /// The client secret (default: the demo partner's).
+        #[arg(long)]
+        secret: Option<String>,
+        /// Space-separated scopes to ask for (default: all the partner may have).
+        #[arg(long)]
+        scope: Option<String>,
+    },
+}
+
+/// The gateways a user token can be for.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Audience {
+    Mobile,
+    Web,
+}
+
+impl Audience {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mobile => "mobile",
+            Self::Web => "web",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    #[command(subcommand)]
+    pub command: KeyCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// A new random key; add the printed entry to the partner gateway's config.
+    New {
+        /// A name for the key in logs and metrics, e.g. `acme-2026-12`.
+        #[arg(long)]
+        id: String,
+        /// The partner the key belongs to.
+        #[arg(long)]
+        partner: String,
+        /// The partner's plan.
+        #[arg(long, default_value = "basic")]
+        plan: String,
+        /// Scopes the key grants.
+        #[arg(long, value_delimiter = ',', default_values_t = ["catalog:read".to_owned(), "stock:read".to_owned()])]
+        scopes: Vec<String>,
+    },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +240,26 @@ mod tests {
         let Command::Up(args) = Command::default() else { panic!("default is up") };
         assert_eq!((args.mobile_port, args.web_port, args.partner_port), (8081, 8082, 8083));
         assert_eq!(args.services_port, 7001);
+    }
+
+    #[test]
+    fn token_commands_parse() {
+        let cli = Cli::try_parse_from(["portico", "token", "user", "alice", "--audience", "web"])
+            .unwrap();
+        let Some(Command::Token(args)) = cli.command else { panic!("token") };
+        assert!(
+            matches!(args.kind, TokenKind::User { ref name, audience: Audience::Web } if name == "alice")
+        );
+        assert_eq!(args.identity, "http://127.0.0.1:7006");
+        assert!(
+            Cli::try_parse_from(["portico", "token", "user", "alice", "--audience", "partner"])
+                .is_err()
+        );
+        let cli = Cli::try_parse_from(["portico", "token", "partner", "acme"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Token(TokenArgs { kind: TokenKind::Partner { .. }, .. }))
+        ));
     }
 
     #[test]

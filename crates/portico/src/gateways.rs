@@ -99,7 +99,8 @@ pub async fn spawn_server(
     Ok((addr, tokio::spawn(server::serve(listener, app, header_read_timeout, shutdown))))
 }
 
-/// The config of a single pass-through gateway: every path to `to`, production defaults.
+/// The config of a single pass-through gateway: every path to `to`, open to anyone (as `caddy
+/// reverse-proxy` is), production defaults.
 pub fn proxy_config(
     listen: SocketAddr,
     to: &str,
@@ -107,7 +108,8 @@ pub fn proxy_config(
 ) -> Result<GatewayConfig, crate::Error> {
     let text = format!(
         "[listen]\npublic = \"{listen}\"\n\n[upstreams.backend]\nendpoints = [{to:?}]\n\n\
-         [[routes]]\npath = \"/\"\nupstream = \"backend\"\ntimeout = \"{}\"\n",
+         [[routes]]\npath = \"/\"\nupstream = \"backend\"\naccess = \"public\"\n\
+         timeout = \"{}\"\n",
         humantime::format_duration(timeout)
     );
     GatewayConfig::from_toml(&text).map_err(|e| format!("--to {to}: {e}").into())
@@ -117,5 +119,5 @@ pub fn proxy_config(
 /// edge layers, and nothing else (but `/healthz` and `/readyz`).
 pub fn proxy_app(config: &GatewayConfig) -> Result<Router, ConfigError> {
     let upstreams = portico_edge::Upstreams::from_config(config)?;
-    portico_edge::stack::gateway(Router::new(), config, &upstreams)
+    portico_edge::stack::gateway("proxy", portico_edge::access::Routes::new(), config, &upstreams)
 }

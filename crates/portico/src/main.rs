@@ -1,13 +1,13 @@
 //! `portico`: starts the demo stack (`up`, the default), serves one gateway from its config
-//! (`serve`), validates configs (`check`) and writes the gateways' OpenAPI documents
-//! (`openapi`).
+//! (`serve`), validates configs (`check`), writes the gateways' OpenAPI documents (`openapi`),
+//! prints tokens from the identity service (`token`) and creates partner API keys (`key`).
 
 mod cli;
 mod openapi;
 mod serve;
 mod up;
 
-use std::process::ExitCode;
+use std::{io::Write, process::ExitCode};
 
 use clap::Parser;
 
@@ -37,6 +37,8 @@ fn main() -> ExitCode {
             Command::Proxy(args) => serve::proxy(args).await,
             Command::Check(args) => serve::check(&args),
             Command::Openapi(args) => openapi::run(&args),
+            Command::Token(args) => token(args).await,
+            Command::Key(args) => key(args),
         }
     });
     match result {
@@ -46,6 +48,35 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `portico token`: the raw JWT on stdout, nothing else, so `$(portico token …)` works.
+async fn token(args: cli::TokenArgs) -> Result<(), portico::Error> {
+    use portico::credentials::{partner_token, user_token};
+    let token = match args.kind {
+        cli::TokenKind::User { name, audience } => {
+            user_token(&args.identity, &name, audience.name()).await?
+        }
+        cli::TokenKind::Partner { id, secret, scope } => {
+            partner_token(&args.identity, &id, secret.as_deref(), scope.as_deref()).await?
+        }
+    };
+    writeln!(std::io::stdout(), "{token}")?;
+    Ok(())
+}
+
+/// `portico key new`: the key on stdout's first line (shown once, stored nowhere), then the
+/// config entry that admits it by hash.
+fn key(args: cli::KeyArgs) -> Result<(), portico::Error> {
+    let cli::KeyCommand::New { id, partner, plan, scopes } = args.command;
+    let (key, entry) = portico::credentials::new_api_key(&id, &partner, &plan, &scopes);
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{key}")?;
+    eprintln!(
+        "\n# Give the key above to {partner} once; add this to the partner gateway's config:\n"
+    );
+    writeln!(out, "{entry}")?;
+    Ok(())
 }
 
 fn init_tracing(cli: &Cli) {

@@ -109,6 +109,11 @@ pub fn demo_config(
         };
         upstream.endpoints = vec![format!("http://{addr}")];
     }
+    // Tokens name the identity service's real address as their issuer; the JWKS is served there.
+    if let Some(auth) = &mut config.auth {
+        auth.issuer = format!("http://{}", services.identity);
+        auth.jwks_url = format!("http://{}/.well-known/jwks.json", services.identity);
+    }
     config.validate()?;
     Ok(config)
 }

@@ -76,9 +76,10 @@ fn print_banner(stack: &Stack) -> std::io::Result<()> {
         let example = match gateway {
             Gateway::Mobile => format!("curl -s {url}/v1/home"),
             Gateway::Web => format!("curl -s {url}/api/products/p-00042"),
-            Gateway::Partner => {
-                format!("curl -s -H 'X-Partner-Id: acme' '{url}/partner/v1/products?limit=2'")
-            }
+            Gateway::Partner => format!(
+                "curl -s -H 'X-Api-Key: {}' '{url}/partner/v1/products?limit=2'",
+                portico::credentials::DEMO_API_KEYS[1].2
+            ),
         };
         writeln!(out, "  {:<8} {:<24} {example}", gateway.name(), url)?;
     }
@@ -87,9 +88,21 @@ fn print_banner(stack: &Stack) -> std::io::Result<()> {
         "\n  services: catalog {} · reviews {} · recommendations {} · inventory (gRPC) {} · orders {} · identity {}",
         s.catalog, s.reviews, s.recommendations, s.inventory, s.orders, s.identity
     )?;
+    writeln!(out, "\n  signed-in calls (demo users alice, bob; partners acme, globex):")?;
+    let identity = format!("http://{}", s.identity);
+    let web = format!("http://{}", stack.addr(Gateway::Web));
     writeln!(
         out,
-        "  each gateway also serves /openapi.json, /healthz and /readyz. Ctrl-C stops everything.\n"
+        "    TOKEN=$(portico token user alice --audience web --identity {identity})\n    \
+         curl -s -H \"Authorization: Bearer $TOKEN\" {web}/api/orders"
+    )?;
+    writeln!(out, "  partner API keys (demo; the gateway stores only their hashes):")?;
+    for (id, partner, key) in portico::credentials::DEMO_API_KEYS {
+        writeln!(out, "    {partner:<7} {id:<15} {key}")?;
+    }
+    writeln!(
+        out,
+        "\n  each gateway also serves /openapi.json, /healthz, /readyz and /metrics. Ctrl-C stops everything.\n"
     )?;
     out.flush()
 }

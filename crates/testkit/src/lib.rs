@@ -32,6 +32,11 @@ impl MockServer {
     /// Serves `router` on `127.0.0.1:0`.
     pub async fn start(router: Router) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        Self::from_listener(listener, router)
+    }
+
+    /// Serves `router` on a listener already bound (when the router must know its own address).
+    pub fn from_listener(listener: TcpListener, router: Router) -> Self {
         let addr = listener.local_addr().expect("a bound listener has an address");
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
@@ -149,4 +154,5 @@ pub fn gateway_toml(http: &[(&str, &str)], grpc: &[(&str, &str)]) -> String {
 }
 
 pub mod fixtures;
+pub mod identity;
 pub mod inventory;

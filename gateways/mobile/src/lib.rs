@@ -6,7 +6,9 @@
 //! and further trimmable by the client with sparse fieldsets (`?fields=`).
 //!
 //! Public surface: `GET /v1/home`, `GET /v1/products/{id}`, `/healthz`, `/readyz`,
-//! `/openapi.json`. Upstreams: `catalog` and `reviews` (HTTP), `inventory` (gRPC).
+//! `/openapi.json`, all open to anonymous browsing; a user token for the audience `mobile` is
+//! accepted when sent, and must then be valid. Upstreams: `catalog` and `reviews` (HTTP),
+//! `inventory` (gRPC).
 
 mod backend;
 mod routes;
@@ -14,13 +16,18 @@ mod view;
 
 use std::sync::Arc;
 
-use axum::{Router, routing::get};
+use axum::Router;
 use portico_edge::{
-    ConfigError, GatewayConfig, Upstreams, stack,
+    ConfigError, GatewayConfig, Upstreams,
+    access::{Access, Routes},
+    stack,
     upstream::{GrpcUpstream, HttpUpstream},
 };
 use tower_http::compression::CompressionLayer;
-use utoipa::OpenApi;
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
 
 /// The name this gateway's configuration and logs use.
 pub const NAME: &str = "mobile";
@@ -29,14 +36,39 @@ pub const NAME: &str = "mobile";
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(title = "Portico mobile API", version = "1.0.0",
-         description = "A slim, compressed API for mobile apps: one request per screen."),
+         description = "A slim, compressed API for mobile apps: one request per screen.\n\n\
+**Authentication:** every screen is open to anonymous browsing. A signed-in app may send a user \
+token for the audience `mobile` as `Authorization: Bearer <token>` (from the identity service's \
+`POST /token`, or `portico token user alice --audience mobile`); a token that is sent must be \
+valid and for this gateway, or the request is refused (`401 invalid_token`)."),
     paths(routes::home::home, routes::product::product,
           portico_edge::health::healthz, portico_edge::health::readyz),
     components(schemas(portico_edge::error::Problem)),
+    modifiers(&SecuritySchemes),
     tags((name = "mobile", description = "Screens of the mobile app"),
          (name = "operations", description = "Health probes")),
 )]
 pub struct ApiDoc;
+
+/// Declares the `bearer` scheme the operations' `security` names.
+#[derive(Debug)]
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let bearer = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("JWT")
+            .description(Some(
+                "A user token for the audience `mobile` from the identity service (`POST /token`)",
+            ))
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(bearer));
+    }
+}
 
 /// The OpenAPI document as pretty JSON (what `/openapi.json` serves and `openapi/` keeps).
 pub fn openapi_json() -> String {
@@ -59,12 +91,14 @@ pub fn app(config: &GatewayConfig) -> Result<Router, ConfigError> {
         reviews: upstreams.require_http("reviews")?,
         inventory: upstreams.require_grpc("inventory")?,
     });
-    let routes = Router::new()
-        .route("/v1/home", get(routes::home::home))
-        .route("/v1/products/{id}", get(routes::product::product))
+    // Anonymous browsing: the app shows the shop before anyone signs in. Any route not declared
+    // here refuses every caller.
+    let routes = Routes::new()
+        .get("/v1/home", Access::public(), routes::home::home)
+        .get("/v1/products/{id}", Access::public(), routes::product::product)
         .with_state(state)
         .merge(portico_edge::openapi::routes(&ApiDoc::openapi()));
-    let router = stack::gateway(routes, config, &upstreams)?;
+    let router = stack::gateway(NAME, routes, config, &upstreams)?;
     // Outermost, so every body — composed, passed through or a problem — is compressed when the
     // client accepts it; on mobile networks bytes are the cost that matters.
     Ok(router.layer(CompressionLayer::new()))

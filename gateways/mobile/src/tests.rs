@@ -1,4 +1,5 @@
-//! The mobile gateway driven in-process against real mock backends on loopback.
+//! The mobile gateway driven in-process against real mock backends on loopback, with a real
+//! identity service issuing the tokens.
 
 use axum::{
     Json, Router,
@@ -9,7 +10,8 @@ use axum::{
 };
 use portico_edge::GatewayConfig;
 use portico_testkit::{
-    MockServer, call, fixtures, gateway_toml, get as get_req, hanging_server,
+    MockServer, TestResponse, call, fixtures, gateway_toml, get as get_req, hanging_server,
+    identity::{TestIdentity, bearer},
     inventory::{MockInventory, Script},
     refused_url,
 };
@@ -19,6 +21,7 @@ struct Backends {
     catalog: String,
     reviews: String,
     inventory: String,
+    identity: TestIdentity,
     _servers: (Option<MockServer>, Option<MockServer>, Option<MockInventory>),
 }
 
@@ -71,16 +74,25 @@ impl Backends {
             catalog: c.url(),
             reviews: r.url(),
             inventory: i.url(),
+            identity: TestIdentity::start().await,
             _servers: (Some(c), Some(r), Some(i)),
         }
     }
 
     fn app(&self) -> Router {
-        let toml = gateway_toml(
+        let mut toml = gateway_toml(
             &[("catalog", &self.catalog), ("reviews", &self.reviews)],
             &[("inventory", &self.inventory)],
         );
+        toml.push_str(&self.identity.auth_toml("mobile", false));
         crate::app(&GatewayConfig::from_toml(&toml).unwrap()).unwrap()
+    }
+
+    /// `GET uri` with `token` as the bearer token.
+    async fn get_as(&self, token: &str, uri: &str) -> TestResponse {
+        let request =
+            Request::get(uri).header("authorization", bearer(token)).body(Body::empty()).unwrap();
+        call(self.app(), request).await
     }
 }
 
@@ -233,11 +245,44 @@ async fn oversized_bodies_and_unknown_routes_are_problems() {
 }
 
 #[tokio::test]
+async fn anonymous_and_signed_in_users_browse_alike() {
+    let backends = Backends::healthy().await;
+    let alice = backends.identity.user_token("alice", "mobile");
+    for uri in ["/v1/home", "/v1/products/p-00001"] {
+        let anonymous = call(backends.app(), get_req(uri)).await;
+        assert_eq!(anonymous.status, StatusCode::OK, "{uri}: {}", anonymous.text());
+        let signed_in = backends.get_as(&alice, uri).await;
+        assert_eq!(signed_in.status, StatusCode::OK, "{uri}: {}", signed_in.text());
+        assert_eq!(signed_in.json(), anonymous.json(), "{uri}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_that_is_sent_must_be_valid_and_for_mobile() {
+    let backends = Backends::healthy().await;
+    let web = backends.identity.user_token("alice", "web");
+    for token in ["not-a-jwt", web.as_str()] {
+        for uri in ["/v1/home", "/v1/products/p-00001"] {
+            let response = backends.get_as(token, uri).await;
+            response.assert_problem(401, "invalid_token");
+            let challenge = response.header("www-authenticate").unwrap_or_default();
+            assert!(challenge.starts_with("Bearer"), "{challenge:?}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn serves_its_openapi_document_and_health() {
     let backends = Backends::healthy().await;
     let doc = call(backends.app(), get_req("/openapi.json")).await.json();
-    assert!(doc["paths"]["/v1/home"]["get"].is_object());
-    assert!(doc["paths"]["/v1/products/{id}"]["get"].is_object());
+    for path in ["/v1/home", "/v1/products/{id}"] {
+        let operation = &doc["paths"][path]["get"];
+        assert!(operation.is_object(), "{path}");
+        // Anonymous or with a token: both are documented.
+        assert_eq!(operation["security"], json!([{}, {"bearer": []}]), "{path}");
+        assert!(operation["responses"]["401"].is_object(), "{path}");
+    }
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
     assert_eq!(call(backends.app(), get_req("/healthz")).await.json()["status"], "ok");
     assert_eq!(call(backends.app(), get_req("/readyz")).await.json()["status"], "ready");
 }

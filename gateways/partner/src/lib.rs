@@ -6,8 +6,10 @@
 //! promise. `/partner/v1` never changes incompatibly; a `/partner/v2` would live beside it.
 //!
 //! Public surface: `GET /partner/v1/products`, `GET /partner/v1/stock`,
-//! `POST /partner/v1/orders`, `GET /partner/v1/orders/{id}`, `/healthz`, `/readyz`,
-//! `/openapi.json`. Upstreams: `catalog` and `orders` (HTTP), `inventory` (gRPC).
+//! `POST /partner/v1/orders`, `GET /partner/v1/orders/{id}` — each for partners only, with an
+//! API key (`X-Api-Key`) or a client-credentials token holding the route's scope, declared
+//! beside the route in [`app`] — and `/healthz`, `/readyz`, `/openapi.json` for anyone.
+//! Upstreams: `catalog` and `orders` (HTTP), `inventory` (gRPC).
 
 mod backend;
 mod partner;
@@ -17,15 +19,17 @@ mod view;
 
 use std::sync::Arc;
 
-use axum::{
-    Router,
-    routing::{get, post},
-};
+use axum::Router;
 use portico_edge::{
-    ConfigError, GatewayConfig, Upstreams, stack,
+    ConfigError, GatewayConfig, Upstreams,
+    access::{Access, Routes},
+    stack,
     upstream::{GrpcUpstream, HttpUpstream},
 };
-use utoipa::OpenApi;
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
 
 /// The name this gateway's configuration and logs use.
 pub const NAME: &str = "partner";
@@ -39,17 +43,49 @@ and order placement. `/partner/v1` never changes incompatibly: fields may be add
 renamed, retyped or removed; an incompatible change would be a `/partner/v2` beside it. Money is \
 `{amount_minor, currency}` in the currency's minor unit. Errors are RFC 7807 \
 `application/problem+json` with a stable `code`.\n\n\
-**Partner identity (interim):** until authentication lands, the calling partner names itself \
-in the `X-Partner-Id` header, which the order endpoints require. It will be replaced by the \
-partner's OAuth client credentials; the header will then be ignored."),
+**Authentication:** every `/partner/v1` call needs a partner's credentials, either:\n\n\
+- an API key in the `X-Api-Key` header (issued by us; you may hold two during a rotation), or\n\
+- an OAuth 2.0 client-credentials token for the audience `partner`, sent as \
+`Authorization: Bearer <token>`, from the identity service's `POST /oauth/token` \
+(`grant_type=client_credentials`) or `portico token partner acme`.\n\n\
+Send one of them, not both (`400 invalid_request`). \
+Each operation names the scope it needs (`catalog:read`, `stock:read`, `orders:read`, \
+`orders:write`). Missing or invalid credentials are a `401`; a valid caller without the scope, \
+or a shopper's token, is a `403 forbidden`. Orders are filed under the calling partner, and a \
+partner sees only its own."),
     paths(routes::products::products, routes::stock::stock,
           routes::orders::place_order, routes::orders::get_order,
           portico_edge::health::healthz, portico_edge::health::readyz),
     components(schemas(portico_edge::error::Problem)),
+    modifiers(&SecuritySchemes),
     tags((name = "partner", description = "The partner API, version 1"),
          (name = "operations", description = "Health probes")),
 )]
 pub struct ApiDoc;
+
+/// Declares the `api_key` and `bearer` schemes the operations' `security` names.
+#[derive(Debug)]
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let api_key = ApiKey::Header(ApiKeyValue::with_description(
+            "X-Api-Key",
+            "A partner API key, issued by us with the partner's scopes",
+        ));
+        let bearer = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("JWT")
+            .description(Some(
+                "A client-credentials token for the audience `partner` from the identity \
+service (`POST /oauth/token`)",
+            ))
+            .build();
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("api_key", SecurityScheme::ApiKey(api_key));
+        components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
+    }
+}
 
 /// The OpenAPI document as pretty JSON (what `/openapi.json` serves and `openapi/` keeps).
 pub fn openapi_json() -> String {
@@ -72,14 +108,28 @@ pub fn app(config: &GatewayConfig) -> Result<Router, ConfigError> {
         orders: upstreams.require_http("orders")?,
         inventory: upstreams.require_grpc("inventory")?,
     });
-    let routes = Router::new()
-        .route("/partner/v1/products", get(routes::products::products))
-        .route("/partner/v1/stock", get(routes::stock::stock))
-        .route("/partner/v1/orders", post(routes::orders::place_order))
-        .route("/partner/v1/orders/{id}", get(routes::orders::get_order))
+    // Partners only, each route with the scope of what it does; any route not declared here
+    // refuses every caller.
+    let routes = Routes::new()
+        .get(
+            "/partner/v1/products",
+            Access::partner().scope("catalog:read"),
+            routes::products::products,
+        )
+        .get("/partner/v1/stock", Access::partner().scope("stock:read"), routes::stock::stock)
+        .post(
+            "/partner/v1/orders",
+            Access::partner().scope("orders:write"),
+            routes::orders::place_order,
+        )
+        .get(
+            "/partner/v1/orders/{id}",
+            Access::partner().scope("orders:read"),
+            routes::orders::get_order,
+        )
         .with_state(state)
         .merge(portico_edge::openapi::routes(&ApiDoc::openapi()));
-    stack::gateway(routes, config, &upstreams)
+    stack::gateway(NAME, routes, config, &upstreams)
 }
 
 #[cfg(test)]

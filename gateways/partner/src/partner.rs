@@ -1,12 +1,17 @@
-//! Who is calling. Interim: until authentication lands, a partner names itself in the
-//! `X-Partner-Id` header. Handlers take a [`Partner`] and never read the header themselves, so
-//! swapping the header for verified client credentials later changes this module only.
+//! Who is calling: the partner the edge verified, by API key (`X-Api-Key`) or by OAuth client
+//! credentials (a bearer token). Handlers take a [`Partner`] and never read credentials
+//! themselves; nothing the client sends besides its credentials can name a partner.
 
-use axum::{extract::FromRequestParts, http::request::Parts};
-use portico_edge::{EdgeError, params};
-
-/// The request header naming the calling partner.
-pub const HEADER: &str = "x-partner-id";
+use axum::{
+    extract::FromRequestParts,
+    http::request::Parts,
+    response::{IntoResponse, Response},
+};
+use portico_edge::{
+    access::{Caller, Denied},
+    auth::PrincipalKind,
+    params,
+};
 
 /// The calling partner, e.g. `acme`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,42 +28,64 @@ impl Partner {
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Partner {
-    type Rejection = EdgeError;
+    type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let value = parts.headers.get(HEADER).ok_or_else(|| {
-            EdgeError::invalid(
-                "missing_partner",
-                "the `X-Partner-Id` header must name the calling partner",
-            )
-        })?;
-        let value = value.to_str().unwrap_or_default();
-        // The id ends up in the orders service's customer id: same rules as any id we copy.
-        params::id("X-Partner-Id", value).map(|id| Self(id.to_owned()))
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Caller(principal) = Caller::from_request_parts(parts, state).await?;
+        // Every partner route admits partners only; this keeps a shopper's token out even if a
+        // route were declared more loosely by mistake.
+        if principal.kind != PrincipalKind::Partner {
+            return Err(Denied::Forbidden(None).into_response());
+        }
+        // The id ends up in the orders service's customer id: same rules as any id we copy. The
+        // configured partners all pass; a token naming anything else is not served.
+        match params::id("partner", &principal.subject) {
+            Ok(id) => Ok(Self(id.to_owned())),
+            Err(_) => {
+                tracing::warn!("a partner credential names a partner that is not an id");
+                Err(Denied::Forbidden(None).into_response())
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use axum::http::Request;
+    use std::sync::Arc;
+
+    use axum::http::{Request, StatusCode};
+    use portico_edge::auth::{Credential, Principal};
 
     use super::*;
 
-    async fn partner(header: Option<&str>) -> Result<Partner, EdgeError> {
-        let mut request = Request::get("/");
-        if let Some(value) = header {
-            request = request.header("X-Partner-Id", value);
+    async fn partner(principal: Option<Principal>) -> Result<Partner, Response> {
+        let (mut parts, ()) = Request::get("/").body(()).unwrap().into_parts();
+        if let Some(principal) = principal {
+            parts.extensions.insert(Arc::new(principal));
         }
-        let (mut parts, ()) = request.body(()).unwrap().into_parts();
         Partner::from_request_parts(&mut parts, &()).await
     }
 
+    fn principal(kind: PrincipalKind, subject: &str) -> Principal {
+        Principal {
+            kind,
+            subject: subject.into(),
+            scopes: vec!["orders:read".into()],
+            plan: None,
+            credential: Credential::Token,
+        }
+    }
+
     #[tokio::test]
-    async fn the_header_names_the_partner() {
-        assert_eq!(partner(Some("acme")).await.unwrap().customer_id(), "partner:acme");
-        assert_eq!(partner(None).await.unwrap_err().code(), "missing_partner");
+    async fn the_verified_partner_is_the_caller() {
+        let acme = partner(Some(principal(PrincipalKind::Partner, "acme"))).await.unwrap();
+        assert_eq!(acme.customer_id(), "partner:acme");
+        assert_eq!(partner(None).await.unwrap_err().status(), StatusCode::UNAUTHORIZED);
+        let shopper = partner(Some(principal(PrincipalKind::User, "alice"))).await.unwrap_err();
+        assert_eq!(shopper.status(), StatusCode::FORBIDDEN);
         for bad in ["", "acme:admin", "a/b", "acme bob"] {
-            assert_eq!(partner(Some(bad)).await.unwrap_err().code(), "invalid_id", "{bad:?}");
+            let refused = partner(Some(principal(PrincipalKind::Partner, bad))).await.unwrap_err();
+            assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{bad:?}");
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The partner gateway driven in-process against real mock backends on loopback.
+//! The partner gateway driven in-process against real mock backends on loopback, with a real
+//! identity service issuing the tokens and the test API keys of `portico_testkit::identity`.
 
 use std::{
     collections::HashMap,
@@ -8,13 +9,16 @@ use std::{
 use axum::{
     Json, Router,
     body::Body,
-    extract::{Path, Query, State},
-    http::{Request, StatusCode},
+    extract::{Path, Query, Request as Incoming, State},
+    http::{HeaderMap, Request, StatusCode},
+    middleware::{Next, from_fn_with_state},
+    response::Response,
     routing::get,
 };
 use portico_edge::GatewayConfig;
 use portico_testkit::{
-    MockServer, TestResponse, call, fixtures, gateway_toml, get as get_req, hanging_server,
+    MockServer, TestResponse, call, fixtures, gateway_toml, hanging_server,
+    identity::{API_KEYS, TestIdentity, bearer},
     inventory::{MockInventory, Script},
     refused_url,
 };
@@ -23,20 +27,51 @@ use serde_json::{Value, json};
 /// How many products the mock catalog has (`p-00001` … `p-00005`).
 const PRODUCTS: u32 = 5;
 
+/// acme's two keys, as during a rotation, and globex's read-only key.
+const ACME_OLD_KEY: &str = API_KEYS[0].3;
+const ACME_NEW_KEY: &str = API_KEYS[1].3;
+const GLOBEX_KEY: &str = API_KEYS[2].3;
+/// Every scope of the partner API.
+const ALL_SCOPES: &str = "catalog:read stock:read orders:read orders:write";
+
 /// What the mock orders service was asked to place.
 type Placed = Arc<Mutex<Vec<Value>>>;
+
+/// The headers of every request the mock HTTP backends (catalog, orders) received.
+type Received = Arc<Mutex<Vec<HeaderMap>>>;
 
 struct Backends {
     catalog: String,
     orders: String,
     inventory: String,
     placed: Placed,
+    received: Received,
+    identity: TestIdentity,
     _servers: (Option<MockServer>, Option<MockServer>, Option<MockInventory>),
+}
+
+/// A request header carrying credentials.
+type Credential = (&'static str, String);
+
+/// `X-Api-Key: key`.
+fn key(key: &str) -> Credential {
+    ("x-api-key", key.to_owned())
+}
+
+/// `Authorization: Bearer token`.
+fn token(token: &str) -> Credential {
+    ("authorization", bearer(token))
+}
+
+/// Records the headers of each request a mock backend receives.
+async fn record(State(received): State<Received>, request: Incoming, next: Next) -> Response {
+    received.lock().unwrap().push(request.headers().clone());
+    next.run(request).await
 }
 
 /// The catalog's `GET /products`: pages with cursors `o{offset}`, or a `skus=` batch lookup.
 /// The cursor `fail` makes it answer 500, anything else it did not issue 400.
-async fn catalog() -> MockServer {
+async fn catalog(received: Received) -> MockServer {
     async fn list(
         Query(query): Query<HashMap<String, String>>,
     ) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
@@ -67,7 +102,10 @@ async fn catalog() -> MockServer {
         let next = (end < PRODUCTS).then(|| format!("o{end}"));
         Ok(Json(json!({"items": items, "next_cursor": next, "total": PRODUCTS})))
     }
-    MockServer::start(Router::new().route("/products", get(list))).await
+    MockServer::start(
+        Router::new().route("/products", get(list)).layer(from_fn_with_state(received, record)),
+    )
+    .await
 }
 
 /// An order as the orders service serves it.
@@ -89,7 +127,7 @@ fn order(id: &str, customer_id: &str, lines: &Value) -> Value {
 
 /// The orders service: records what it is asked to place; knows `o-1` (acme's) and `o-2`
 /// (globex's).
-async fn orders(placed: Placed) -> MockServer {
+async fn orders(placed: Placed, received: Received) -> MockServer {
     async fn place(
         State(placed): State<Placed>,
         Json(body): Json<Value>,
@@ -111,7 +149,8 @@ async fn orders(placed: Placed) -> MockServer {
         Router::new()
             .route("/orders", axum::routing::post(place))
             .route("/orders/{id}", get(fetch))
-            .with_state(placed),
+            .with_state(placed)
+            .layer(from_fn_with_state(received, record)),
     )
     .await
 }
@@ -128,53 +167,80 @@ async fn inventory() -> MockInventory {
 
 impl Backends {
     async fn healthy() -> Self {
-        let placed = Placed::default();
-        let (c, o, i) = (catalog().await, orders(placed.clone()).await, inventory().await);
+        let (placed, received) = (Placed::default(), Received::default());
+        let (c, o, i) = (
+            catalog(received.clone()).await,
+            orders(placed.clone(), received.clone()).await,
+            inventory().await,
+        );
         Self {
             catalog: c.url(),
             orders: o.url(),
             inventory: i.url(),
             placed,
+            received,
+            identity: TestIdentity::start().await,
             _servers: (Some(c), Some(o), Some(i)),
         }
     }
 
     fn app(&self) -> Router {
-        let toml = gateway_toml(
+        let mut toml = gateway_toml(
             &[("catalog", &self.catalog), ("orders", &self.orders)],
             &[("inventory", &self.inventory)],
         );
+        toml.push_str(&self.identity.auth_toml("partner", true));
         crate::app(&GatewayConfig::from_toml(&toml).unwrap()).unwrap()
     }
 
+    /// `GET` as acme, with its current API key.
     async fn get(&self, uri: &str) -> TestResponse {
-        call(self.app(), get_req(uri)).await
+        self.get_with(uri, &[key(ACME_NEW_KEY)]).await
     }
 
-    /// `GET` as partner `partner`.
+    /// `GET` with these credentials (none: anonymous).
+    async fn get_with(&self, uri: &str, credentials: &[Credential]) -> TestResponse {
+        let mut request = Request::get(uri);
+        for (name, value) in credentials {
+            request = request.header(*name, value);
+        }
+        call(self.app(), request.body(Body::empty()).unwrap()).await
+    }
+
+    /// `GET` as partner `partner` (`acme` or `globex`), with its API key.
     async fn get_as(&self, partner: &str, uri: &str) -> TestResponse {
-        let request =
-            Request::get(uri).header("x-partner-id", partner).body(Body::empty()).unwrap();
-        call(self.app(), request).await
+        let partner_key = if partner == "globex" { GLOBEX_KEY } else { ACME_NEW_KEY };
+        self.get_with(uri, &[key(partner_key)]).await
     }
 
-    /// `POST /partner/v1/orders` with a raw body, as `partner` when given.
-    async fn post_order_raw(&self, partner: Option<&str>, body: &str) -> TestResponse {
+    /// `POST /partner/v1/orders` with a raw body and these credentials.
+    async fn post_order_raw(&self, credentials: &[Credential], body: &str) -> TestResponse {
         let mut request =
             Request::post("/partner/v1/orders").header("content-type", "application/json");
-        if let Some(partner) = partner {
-            request = request.header("x-partner-id", partner);
+        for (name, value) in credentials {
+            request = request.header(*name, value);
         }
         call(self.app(), request.body(Body::from(body.to_owned())).unwrap()).await
     }
 
+    /// `POST /partner/v1/orders` as acme, with its current API key.
     async fn post_order(&self, body: &Value) -> TestResponse {
-        self.post_order_raw(Some("acme"), &body.to_string()).await
+        self.post_order_raw(&[key(ACME_NEW_KEY)], &body.to_string()).await
     }
 
     fn placed(&self) -> Vec<Value> {
         self.placed.lock().unwrap().clone()
     }
+
+    /// The headers of every request the catalog and orders services received.
+    fn received(&self) -> Vec<HeaderMap> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+/// A small valid order.
+fn one_line() -> String {
+    json!({"lines": [{"sku": "SKU-00001", "quantity": 1}]}).to_string()
 }
 
 fn eur(amount_minor: i64) -> Value {
@@ -427,19 +493,9 @@ async fn malformed_orders_are_400_invalid_order() {
         assert!(detail.contains(expected), "{body}: {detail}");
     }
     backends
-        .post_order_raw(Some("acme"), "{\"lines\": [")
+        .post_order_raw(&[key(ACME_NEW_KEY)], "{\"lines\": [")
         .await
         .assert_problem(400, "invalid_order");
-    assert!(backends.placed().is_empty());
-}
-
-#[tokio::test]
-async fn orders_need_a_partner() {
-    let backends = Backends::healthy().await;
-    let body = json!({"lines": [{"sku": "SKU-00001", "quantity": 1}]}).to_string();
-    backends.post_order_raw(None, &body).await.assert_problem(400, "missing_partner");
-    backends.post_order_raw(Some("acme:admin"), &body).await.assert_problem(400, "invalid_id");
-    backends.get("/partner/v1/orders/o-1").await.assert_problem(400, "missing_partner");
     assert!(backends.placed().is_empty());
 }
 
@@ -448,7 +504,7 @@ async fn oversized_orders_are_413() {
     let backends = Backends::healthy().await;
     let request = Request::post("/partner/v1/orders")
         .header("content-type", "application/json")
-        .header("x-partner-id", "acme")
+        .header("x-api-key", ACME_NEW_KEY)
         .header("content-length", "4096")
         .body(Body::from(vec![b' '; 4096]))
         .unwrap();
@@ -512,6 +568,138 @@ async fn another_partners_order_looks_exactly_like_a_missing_one() {
         .assert_problem(400, "invalid_id");
 }
 
+// === who may call ===
+
+#[tokio::test]
+async fn every_partner_route_needs_credentials() {
+    let backends = Backends::healthy().await;
+    for uri in
+        ["/partner/v1/products", "/partner/v1/stock?skus=SKU-00001", "/partner/v1/orders/o-1"]
+    {
+        let response = backends.get_with(uri, &[]).await;
+        response.assert_problem(401, "unauthenticated");
+        assert!(response.header("www-authenticate").unwrap().starts_with("Bearer"), "{uri}");
+    }
+    backends.post_order_raw(&[], &one_line()).await.assert_problem(401, "unauthenticated");
+    // A header naming a partner is no credential.
+    backends
+        .post_order_raw(&[("x-partner-id", "acme".into())], &one_line())
+        .await
+        .assert_problem(401, "unauthenticated");
+    assert!(backends.placed().is_empty());
+    assert!(backends.received().is_empty(), "refused before any backend call");
+}
+
+#[tokio::test]
+async fn both_of_acmes_keys_work_during_a_rotation() {
+    let backends = Backends::healthy().await;
+    for acme_key in [ACME_OLD_KEY, ACME_NEW_KEY] {
+        let response = backends.get_with("/partner/v1/orders/o-1", &[key(acme_key)]).await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+        let placed = backends.post_order_raw(&[key(acme_key)], &one_line()).await;
+        assert_eq!(placed.status, StatusCode::CREATED, "{}", placed.text());
+    }
+    let customers: Vec<Value> =
+        backends.placed().iter().map(|o| o["customer_id"].clone()).collect();
+    assert_eq!(customers, ["partner:acme", "partner:acme"]);
+}
+
+#[tokio::test]
+async fn an_unknown_key_is_refused() {
+    let backends = Backends::healthy().await;
+    let almost = format!("{}x", &ACME_NEW_KEY[..ACME_NEW_KEY.len() - 1]);
+    for unknown in ["pk_test_nobody", almost.as_str()] {
+        let response = backends.get_with("/partner/v1/products", &[key(unknown)]).await;
+        response.assert_problem(401, "invalid_api_key");
+        assert!(response.header("www-authenticate").is_some());
+    }
+    backends
+        .post_order_raw(&[key("pk_test_nobody")], &one_line())
+        .await
+        .assert_problem(401, "invalid_api_key");
+    assert!(backends.placed().is_empty());
+}
+
+#[tokio::test]
+async fn a_key_and_a_token_together_are_refused() {
+    let backends = Backends::healthy().await;
+    let acme = backends.identity.partner_token("acme", ALL_SCOPES);
+    backends
+        .post_order_raw(&[key(ACME_NEW_KEY), token(&acme)], &one_line())
+        .await
+        .assert_problem(400, "invalid_request");
+    assert!(backends.placed().is_empty());
+}
+
+#[tokio::test]
+async fn globex_reads_but_may_not_place_orders() {
+    let backends = Backends::healthy().await;
+    let feed = backends.get_with("/partner/v1/products", &[key(GLOBEX_KEY)]).await;
+    assert_eq!(feed.status, StatusCode::OK, "{}", feed.text());
+    let read_only =
+        backends.identity.partner_token("globex", "catalog:read stock:read orders:read");
+    for credential in [key(GLOBEX_KEY), token(&read_only)] {
+        let problem = backends
+            .post_order_raw(&[credential], &one_line())
+            .await
+            .assert_problem(403, "forbidden");
+        assert!(problem["detail"].as_str().unwrap().contains("orders:write"), "{problem}");
+    }
+    assert!(backends.placed().is_empty());
+}
+
+#[tokio::test]
+async fn an_acme_client_credentials_token_works() {
+    let backends = Backends::healthy().await;
+    let acme = backends.identity.partner_token("acme", ALL_SCOPES);
+    let feed = backends.get_with("/partner/v1/products?limit=1", &[token(&acme)]).await;
+    assert_eq!(feed.status, StatusCode::OK, "{}", feed.text());
+    let order = backends.get_with("/partner/v1/orders/o-1", &[token(&acme)]).await;
+    assert_eq!(order.status, StatusCode::OK, "{}", order.text());
+    let placed = backends.post_order_raw(&[token(&acme)], &one_line()).await;
+    assert_eq!(placed.status, StatusCode::CREATED, "{}", placed.text());
+    assert_eq!(backends.placed()[0]["customer_id"], "partner:acme");
+}
+
+#[tokio::test]
+async fn a_shoppers_token_is_forbidden_and_another_gateways_token_invalid() {
+    let backends = Backends::healthy().await;
+    // Minted for this gateway's audience, but for a user: the wrong kind of caller.
+    let alice = backends.identity.user_token("alice", "partner");
+    backends
+        .get_with("/partner/v1/products", &[token(&alice)])
+        .await
+        .assert_problem(403, "forbidden");
+    backends.post_order_raw(&[token(&alice)], &one_line()).await.assert_problem(403, "forbidden");
+    let web = backends.identity.user_token("alice", "web");
+    backends
+        .get_with("/partner/v1/products", &[token(&web)])
+        .await
+        .assert_problem(401, "invalid_token");
+    assert!(backends.placed().is_empty());
+}
+
+#[tokio::test]
+async fn backends_learn_the_partner_but_never_see_its_credentials() {
+    let backends = Backends::healthy().await;
+    let placed = backends.post_order_raw(&[key(ACME_NEW_KEY)], &one_line()).await;
+    assert_eq!(placed.status, StatusCode::CREATED, "{}", placed.text());
+    let acme = backends.identity.partner_token("acme", ALL_SCOPES);
+    let read = backends.get_with("/partner/v1/orders/o-1", &[token(&acme)]).await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.text());
+
+    let received = backends.received();
+    // The catalog's prices, the order placed, the order read back.
+    assert_eq!(received.len(), 3, "{received:?}");
+    for headers in &received {
+        assert!(headers.get("x-api-key").is_none(), "the partner's key leaked: {headers:?}");
+        assert!(headers.get("authorization").is_none(), "the partner's token leaked: {headers:?}");
+        assert_eq!(headers["x-portico-subject"], "acme");
+        assert_eq!(headers["x-portico-client-kind"], "partner");
+    }
+    assert_eq!(received[0]["x-portico-plan"], "gold", "API keys carry the partner's plan");
+}
+
 // === the rest of the surface ===
 
 #[tokio::test]
@@ -525,22 +713,41 @@ async fn unknown_routes_are_problems() {
 #[tokio::test]
 async fn serves_its_openapi_document_and_health() {
     let backends = Backends::healthy().await;
-    let doc = backends.get("/openapi.json").await.json();
+    // Integrators read the document before they hold credentials; probes hold none.
+    let response = backends.get_with("/openapi.json", &[]).await;
+    assert!(!response.text().contains("X-Partner-Id"), "the interim header is gone");
+    let doc = response.json();
     assert_eq!(doc["info"]["title"], "Portico partner API");
     assert_eq!(doc["info"]["version"], "1.0.0");
-    assert!(doc["info"]["description"].as_str().unwrap().contains("X-Partner-Id"));
-    for (path, method) in [
-        ("/partner/v1/products", "get"),
-        ("/partner/v1/stock", "get"),
-        ("/partner/v1/orders", "post"),
-        ("/partner/v1/orders/{id}", "get"),
+    let description = doc["info"]["description"].as_str().unwrap();
+    assert!(description.contains("X-Api-Key") && description.contains("/oauth/token"));
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(
+        schemes["api_key"],
+        json!({"type": "apiKey", "in": "header", "name": "X-Api-Key",
+        "description": "A partner API key, issued by us with the partner's scopes"})
+    );
+    assert_eq!(schemes["bearer"]["scheme"], "bearer");
+    for (path, method, scope) in [
+        ("/partner/v1/products", "get", "catalog:read"),
+        ("/partner/v1/stock", "get", "stock:read"),
+        ("/partner/v1/orders", "post", "orders:write"),
+        ("/partner/v1/orders/{id}", "get", "orders:read"),
     ] {
         let operation = &doc["paths"][path][method];
         assert!(operation.is_object(), "{method} {path} is not documented");
         assert_eq!(operation["tags"], json!(["partner"]));
+        assert_eq!(
+            operation["security"],
+            json!([{"api_key": [scope]}, {"bearer": [scope]}]),
+            "{method} {path}"
+        );
+        for status in ["401", "403"] {
+            assert!(operation["responses"][status].is_object(), "{method} {path} {status}");
+        }
     }
     let money = &doc["components"]["schemas"]["Money"]["properties"];
     assert_eq!(money["amount_minor"]["type"], "integer");
-    assert_eq!(backends.get("/healthz").await.json()["status"], "ok");
-    assert_eq!(backends.get("/readyz").await.json()["status"], "ready");
+    assert_eq!(backends.get_with("/healthz", &[]).await.json()["status"], "ok");
+    assert_eq!(backends.get_with("/readyz", &[]).await.json()["status"], "ready");
 }

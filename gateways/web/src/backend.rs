@@ -122,6 +122,8 @@ pub struct OrderLine {
 #[derive(Debug, Deserialize)]
 pub struct Order {
     pub id: String,
+    /// Whose order it is: the gateway shows an order only to this customer.
+    pub customer_id: String,
     pub status: String,
     pub lines: Vec<OrderLine>,
     pub total: Money,

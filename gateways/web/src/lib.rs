@@ -6,22 +6,30 @@
 //! parallel. Recommendations are optional by design: a slow or failing recommendations service
 //! degrades the page, it never fails it.
 //!
-//! Public surface: `GET /api/products/{id}`, `GET /api/search?q=`, `GET /api/orders?customer=`,
-//! `/healthz`, `/readyz`, `/openapi.json`. Upstreams: `catalog`, `reviews`, `recommendations`,
-//! `orders` (HTTP), `inventory` (gRPC).
+//! Public surface: `GET /api/products/{id}`, `GET /api/search?q=` (anyone), `GET /api/orders`
+//! and `GET /api/orders/{id}` (the signed-in customer's own, with a user token for audience
+//! `web` holding `orders:read`), `/healthz`, `/readyz`, `/openapi.json`. Every route declares
+//! its [`Access`] beside its handler in [`app`]. Upstreams: `catalog`, `reviews`,
+//! `recommendations`, `orders` (HTTP), `inventory` (gRPC).
 
 mod backend;
+mod customer;
 mod routes;
 mod view;
 
 use std::sync::Arc;
 
-use axum::{Router, routing::get};
+use axum::Router;
 use portico_edge::{
-    ConfigError, GatewayConfig, Upstreams, stack,
+    ConfigError, GatewayConfig, Upstreams,
+    access::{Access, Routes},
+    stack,
     upstream::{GrpcUpstream, HttpUpstream},
 };
-use utoipa::OpenApi;
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
 
 /// The name this gateway's configuration and logs use.
 pub const NAME: &str = "web";
@@ -30,14 +38,41 @@ pub const NAME: &str = "web";
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(title = "Portico web API", version = "1.0.0",
-         description = "A rich API for web frontends: whole pages in one request."),
-    paths(routes::product::product_page, routes::search::search, routes::orders::order_history,
+         description = "A rich API for web frontends: whole pages in one request.\n\n\
+**Authentication:** product pages and search are public. Order history needs a user token for \
+the audience `web`, sent as `Authorization: Bearer <token>`: get one from the identity service \
+(`POST /token` with `{\"subject\": \"alice\", \"audience\": \"web\"}`) or with `portico token \
+user alice --audience web`. A token for another gateway is refused (`401 invalid_token`); a token \
+sent to a public route must be valid too."),
+    paths(routes::product::product_page, routes::search::search,
+          routes::orders::order_history, routes::orders::get_order,
           portico_edge::health::healthz, portico_edge::health::readyz),
     components(schemas(portico_edge::error::Problem)),
+    modifiers(&SecuritySchemes),
     tags((name = "web", description = "Pages of the web shop"),
          (name = "operations", description = "Health probes")),
 )]
 pub struct ApiDoc;
+
+/// Declares the `bearer` scheme the operations' `security` names.
+#[derive(Debug)]
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let bearer = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("JWT")
+            .description(Some(
+                "A user token for the audience `web` from the identity service (`POST /token`)",
+            ))
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(bearer));
+    }
+}
 
 /// The OpenAPI document as pretty JSON (what `/openapi.json` serves and `openapi/` keeps).
 pub fn openapi_json() -> String {
@@ -64,13 +99,16 @@ pub fn app(config: &GatewayConfig) -> Result<Router, ConfigError> {
         orders: upstreams.require_http("orders")?,
         inventory: upstreams.require_grpc("inventory")?,
     });
-    let routes = Router::new()
-        .route("/api/products/{id}", get(routes::product::product_page))
-        .route("/api/search", get(routes::search::search))
-        .route("/api/orders", get(routes::orders::order_history))
+    // Browsing needs no account; orders are a customer's own, so only their user token reads
+    // them. Any route not declared here refuses every caller.
+    let routes = Routes::new()
+        .get("/api/products/{id}", Access::public(), routes::product::product_page)
+        .get("/api/search", Access::public(), routes::search::search)
+        .get("/api/orders", Access::user().scope("orders:read"), routes::orders::order_history)
+        .get("/api/orders/{id}", Access::user().scope("orders:read"), routes::orders::get_order)
         .with_state(state)
         .merge(portico_edge::openapi::routes(&ApiDoc::openapi()));
-    stack::gateway(routes, config, &upstreams)
+    stack::gateway(NAME, routes, config, &upstreams)
 }
 
 #[cfg(test)]

@@ -1,17 +1,24 @@
-//! The web gateway driven in-process against real mock backends on loopback.
+//! The web gateway driven in-process against real mock backends on loopback, with a real
+//! identity service issuing the tokens.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use axum::{
     Json, Router,
     body::Body,
-    extract::{Path, Query},
-    http::{Request, StatusCode},
+    extract::{Path, Query, Request as Incoming, State},
+    http::{HeaderMap, Request, StatusCode},
+    middleware::{Next, from_fn_with_state},
+    response::Response,
     routing::get,
 };
 use portico_edge::GatewayConfig;
 use portico_testkit::{
-    MockServer, call, fixtures, gateway_toml, get as get_req, hanging_server,
+    MockServer, TestResponse, call, fixtures, gateway_toml, get as get_req, hanging_server,
+    identity::{TestIdentity, bearer},
     inventory::{MockInventory, Script},
     refused_url,
 };
@@ -88,34 +95,81 @@ async fn recommendations() -> MockServer {
     .await
 }
 
-async fn orders() -> MockServer {
+/// One request the mock orders service received.
+#[derive(Clone, Debug)]
+struct Received {
+    /// Path and query.
+    uri: String,
+    headers: HeaderMap,
+}
+
+/// Every request the mock orders service received, in order.
+type Log = Arc<Mutex<Vec<Received>>>;
+
+/// An order as the orders service serves it: `o-000001` is alice's, `o-000002` bob's.
+fn order(id: &str, customer: &str) -> Value {
+    let lines = if customer == "alice" {
+        json!([{"sku": "SKU-00001", "quantity": 2, "unit_price": {"amount_minor": 199, "currency": "EUR"}},
+               {"sku": "SKU-09999", "quantity": 1, "unit_price": {"amount_minor": 500, "currency": "EUR"}}])
+    } else {
+        json!([{"sku": "SKU-00002", "quantity": 1, "unit_price": {"amount_minor": 299, "currency": "EUR"}}])
+    };
+    let total = if customer == "alice" { 898 } else { 299 };
+    json!({
+        "id": id, "customer_id": customer, "status": "shipped", "lines": lines,
+        "total": {"amount_minor": total, "currency": "EUR"}, "created_at": "2025-05-01T10:00:00Z",
+    })
+}
+
+/// The orders service, logging every request it receives (see [`Log`]).
+async fn orders(log: Log) -> MockServer {
+    async fn record(State(log): State<Log>, request: Incoming, next: Next) -> Response {
+        let uri = request.uri().to_string();
+        log.lock().unwrap().push(Received { uri, headers: request.headers().clone() });
+        next.run(request).await
+    }
     async fn list(Query(q): Query<HashMap<String, String>>) -> Json<Value> {
-        let customer = q.get("customer_id").cloned().unwrap_or_default();
-        let items = if customer == "alice" {
-            json!([{
-                "id": "o-000001", "customer_id": "alice", "status": "shipped",
-                "lines": [{"sku": "SKU-00001", "quantity": 2, "unit_price": {"amount_minor": 199, "currency": "EUR"}},
-                          {"sku": "SKU-09999", "quantity": 1, "unit_price": {"amount_minor": 500, "currency": "EUR"}}],
-                "total": {"amount_minor": 898, "currency": "EUR"}, "created_at": "2025-05-01T10:00:00Z",
-            }])
-        } else {
-            json!([])
+        let items = match q.get("customer_id").map(String::as_str) {
+            Some("alice") => json!([order("o-000001", "alice")]),
+            Some("bob") => json!([order("o-000002", "bob")]),
+            _ => json!([]),
         };
         Json(json!({"items": items}))
     }
-    MockServer::start(Router::new().route("/orders", get(list))).await
+    async fn one(Path(id): Path<String>) -> Result<Json<Value>, StatusCode> {
+        match id.as_str() {
+            "o-000001" => Ok(Json(order("o-000001", "alice"))),
+            "o-000002" => Ok(Json(order("o-000002", "bob"))),
+            _ => Err(StatusCode::NOT_FOUND),
+        }
+    }
+    MockServer::start(
+        Router::new()
+            .route("/orders", get(list))
+            .route("/orders/{id}", get(one))
+            .layer(from_fn_with_state(log, record)),
+    )
+    .await
 }
 
 struct Backends {
     urls: HashMap<&'static str, String>,
+    identity: TestIdentity,
+    /// What the orders service received.
+    orders: Log,
     _servers: Vec<MockServer>,
     _inventory: MockInventory,
 }
 
 impl Backends {
     async fn healthy() -> Self {
-        let servers =
-            vec![catalog().await, reviews().await, recommendations().await, orders().await];
+        let log = Log::default();
+        let servers = vec![
+            catalog().await,
+            reviews().await,
+            recommendations().await,
+            orders(log.clone()).await,
+        ];
         let inventory = MockInventory::start(Script::with_stock(&[
             ("SKU-00001", 12),
             ("SKU-00002", 0),
@@ -126,7 +180,8 @@ impl Backends {
         let mut urls: HashMap<_, _> =
             names.into_iter().zip(servers.iter().map(MockServer::url)).collect();
         urls.insert("inventory", inventory.url());
-        Self { urls, _servers: servers, _inventory: inventory }
+        let identity = TestIdentity::start().await;
+        Self { urls, identity, orders: log, _servers: servers, _inventory: inventory }
     }
 
     fn app(&self) -> Router {
@@ -134,8 +189,33 @@ impl Backends {
             .into_iter()
             .map(|n| (n, self.urls[n].as_str()))
             .collect();
-        let toml = gateway_toml(&http, &[("inventory", &self.urls["inventory"])]);
+        let mut toml = gateway_toml(&http, &[("inventory", &self.urls["inventory"])]);
+        toml.push_str(&self.identity.auth_toml("web", false));
         crate::app(&GatewayConfig::from_toml(&toml).unwrap()).unwrap()
+    }
+
+    /// `GET uri` with extra request headers.
+    async fn get_with(&self, uri: &str, headers: &[(&str, &str)]) -> TestResponse {
+        let mut request = Request::get(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        call(self.app(), request.body(Body::empty()).unwrap()).await
+    }
+
+    /// `GET uri` with `token` as the bearer token.
+    async fn get_as(&self, token: &str, uri: &str) -> TestResponse {
+        self.get_with(uri, &[("authorization", &bearer(token))]).await
+    }
+
+    /// A user token for this gateway.
+    fn user(&self, user: &str) -> String {
+        self.identity.user_token(user, "web")
+    }
+
+    /// What the orders service received.
+    fn orders_received(&self) -> Vec<Received> {
+        self.orders.lock().unwrap().clone()
     }
 }
 
@@ -257,10 +337,12 @@ async fn search_validates_its_query() {
         .assert_problem(400, "invalid_parameter");
 }
 
+// === orders: the signed-in customer's own ===
+
 #[tokio::test]
 async fn order_history_shows_products_of_each_line() {
     let backends = Backends::healthy().await;
-    let response = call(backends.app(), get_req("/api/orders?customer=alice")).await;
+    let response = backends.get_as(&backends.user("alice"), "/api/orders").await;
     assert_eq!(response.status, StatusCode::OK, "{}", response.text());
     let body = response.json();
     assert_eq!(body["customer"], "alice");
@@ -270,24 +352,146 @@ async fn order_history_shows_products_of_each_line() {
     assert!(order["lines"][1].get("product").is_none(), "a product the catalog no longer has");
     assert_eq!(order["lines"][1]["sku"], "SKU-09999");
 
-    let empty = call(backends.app(), get_req("/api/orders?customer=bob")).await.json();
-    assert_eq!(empty["orders"], json!([]));
-    call(backends.app(), get_req("/api/orders?customer=../x"))
-        .await
-        .assert_problem(400, "invalid_id");
+    let carol = backends.get_as(&backends.user("carol"), "/api/orders").await.json();
+    assert_eq!(carol["customer"], "carol");
+    assert_eq!(carol["orders"], json!([]));
 }
 
 #[tokio::test]
 async fn order_history_degrades_without_the_catalog_and_fails_without_orders() {
     let mut backends = Backends::healthy().await;
+    let alice = backends.user("alice");
     backends.urls.insert("catalog", refused_url().await);
-    let response = call(backends.app(), get_req("/api/orders?customer=alice")).await;
+    let response = backends.get_as(&alice, "/api/orders").await;
     assert_eq!(response.status, StatusCode::OK);
     assert_eq!(response.json()["degraded"], json!(["products"]));
+    assert_eq!(response.header("portico-degraded"), Some("products"));
     backends.urls.insert("orders", refused_url().await);
-    call(backends.app(), get_req("/api/orders?customer=alice"))
-        .await
-        .assert_problem(502, "upstream_unavailable");
+    backends.get_as(&alice, "/api/orders").await.assert_problem(502, "upstream_unavailable");
+}
+
+#[tokio::test]
+async fn the_orders_service_is_asked_for_the_callers_orders_only() {
+    let backends = Backends::healthy().await;
+    // A leftover `?customer=` of the interim API names nobody: the token does.
+    let response = backends.get_as(&backends.user("alice"), "/api/orders?customer=bob").await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    assert_eq!(response.json()["customer"], "alice");
+    let received = backends.orders_received();
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(received[0].uri, "/orders?customer_id=alice&limit=20");
+    let headers = &received[0].headers;
+    assert_eq!(headers["x-portico-subject"], "alice");
+    assert_eq!(headers["x-portico-client-kind"], "user");
+    assert!(headers["x-portico-scopes"].to_str().unwrap().contains("orders:read"));
+}
+
+#[tokio::test]
+async fn a_forged_identity_header_does_not_reach_the_backend() {
+    let backends = Backends::healthy().await;
+    let alice = bearer(&backends.user("alice"));
+    let response = backends
+        .get_with(
+            "/api/orders",
+            &[("authorization", &alice), ("x-portico-subject", "bob"), ("x-portico-plan", "gold")],
+        )
+        .await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    assert_eq!(response.json()["customer"], "alice");
+    let received = backends.orders_received();
+    let subjects: Vec<_> = received[0].headers.get_all("x-portico-subject").iter().collect();
+    assert_eq!(subjects, ["alice"]);
+    assert!(received[0].headers.get("x-portico-plan").is_none(), "a user has no plan");
+}
+
+#[tokio::test]
+async fn one_order_shows_its_products() {
+    let backends = Backends::healthy().await;
+    let response = backends.get_as(&backends.user("alice"), "/api/orders/o-000001").await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    let body = response.json();
+    assert_eq!(body["id"], "o-000001");
+    assert_eq!(body["status"], "shipped");
+    assert_eq!(body["total"]["formatted"], "€8.98");
+    assert_eq!(body["lines"][0]["product"]["name"], "Product 1");
+    assert!(body["lines"][1].get("product").is_none());
+    assert_eq!(body["degraded"], json!([]));
+    assert!(body.get("customer_id").is_none(), "the caller knows who they are");
+    let received = backends.orders_received();
+    assert_eq!(received[0].uri, "/orders/o-000001");
+    assert_eq!(received[0].headers["x-portico-subject"], "alice");
+}
+
+#[tokio::test]
+async fn another_customers_order_looks_exactly_like_a_missing_one() {
+    let backends = Backends::healthy().await;
+    let alice = backends.user("alice");
+    let bobs = backends.get_as(&alice, "/api/orders/o-000002").await;
+    let missing = backends.get_as(&alice, "/api/orders/o-404404").await;
+    bobs.assert_problem(404, "not_found");
+    missing.assert_problem(404, "not_found");
+    assert_eq!(bobs.body, missing.body);
+    assert_eq!(bobs.header("content-type"), missing.header("content-type"));
+
+    let bob = backends.get_as(&backends.user("bob"), "/api/orders/o-000002").await;
+    assert_eq!(bob.status, StatusCode::OK, "{}", bob.text());
+    backends.get_as(&alice, "/api/orders/..%2F..%2Fadmin").await.assert_problem(400, "invalid_id");
+}
+
+// === who may call ===
+
+#[tokio::test]
+async fn anonymous_and_signed_in_shoppers_browse_alike() {
+    let backends = Backends::healthy().await;
+    let alice = backends.user("alice");
+    for uri in ["/api/products/p-00001", "/api/search?q=jacket", "/openapi.json", "/healthz"] {
+        let anonymous = backends.get_with(uri, &[]).await;
+        assert_eq!(anonymous.status, StatusCode::OK, "{uri}: {}", anonymous.text());
+        let signed_in = backends.get_as(&alice, uri).await;
+        assert_eq!(signed_in.status, StatusCode::OK, "{uri}: {}", signed_in.text());
+    }
+}
+
+#[tokio::test]
+async fn an_invalid_token_is_refused_even_on_public_pages() {
+    let backends = Backends::healthy().await;
+    let mobile = backends.identity.user_token("alice", "mobile");
+    for token in ["not-a-jwt", mobile.as_str()] {
+        let response = backends.get_as(token, "/api/products/p-00001").await;
+        response.assert_problem(401, "invalid_token");
+        assert!(response.header("www-authenticate").unwrap().starts_with("Bearer"));
+    }
+}
+
+#[tokio::test]
+async fn orders_need_a_token() {
+    let backends = Backends::healthy().await;
+    for uri in ["/api/orders", "/api/orders/o-000001"] {
+        let response = backends.get_with(uri, &[]).await;
+        response.assert_problem(401, "unauthenticated");
+        let challenge = response.header("www-authenticate").unwrap_or_default();
+        assert!(challenge.starts_with("Bearer"), "{challenge:?}");
+    }
+    assert!(backends.orders_received().is_empty(), "refused before any backend call");
+}
+
+#[tokio::test]
+async fn a_token_for_another_gateway_is_refused() {
+    let backends = Backends::healthy().await;
+    let mobile = backends.identity.user_token("alice", "mobile");
+    backends.get_as(&mobile, "/api/orders").await.assert_problem(401, "invalid_token");
+    assert!(backends.orders_received().is_empty());
+}
+
+#[tokio::test]
+async fn orders_need_a_user_token_with_orders_read() {
+    let backends = Backends::healthy().await;
+    let without_scope = backends.identity.token("alice", "web", "profile catalog:read");
+    backends.get_as(&without_scope, "/api/orders").await.assert_problem(403, "forbidden");
+    // A verified subject that is not an id is not copied into the orders service's query.
+    let odd = backends.identity.token("../bob", "web", "orders:read");
+    backends.get_as(&odd, "/api/orders").await.assert_problem(403, "forbidden");
+    assert!(backends.orders_received().is_empty());
 }
 
 #[tokio::test]
@@ -300,7 +504,21 @@ async fn edge_behaviour_and_documents() {
         .unwrap();
     call(backends.app(), request).await.assert_problem(413, "payload_too_large");
     let doc = call(backends.app(), get_req("/openapi.json")).await.json();
-    for path in ["/api/products/{id}", "/api/search", "/api/orders"] {
+    for path in ["/api/products/{id}", "/api/search", "/api/orders", "/api/orders/{id}"] {
         assert!(doc["paths"][path]["get"].is_object(), "{path}");
     }
+    let bearer_scheme = &doc["components"]["securitySchemes"]["bearer"];
+    assert_eq!(bearer_scheme["type"], "http");
+    assert_eq!(bearer_scheme["scheme"], "bearer");
+    for path in ["/api/orders", "/api/orders/{id}"] {
+        let operation = &doc["paths"][path]["get"];
+        assert_eq!(operation["security"], json!([{"bearer": ["orders:read"]}]), "{path}");
+        for status in ["401", "403"] {
+            assert!(operation["responses"][status].is_object(), "{path} {status}");
+        }
+        let parameters = operation["parameters"].as_array().cloned().unwrap_or_default();
+        assert!(parameters.iter().all(|p| p["name"] != "customer"), "{path}");
+    }
+    // Public: a token is optional.
+    assert_eq!(doc["paths"]["/api/search"]["get"]["security"], json!([{}, {"bearer": []}]));
 }

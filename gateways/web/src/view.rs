@@ -264,8 +264,20 @@ pub struct Order {
 /// A customer's orders, newest first.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrderHistory {
+    /// The signed-in customer, e.g. `alice`.
     pub customer: String,
     pub orders: Vec<Order>,
+    /// Parts missing because a backend failed: `products`.
+    #[schema(value_type = Vec<String>)]
+    pub degraded: portico_edge::Degraded,
+}
+
+/// One order, with the same lines the history shows.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderDetail {
+    #[serde(flatten)]
+    pub order: Order,
+    /// Parts missing because a backend failed: `products`.
     #[schema(value_type = Vec<String>)]
     pub degraded: portico_edge::Degraded,
 }

@@ -1,7 +1,7 @@
 //! Pass-through routes against real backends on loopback.
 
 use axum::{
-    Json,
+    Json, Router,
     body::Body,
     extract::Request,
     http::{HeaderMap, StatusCode},
@@ -13,7 +13,7 @@ use serde_json::json;
 use std::time::Duration;
 
 use super::*;
-use crate::stack;
+use crate::{access::Routes, stack};
 
 /// A backend that echoes what it received: method, path, query, headers and body size.
 async fn echo_backend() -> MockServer {
@@ -49,12 +49,13 @@ fn app(upstream_url: &str, rewrite: Option<&str>, extra: &str) -> Router {
         [[routes]]
         path = "/api/catalog"
         upstream = "catalog"
+        access = "public"
         {rewrite}
         "#
     ))
     .unwrap();
     let upstreams = Upstreams::from_config(&config).unwrap();
-    stack::gateway(Router::new(), &config, &upstreams).unwrap()
+    stack::gateway("test", Routes::new(), &config, &upstreams).unwrap()
 }
 
 #[tokio::test]

@@ -73,7 +73,8 @@ impl GrpcUpstream {
         self.channel.clone()
     }
 
-    /// Wraps a message in a request carrying the call deadline (`grpc-timeout`) and the request id.
+    /// Wraps a message in a request carrying the call deadline (`grpc-timeout`), the request id
+    /// and the caller's identity metadata.
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(self.timeout);
@@ -81,6 +82,13 @@ impl GrpcUpstream {
             && let Ok(value) = id.as_str().parse()
         {
             request.metadata_mut().insert(request_id::HEADER, value);
+        }
+        if let Some(caller) = crate::access::caller() {
+            for (name, value) in crate::access::identity_headers(&caller) {
+                if let Ok(value) = value.to_str().unwrap_or_default().parse() {
+                    request.metadata_mut().insert(name.as_str(), value);
+                }
+            }
         }
         request
     }

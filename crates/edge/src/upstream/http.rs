@@ -26,6 +26,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use tracing::Instrument;
 
 use crate::{
+    access,
     config::{ConfigError, GatewayConfig, UpstreamConfig},
     error::EdgeError,
     request_id,
@@ -124,6 +125,12 @@ impl HttpUpstream {
             && let Ok(value) = HeaderValue::from_str(id.as_str())
         {
             headers.insert(request_id::HEADER, value);
+        }
+        // Backends learn who is calling from the gateway, never from the client.
+        if let Some(caller) = access::caller() {
+            for (name, value) in access::identity_headers(&caller) {
+                headers.insert(name.clone(), value);
+            }
         }
         UpstreamRequest {
             upstream: self.clone(),

@@ -19,9 +19,13 @@ const FEATURED: &str = "10";
 
 /// The home screen.
 #[utoipa::path(get, path = "/v1/home", tag = "mobile", params(FieldsQuery),
+    security((), ("bearer" = [])),
     responses(
         (status = 200, description = "The home screen; `degraded` names missing parts", body = Home),
         (status = 400, description = "Unknown field in `fields`", body = portico_edge::error::Problem),
+        (status = 401, description = "A token was sent and is invalid or expired, or is for \
+another gateway (`invalid_token`); without one the screen is served", body = portico_edge::error::Problem,
+         headers(("WWW-Authenticate" = String, description = "`Bearer` with `error=\"invalid_token\"`"))),
         (status = 502, description = "The catalog failed", body = portico_edge::error::Problem),
         (status = 504, description = "The catalog was too slow", body = portico_edge::error::Problem),
     ))]

@@ -19,9 +19,13 @@ use crate::{
 /// The product screen.
 #[utoipa::path(get, path = "/v1/products/{id}", tag = "mobile",
     params(("id" = String, Path, description = "Product id, e.g. `p-00042`"), FieldsQuery),
+    security((), ("bearer" = [])),
     responses(
         (status = 200, description = "The product screen; `degraded` names missing parts", body = ProductDetail),
         (status = 400, description = "Malformed id or unknown field", body = portico_edge::error::Problem),
+        (status = 401, description = "A token was sent and is invalid or expired, or is for \
+another gateway (`invalid_token`); without one the screen is served", body = portico_edge::error::Problem,
+         headers(("WWW-Authenticate" = String, description = "`Bearer` with `error=\"invalid_token\"`"))),
         (status = 404, description = "No such product", body = portico_edge::error::Problem),
         (status = 502, description = "The catalog failed", body = portico_edge::error::Problem),
         (status = 504, description = "The catalog was too slow", body = portico_edge::error::Problem),

@@ -1,6 +1,7 @@
 //! `POST /partner/v1/orders` places an order for the calling partner, charged at the catalog's
-//! prices (a partner never sends prices); `GET /partner/v1/orders/{id}` reads one back. A
-//! partner sees only its own orders: anyone else's is answered exactly like a missing one.
+//! prices (a partner never sends prices); `GET /partner/v1/orders/{id}` reads one back. The
+//! partner is the verified caller ([`Partner`]). A partner sees only its own orders: anyone
+//! else's is answered exactly like a missing one.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -47,14 +48,20 @@ impl<S: Send + Sync> FromRequest<S> for OrderBody {
 
 /// Places an order.
 #[utoipa::path(post, path = "/partner/v1/orders", tag = "partner",
-    params(("X-Partner-Id" = String, Header,
-            description = "The calling partner, e.g. `acme` (interim, until authentication lands)")),
     request_body = PlaceOrder,
+    security(("api_key" = ["orders:write"]), ("bearer" = ["orders:write"])),
     responses(
         (status = 201, description = "The order was placed", body = Order,
          headers(("Location" = String, description = "`/partner/v1/orders/{id}` of the new order"))),
-        (status = 400, description = "A malformed order (`invalid_order`), or a missing or \
-malformed `X-Partner-Id` (`missing_partner`, `invalid_id`)", body = portico_edge::error::Problem),
+        (status = 400, description = "A malformed order (`invalid_order`)", body = portico_edge::error::Problem),
+        (status = 401, description = "No credentials (`unauthenticated`), a token that is \
+invalid, expired or for another gateway (`invalid_token`), or an unknown API key \
+(`invalid_api_key`)", body = portico_edge::error::Problem,
+         headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"portico\"` \
+(with `error=\"invalid_token\"` for a refused token), or `ApiKey realm=\"portico\"` for a \
+refused key"))),
+        (status = 403, description = "Not a partner (a shopper's token), or a partner without \
+`orders:write` (`forbidden`)", body = portico_edge::error::Problem),
         (status = 409, description = "Not enough stock for some lines (`insufficient_stock`, \
 naming the SKUs); nothing was ordered", body = portico_edge::error::Problem),
         (status = 413, description = "The body is too large", body = portico_edge::error::Problem),
@@ -147,13 +154,21 @@ pub async fn place_order(
 
 /// One of the calling partner's orders.
 #[utoipa::path(get, path = "/partner/v1/orders/{id}", tag = "partner",
-    params(("id" = String, Path, description = "Order id, as returned when it was placed"),
-           ("X-Partner-Id" = String, Header,
-            description = "The calling partner, e.g. `acme` (interim, until authentication lands)")),
+    params(("id" = String, Path, description = "Order id, as returned when it was placed")),
+    security(("api_key" = ["orders:read"]), ("bearer" = ["orders:read"])),
     responses(
         (status = 200, description = "The order", body = Order),
-        (status = 400, description = "A malformed id, or a missing or malformed `X-Partner-Id`", body = portico_edge::error::Problem),
-        (status = 404, description = "No such order for this partner", body = portico_edge::error::Problem),
+        (status = 400, description = "A malformed id (`invalid_id`)", body = portico_edge::error::Problem),
+        (status = 401, description = "No credentials (`unauthenticated`), a token that is \
+invalid, expired or for another gateway (`invalid_token`), or an unknown API key \
+(`invalid_api_key`)", body = portico_edge::error::Problem,
+         headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"portico\"` \
+(with `error=\"invalid_token\"` for a refused token), or `ApiKey realm=\"portico\"` for a \
+refused key"))),
+        (status = 403, description = "Not a partner (a shopper's token), or a partner without \
+`orders:read` (`forbidden`)", body = portico_edge::error::Problem),
+        (status = 404, description = "No such order for this partner (`not_found`), whether it \
+does not exist or is another partner's", body = portico_edge::error::Problem),
         (status = 502, description = "The orders service failed", body = portico_edge::error::Problem),
         (status = 504, description = "The orders service was too slow", body = portico_edge::error::Problem),
     ))]

@@ -32,11 +32,20 @@ pub struct FeedQuery {
 
 /// One page of the product feed.
 #[utoipa::path(get, path = "/partner/v1/products", tag = "partner", params(FeedQuery),
+    security(("api_key" = ["catalog:read"]), ("bearer" = ["catalog:read"])),
     responses(
         (status = 200, description = "One page of products; `degraded` names missing parts \
 (also in the `portico-degraded` header)", body = Feed),
         (status = 400, description = "`limit` out of range (`invalid_parameter`) or a cursor \
 this API did not issue (`invalid_cursor`)", body = portico_edge::error::Problem),
+        (status = 401, description = "No credentials (`unauthenticated`), a token that is \
+invalid, expired or for another gateway (`invalid_token`), or an unknown API key \
+(`invalid_api_key`)", body = portico_edge::error::Problem,
+         headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"portico\"` \
+(with `error=\"invalid_token\"` for a refused token), or `ApiKey realm=\"portico\"` for a \
+refused key"))),
+        (status = 403, description = "Not a partner (a shopper's token), or a partner without \
+`catalog:read` (`forbidden`)", body = portico_edge::error::Problem),
         (status = 502, description = "The catalog failed", body = portico_edge::error::Problem),
         (status = 504, description = "The catalog was too slow", body = portico_edge::error::Problem),
     ))]

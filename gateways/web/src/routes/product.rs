@@ -31,9 +31,13 @@ pub struct PageQuery {
 /// The product page.
 #[utoipa::path(get, path = "/api/products/{id}", tag = "web",
     params(("id" = String, Path, description = "Product id, e.g. `p-00042`"), PageQuery),
+    security((), ("bearer" = [])),
     responses(
         (status = 200, description = "The product page; `degraded` names missing parts", body = ProductPage),
         (status = 400, description = "Malformed id or page", body = portico_edge::error::Problem),
+        (status = 401, description = "A token was sent and is invalid or expired, or is for \
+another gateway (`invalid_token`); without one the page is served", body = portico_edge::error::Problem,
+         headers(("WWW-Authenticate" = String, description = "`Bearer` with `error=\"invalid_token\"`"))),
         (status = 404, description = "No such product", body = portico_edge::error::Problem),
         (status = 502, description = "The catalog failed", body = portico_edge::error::Problem),
         (status = 504, description = "The catalog was too slow", body = portico_edge::error::Problem),

@@ -34,9 +34,13 @@ pub struct SearchQuery {
 
 /// Search with facets.
 #[utoipa::path(get, path = "/api/search", tag = "web", params(SearchQuery),
+    security((), ("bearer" = [])),
     responses(
         (status = 200, description = "Matching products and facets", body = SearchPage),
         (status = 400, description = "Missing or malformed query", body = portico_edge::error::Problem),
+        (status = 401, description = "A token was sent and is invalid or expired, or is for \
+another gateway (`invalid_token`); without one the results are served", body = portico_edge::error::Problem,
+         headers(("WWW-Authenticate" = String, description = "`Bearer` with `error=\"invalid_token\"`"))),
         (status = 502, description = "The catalog failed", body = portico_edge::error::Problem),
     ))]
 pub async fn search(

@@ -1,0 +1,375 @@
+//! Route access: who may call each route, declared next to the route, denied by default.
+//!
+//! A gateway registers its routes through [`Routes`], which takes an [`Access`] with every
+//! route, so a reader sees the rule beside the handler. The edge layer looks the rule up by the
+//! matched route before any handler or backend runs; a route that declared nothing — a raw
+//! `Router` merged in, a pass-through route without `access` — admits nobody.
+//!
+//! The caller's identity reaches handlers through the [`Caller`] extractor and backends through
+//! gateway-set `x-portico-*` headers (see [`identity_headers`]). Incoming `x-portico-*` headers
+//! are stripped first, so a client can never forge them.
+
+use std::{collections::HashMap, convert::Infallible, fmt, sync::Arc};
+
+use axum::{
+    Router,
+    extract::{FromRequestParts, MatchedPath},
+    handler::Handler,
+    response::{IntoResponse, Response},
+    routing::{MethodFilter, MethodRouter, on},
+};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, request::Parts};
+
+use crate::auth::{self, Principal, PrincipalKind};
+
+/// The prefix of every identity header the gateway sets for backends.
+pub const IDENTITY_HEADER_PREFIX: &str = "x-portico-";
+/// The caller's subject: a user name, or a partner id.
+pub static SUBJECT: HeaderName = HeaderName::from_static("x-portico-subject");
+/// `user` or `partner`.
+pub static CLIENT_KIND: HeaderName = HeaderName::from_static("x-portico-client-kind");
+/// The caller's scopes, space-separated.
+pub static SCOPES: HeaderName = HeaderName::from_static("x-portico-scopes");
+/// The partner's plan (API keys only).
+pub static PLAN: HeaderName = HeaderName::from_static("x-portico-plan");
+
+tokio::task_local! {
+    static CALLER: Option<Arc<Principal>>;
+}
+
+/// The authenticated caller of the request being served on this task, if any.
+pub fn caller() -> Option<Arc<Principal>> {
+    CALLER.try_with(Clone::clone).ok().flatten()
+}
+
+/// Runs `serve` with `principal` as the task's caller, where upstream calls find it.
+pub async fn within<F: Future>(principal: Option<Arc<Principal>>, serve: F) -> F::Output {
+    CALLER.scope(principal, serve).await
+}
+
+/// Who may call a route.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Access {
+    rule: Rule,
+    scopes: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rule {
+    /// Anyone; credentials are optional, but checked when given.
+    Public,
+    /// Any authenticated caller, or only callers of one kind.
+    Authenticated(Option<PrincipalKind>),
+}
+
+// === impl Access ===
+
+impl Access {
+    /// Anyone may call; a token or key, when sent, must still be valid.
+    pub fn public() -> Self {
+        Self { rule: Rule::Public, scopes: Vec::new() }
+    }
+
+    /// Any authenticated caller.
+    pub fn authenticated() -> Self {
+        Self { rule: Rule::Authenticated(None), scopes: Vec::new() }
+    }
+
+    /// An authenticated end user (a user token), not a partner.
+    pub fn user() -> Self {
+        Self { rule: Rule::Authenticated(Some(PrincipalKind::User)), scopes: Vec::new() }
+    }
+
+    /// An authenticated partner (an API key or a client-credentials token).
+    pub fn partner() -> Self {
+        Self { rule: Rule::Authenticated(Some(PrincipalKind::Partner)), scopes: Vec::new() }
+    }
+
+    /// Also requires `scope` (every scope added is required). Makes a public rule authenticated.
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        if self.rule == Rule::Public {
+            self.rule = Rule::Authenticated(None);
+        }
+        self.scopes.push(scope.into());
+        self
+    }
+
+    /// Whether this rule needs a caller at all (so the gateway needs `[auth]`).
+    pub fn requires_authentication(&self) -> bool {
+        self.rule != Rule::Public
+    }
+
+    /// Checks a caller against the rule.
+    pub fn check(&self, principal: Option<&Principal>) -> Result<(), Denied> {
+        let Rule::Authenticated(kind) = self.rule else {
+            return Ok(());
+        };
+        let Some(principal) = principal else {
+            return Err(Denied::Unauthenticated);
+        };
+        if kind.is_some_and(|kind| kind != principal.kind) {
+            return Err(Denied::Forbidden(None));
+        }
+        match self.scopes.iter().find(|scope| !principal.has_scope(scope)) {
+            Some(missing) => Err(Denied::Forbidden(Some(missing.clone()))),
+            None => Ok(()),
+        }
+    }
+
+    /// Parses the `access` of a pass-through route in the config.
+    pub fn from_config(access: &str, scopes: &[String]) -> Option<Self> {
+        let base = match access {
+            "public" => Self::public(),
+            "authenticated" => Self::authenticated(),
+            "user" => Self::user(),
+            "partner" => Self::partner(),
+            _ => return None,
+        };
+        Some(scopes.iter().fold(base, |access, scope| access.scope(scope.clone())))
+    }
+}
+
+impl fmt::Debug for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.rule {
+            Rule::Public => f.write_str("public")?,
+            Rule::Authenticated(None) => f.write_str("authenticated")?,
+            Rule::Authenticated(Some(PrincipalKind::User)) => f.write_str("user")?,
+            Rule::Authenticated(Some(PrincipalKind::Partner)) => f.write_str("partner")?,
+        }
+        for scope in &self.scopes {
+            write!(f, " +{scope}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a caller may not call a route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Denied {
+    /// The route needs credentials and the request has none (401).
+    Unauthenticated,
+    /// The caller is known but not allowed: of the wrong kind, or missing the named scope, or
+    /// the route admits nobody (403).
+    Forbidden(Option<String>),
+}
+
+// === impl Denied ===
+
+impl Denied {
+    /// The label auth-failure metrics and logs use.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated => "missing",
+            Self::Forbidden(_) => "forbidden",
+        }
+    }
+}
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Unauthenticated => auth::unauthenticated(),
+            Self::Forbidden(scope) => auth::forbidden(scope.as_deref()),
+        }
+    }
+}
+
+/// Every route's access rule, looked up by the matched route pattern and method.
+#[derive(Clone, Debug, Default)]
+pub struct AccessTable {
+    /// Pattern → (method, rule); `None` is any method.
+    routes: HashMap<String, Vec<(Option<Method>, Access)>>,
+}
+
+/// What the table says of one request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    /// The route declared this rule.
+    Declared(&'a Access),
+    /// The route exists but declared nothing for any method: deny.
+    Undeclared,
+    /// No rule for this method, but the pattern has rules for others: the router answers 405.
+    OtherMethod,
+    /// No route matched: the router answers 404.
+    NoRoute,
+}
+
+// === impl AccessTable ===
+
+impl AccessTable {
+    fn declare(&mut self, path: &str, method: Option<Method>, access: Access) {
+        self.routes.entry(path.to_owned()).or_default().push((method, access));
+    }
+
+    fn merge(&mut self, other: Self) {
+        for (path, rules) in other.routes {
+            self.routes.entry(path).or_default().extend(rules);
+        }
+    }
+
+    /// Every declared rule, for start-up checks.
+    pub fn rules(&self) -> impl Iterator<Item = (&str, &Access)> {
+        self.routes.iter().flat_map(|(path, rules)| rules.iter().map(|(_, a)| (path.as_str(), a)))
+    }
+
+    /// The rule for a request to `matched` (the route pattern, if a route matched).
+    pub fn lookup(&self, matched: Option<&MatchedPath>, method: &Method) -> Lookup<'_> {
+        let Some(matched) = matched else {
+            return Lookup::NoRoute;
+        };
+        let Some(rules) = self.routes.get(matched.as_str()) else {
+            return Lookup::Undeclared;
+        };
+        // HEAD is served by GET handlers, so it follows GET's rule.
+        let wanted = if method == Method::HEAD { &Method::GET } else { method };
+        rules
+            .iter()
+            .find(|(m, _)| m.as_ref() == Some(wanted))
+            .or_else(|| rules.iter().find(|(m, _)| m.is_none()))
+            .map_or(Lookup::OtherMethod, |(_, access)| Lookup::Declared(access))
+    }
+}
+
+/// A router whose every route carries its [`Access`].
+#[derive(Debug)]
+#[must_use]
+pub struct Routes<S = ()> {
+    router: Router<S>,
+    table: AccessTable,
+}
+
+impl<S: Clone + Send + Sync + 'static> Default for Routes<S> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// === impl Routes ===
+
+impl<S: Clone + Send + Sync + 'static> Routes<S> {
+    /// No routes yet.
+    pub fn new() -> Self {
+        Self { router: Router::new(), table: AccessTable::default() }
+    }
+
+    /// `GET path` (and `HEAD`), callable as `access` says.
+    pub fn get<H, T>(self, path: &str, access: Access, handler: H) -> Self
+    where
+        H: Handler<T, S>,
+        T: 'static,
+    {
+        self.on(Method::GET, path, access, on(MethodFilter::GET, handler))
+    }
+
+    /// `POST path`, callable as `access` says.
+    pub fn post<H, T>(self, path: &str, access: Access, handler: H) -> Self
+    where
+        H: Handler<T, S>,
+        T: 'static,
+    {
+        self.on(Method::POST, path, access, on(MethodFilter::POST, handler))
+    }
+
+    /// Every method of `method_router` at `path`, callable as `access` says.
+    pub fn any(mut self, path: &str, access: Access, method_router: MethodRouter<S>) -> Self {
+        self.table.declare(path, None, access);
+        self.router = self.router.route(path, method_router);
+        self
+    }
+
+    /// A route with no rule: it admits nobody (pass-through routes whose config says nothing).
+    pub(crate) fn undeclared(mut self, path: &str, method_router: MethodRouter<S>) -> Self {
+        self.router = self.router.route(path, method_router);
+        self
+    }
+
+    fn on(mut self, method: Method, path: &str, access: Access, route: MethodRouter<S>) -> Self {
+        self.table.declare(path, Some(method), access);
+        self.router = self.router.route(path, route);
+        self
+    }
+
+    /// Adds the routes of `other`.
+    pub fn merge(mut self, other: Routes<S>) -> Self {
+        self.table.merge(other.table);
+        self.router = self.router.merge(other.router);
+        self
+    }
+
+    /// Provides the state, as [`Router::with_state`].
+    pub fn with_state<S2>(self, state: S) -> Routes<S2> {
+        Routes { router: self.router.with_state(state), table: self.table }
+    }
+
+    /// The router and its rules.
+    pub fn into_parts(self) -> (Router<S>, AccessTable) {
+        (self.router, self.table)
+    }
+}
+
+/// The authenticated caller, for handlers of routes whose access requires one. On a route that
+/// is public, extracting it answers 401 when nobody is signed in.
+#[derive(Clone, Debug)]
+pub struct Caller(pub Arc<Principal>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Arc<Principal>>()
+            .cloned()
+            .map(Self)
+            .ok_or_else(|| Denied::Unauthenticated.into_response())
+    }
+}
+
+/// The caller if there is one, for public routes that tailor answers to a signed-in user.
+#[derive(Clone, Debug)]
+pub struct MaybeCaller(pub Option<Arc<Principal>>);
+
+impl<S: Send + Sync> FromRequestParts<S> for MaybeCaller {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.extensions.get::<Arc<Principal>>().cloned()))
+    }
+}
+
+/// Removes every `x-portico-*` header a client sent: only the gateway sets them.
+pub fn strip_identity_headers(headers: &mut HeaderMap) {
+    // Most requests carry none: look before collecting anything.
+    let forged = |name: &HeaderName| name.as_str().starts_with(IDENTITY_HEADER_PREFIX);
+    if !headers.keys().any(forged) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|n| forged(n)).cloned().collect();
+    for name in names {
+        headers.remove(name);
+    }
+}
+
+/// The identity headers backends receive for `principal`. A subject that is not a valid header
+/// value (it came from a verified token, but tokens may hold any text) is left out rather than
+/// mangled.
+pub fn identity_headers(
+    principal: &Principal,
+) -> impl Iterator<Item = (&'static HeaderName, HeaderValue)> {
+    let kind = match principal.kind {
+        PrincipalKind::User => "user",
+        PrincipalKind::Partner => "partner",
+    };
+    [
+        (&SUBJECT, HeaderValue::from_str(&principal.subject).ok()),
+        (&CLIENT_KIND, Some(HeaderValue::from_static(kind))),
+        (&SCOPES, HeaderValue::from_str(&principal.scope_header()).ok()),
+        (&PLAN, principal.plan.as_deref().and_then(|p| HeaderValue::from_str(p).ok())),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| value.map(|v| (name, v)))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,231 @@
+//! Who is calling: bearer JWTs verified against the issuer's JWKS, and partner API keys.
+//!
+//! An [`Authenticator`] is built from the `[auth]` config with no I/O. The first token makes it
+//! fetch the issuer's key set, which is then cached, refreshed in the background, refetched
+//! (boundedly) when a token names an unknown key, and kept through an outage up to
+//! `max_staleness` (the `jwks` module tells the rules). Every token check that can run before
+//! cryptography does: size, shape, an algorithm allow-list, a `kid`, and the key's own pinned
+//! algorithm.
+//!
+//! Failures carry a precise [`AuthError::reason`] for logs and metrics, while clients get one
+//! generic `invalid_token` (or `invalid_api_key`) answer, so a forger learns nothing about
+//! which check failed. Tokens and keys are never logged, and `Debug` never prints key material.
+
+mod api_key;
+mod config;
+mod error;
+mod jwks;
+mod jwt;
+
+#[cfg(test)]
+mod test_keys;
+#[cfg(test)]
+mod tests;
+
+use std::{fmt, sync::Arc};
+
+use http::{HeaderMap, HeaderName, header};
+use jsonwebtoken::{Algorithm, Validation};
+use serde_json::{Map, Value};
+
+pub use api_key::{generate_api_key, hash_api_key};
+pub use config::{ApiKeyConfig, AuthConfig};
+pub use error::{AuthError, forbidden, unauthenticated};
+
+use crate::config::ConfigError;
+
+/// The header partners send their API key in.
+pub static API_KEY_HEADER: HeaderName = HeaderName::from_static("x-api-key");
+
+/// Who is calling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// A user, or a partner (an API key, or a token issued to an OAuth client).
+    pub kind: PrincipalKind,
+    /// The user name, or the partner id (`acme`) for partner tokens and API keys.
+    pub subject: String,
+    /// What the caller may do.
+    pub scopes: Vec<String>,
+    /// The partner's plan (API keys only).
+    pub plan: Option<String>,
+    /// How the caller proved who it is.
+    pub credential: Credential,
+}
+
+/// The kind of caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrincipalKind {
+    /// An end user, signed in to one of the apps.
+    User,
+    /// A partner: an API key, or a token that names an OAuth client (`client_id`).
+    Partner,
+}
+
+/// The credential a caller presented.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Credential {
+    /// A bearer JWT.
+    Token,
+    /// An `X-Api-Key`.
+    ApiKey,
+}
+
+// === impl Principal ===
+
+impl Principal {
+    /// Whether the caller holds `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+
+    /// The scopes, space-separated (as in a token's `scope` claim).
+    pub fn scope_header(&self) -> String {
+        self.scopes.join(" ")
+    }
+}
+
+/// Verifies credentials. Cheap to clone: clones share the key cache.
+#[derive(Clone)]
+pub struct Authenticator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    issuer: String,
+    audience: String,
+    max_token_bytes: usize,
+    /// One per allowed algorithm, built once (see [`jwt::validation`]).
+    validations: [(Algorithm, Validation); 3],
+    jwks: Arc<jwks::Jwks>,
+    api_keys: api_key::ApiKeys,
+}
+
+impl fmt::Debug for Authenticator {
+    // Names and counts only: no key, hash or token ever reaches a log through `{:?}`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("issuer", &self.inner.issuer)
+            .field("audience", &self.inner.audience)
+            .field("jwks", &self.inner.jwks)
+            .field("api_keys", &self.inner.api_keys)
+            .finish()
+    }
+}
+
+// === impl Authenticator ===
+
+impl Authenticator {
+    /// Validates `config` and prepares the verifier. No I/O: keys are fetched on the first
+    /// token.
+    pub fn new(config: &AuthConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let uri = config.jwks_uri()?;
+        let leeway = config.leeway.as_secs();
+        let validation =
+            |alg| (alg, jwt::validation(alg, &config.issuer, &config.audience, leeway));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                issuer: config.issuer.clone(),
+                audience: config.audience.clone(),
+                max_token_bytes: config.max_token_bytes,
+                validations: [
+                    validation(Algorithm::ES256),
+                    validation(Algorithm::ES384),
+                    validation(Algorithm::RS256),
+                ],
+                jwks: Arc::new(jwks::Jwks::new(config, uri)),
+                api_keys: api_key::ApiKeys::new(&config.api_keys),
+            }),
+        })
+    }
+
+    /// The caller of a request: `Authorization: Bearer <jwt>` or `X-Api-Key: <key>`, or
+    /// `Ok(None)` when it sends neither. Ambiguous credentials (both, or one header twice) and
+    /// other `Authorization` schemes are an [`AuthError::InvalidRequest`].
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Principal>, AuthError> {
+        let authorization = single(headers, &header::AUTHORIZATION)?;
+        let api_key = single(headers, &API_KEY_HEADER)?;
+        match (authorization, api_key) {
+            (None, None) => Ok(None),
+            (Some(_), Some(_)) => {
+                Err(AuthError::InvalidRequest("send either a bearer token or an API key, not both"))
+            }
+            (Some(value), None) => {
+                let value = value.to_str().map_err(|_| {
+                    AuthError::InvalidRequest("the Authorization header is not text")
+                })?;
+                let token = bearer_token(value)?;
+                self.verify_token(token).await.map(Some)
+            }
+            (None, Some(value)) => {
+                // A key that is not text matches no configured key; it is not a request error.
+                let key = value.to_str().map_err(|_| AuthError::ApiKey)?;
+                if key.is_empty() {
+                    return Err(AuthError::InvalidRequest("the X-Api-Key header is empty"));
+                }
+                self.verify_api_key(key).map(Some)
+            }
+        }
+    }
+
+    /// Verifies a bearer JWT: size, header, key (fetched if need be), algorithm, signature,
+    /// then `exp`, `nbf`, `iss`, `aud` and `sub`.
+    pub async fn verify_token(&self, token: &str) -> Result<Principal, AuthError> {
+        let inner = &self.inner;
+        let header = jwt::parse_header(token, inner.max_token_bytes)?;
+        let set = inner.jwks.find(&header.kid).await?;
+        let key = set.get(&header.kid).ok_or(AuthError::UnknownKey)?;
+        // Pinned: the key decides the algorithm, the token only gets to agree.
+        if key.algorithm != header.alg {
+            return Err(AuthError::Algorithm);
+        }
+        let validation = inner
+            .validations
+            .iter()
+            .find(|(alg, _)| *alg == key.algorithm)
+            .map(|(_, validation)| validation)
+            .ok_or(AuthError::Algorithm)?;
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation)
+            .map_err(|e| jwt::classify(&e))?;
+        jwt::principal(&data.claims, &inner.issuer)
+    }
+
+    /// Verifies a partner API key against the configured hashes.
+    pub fn verify_api_key(&self, key: &str) -> Result<Principal, AuthError> {
+        self.inner.api_keys.verify(key)
+    }
+
+    /// Waits for a background JWKS refresh to finish (tests only: they never sleep).
+    #[cfg(test)]
+    pub(crate) async fn settle(&self) {
+        self.inner.jwks.settle().await;
+    }
+}
+
+/// The one value of `name`, or an error if the header is repeated: two tokens (or two keys)
+/// would leave it open which one was checked.
+fn single<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+) -> Result<Option<&'a http::HeaderValue>, AuthError> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(AuthError::InvalidRequest("a credential header is repeated"));
+    }
+    Ok(first)
+}
+
+/// The token of an `Authorization: Bearer <token>` value (the scheme is case-insensitive,
+/// RFC 9110 §11.1).
+fn bearer_token(value: &str) -> Result<&str, AuthError> {
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::InvalidRequest("the Authorization scheme must be Bearer"));
+    }
+    let token = token.trim_matches(' ');
+    if token.is_empty() {
+        return Err(AuthError::InvalidRequest("the bearer token is missing"));
+    }
+    Ok(token)
+}
