@@ -4,12 +4,19 @@
 //! One Prometheus recorder is installed per process, the first time a gateway is built; the
 //! gateways of `portico up` share it and tell their series apart by the `gateway` label.
 
-use std::sync::OnceLock;
+use std::{net::SocketAddr, sync::OnceLock};
 
-use axum::{http::header, response::IntoResponse};
+use axum::{
+    extract::{ConnectInfo, Request},
+    http::header,
+    response::{IntoResponse, Response},
+};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::access::{Access, Routes};
+use crate::{
+    access::{Access, Routes},
+    error::EdgeError,
+};
 
 /// Requests refused by authentication or authorisation, by gateway and reason.
 pub const AUTH_FAILURES: &str = "portico_auth_failures_total";
@@ -39,15 +46,24 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-/// The `/metrics` route. Public on the gateway's port, as the demo needs it; a deployment that
-/// must hide it filters it at its ingress or scrapes through the network policy.
+/// The `/metrics` route. It shares the client-facing port, so it answers loopback peers only
+/// (a scraper on the same host or in the same pod); to anyone else it does not exist (404), and
+/// partners — who must authenticate everywhere else — learn nothing from it.
 pub fn routes() -> Routes {
     // Install now, so series recorded before the first scrape are kept.
     let _ = handle();
-    Routes::new().get("/metrics", Access::public(), || async {
-        let body = handle().map(PrometheusHandle::render).unwrap_or_default();
-        ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
-    })
+    Routes::new().get("/metrics", Access::public(), render)
+}
+
+async fn render(request: Request) -> Response {
+    // No peer address means an in-process call (tests, `oneshot`), never a network client:
+    // the server always records the peer.
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>();
+    if peer.is_some_and(|ConnectInfo(peer)| !peer.ip().to_canonical().is_loopback()) {
+        return EdgeError::no_route().into_response();
+    }
+    let body = handle().map(PrometheusHandle::render).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
 /// Counts one request refused by auth.

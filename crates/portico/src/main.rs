@@ -72,6 +72,8 @@ fn key(args: cli::KeyArgs) -> Result<(), portico::Error> {
     let (key, entry) = portico::credentials::new_api_key(&id, &partner, &plan, &scopes);
     let mut out = std::io::stdout().lock();
     writeln!(out, "{key}")?;
+    // The key first, then the advice: flushed so a terminal shows them in that order.
+    out.flush()?;
     eprintln!(
         "\n# Give the key above to {partner} once; add this to the partner gateway's config:\n"
     );

@@ -217,6 +217,20 @@ async fn auth_failures_are_counted_by_reason_at_metrics() {
     assert!(!text.contains("not-a-jwt"));
 }
 
+#[tokio::test]
+async fn metrics_answer_loopback_scrapers_only() {
+    let f = fixture("t-metrics-peer").await;
+    let from = |ip: [u8; 4]| {
+        let mut request = request("/metrics", &[]);
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((ip, 40000))));
+        request
+    };
+    assert_eq!(call(f.app.clone(), from([127, 0, 0, 1])).await.status, StatusCode::OK);
+    call(f.app.clone(), from([203, 0, 113, 7])).await.assert_problem(404, "no_route");
+}
+
 #[test]
 fn a_route_that_needs_callers_needs_an_auth_section() {
     let toml = gateway_toml(&[("catalog", "http://127.0.0.1:9")], &[]);
