@@ -326,6 +326,26 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
+/// The verified caller's subject as an id, for extractors of handlers that copy it into
+/// upstream URLs (a customer id, a partner id). The caller must be of `kind` — a second line
+/// behind the route's rule, should a route be declared too loosely — and the subject must pass
+/// [`params::id`](crate::params::id) like any id copied upstream. Anything else is 403: the
+/// credential was valid, but it names nobody this handler may serve.
+pub async fn subject_id<S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+    kind: PrincipalKind,
+) -> Result<String, Response> {
+    let Caller(principal) = Caller::from_request_parts(parts, state).await?;
+    if principal.kind != kind {
+        return Err(Denied::Forbidden(None).into_response());
+    }
+    crate::params::id("subject", &principal.subject).map(str::to_owned).map_err(|_| {
+        tracing::warn!(?kind, "a verified credential names a subject that is not an id");
+        Denied::Forbidden(None).into_response()
+    })
+}
+
 /// The caller if there is one, for public routes that tailor answers to a signed-in user.
 #[derive(Clone, Debug)]
 pub struct MaybeCaller(pub Option<Arc<Principal>>);

@@ -2,16 +2,8 @@
 //! credentials (a bearer token). Handlers take a [`Partner`] and never read credentials
 //! themselves; nothing the client sends besides its credentials can name a partner.
 
-use axum::{
-    extract::FromRequestParts,
-    http::request::Parts,
-    response::{IntoResponse, Response},
-};
-use portico_edge::{
-    access::{Caller, Denied},
-    auth::PrincipalKind,
-    params,
-};
+use axum::{extract::FromRequestParts, http::request::Parts, response::Response};
+use portico_edge::{access, auth::PrincipalKind};
 
 /// The calling partner, e.g. `acme`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,21 +23,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Partner {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Caller(principal) = Caller::from_request_parts(parts, state).await?;
-        // Every partner route admits partners only; this keeps a shopper's token out even if a
-        // route were declared more loosely by mistake.
-        if principal.kind != PrincipalKind::Partner {
-            return Err(Denied::Forbidden(None).into_response());
-        }
-        // The id ends up in the orders service's customer id: same rules as any id we copy. The
-        // configured partners all pass; a token naming anything else is not served.
-        match params::id("partner", &principal.subject) {
-            Ok(id) => Ok(Self(id.to_owned())),
-            Err(_) => {
-                tracing::warn!("a partner credential names a partner that is not an id");
-                Err(Denied::Forbidden(None).into_response())
-            }
-        }
+        // Partners only; the id ends up in the orders service's customer id, so it must be an id.
+        access::subject_id(parts, state, PrincipalKind::Partner).await.map(Self)
     }
 }
 
