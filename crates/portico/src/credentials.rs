@@ -23,15 +23,9 @@ pub async fn user_token(
     audience: &str,
 ) -> Result<String, crate::Error> {
     let url = format!("{}/token", identity.trim_end_matches('/'));
-    let response = reqwest::Client::new()
-        .post(&url)
-        .json(&json!({"subject": user, "audience": audience}))
-        .send()
-        .await
-        .map_err(|e| {
-            format!("cannot reach the identity service at {url}: {e} (is `portico up` running?)")
-        })?;
-    access_token(response).await
+    let request =
+        reqwest::Client::new().post(&url).json(&json!({"subject": user, "audience": audience}));
+    access_token(request, &url).await
 }
 
 /// A partner's client-credentials token from `POST {identity}/oauth/token`. Without `secret`,
@@ -56,20 +50,19 @@ pub async fn partner_token(
         form.push(("scope", scope));
     }
     let body = serde_urlencoded::to_string(&form)?;
-    let response = reqwest::Client::new()
+    let request = reqwest::Client::new()
         .post(&url)
         .basic_auth(partner, Some(secret))
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| {
-            format!("cannot reach the identity service at {url}: {e} (is `portico up` running?)")
-        })?;
-    access_token(response).await
+        .body(body);
+    access_token(request, &url).await
 }
 
-async fn access_token(response: reqwest::Response) -> Result<String, crate::Error> {
+/// Sends a token request to `url` and takes the `access_token` from the answer.
+async fn access_token(request: reqwest::RequestBuilder, url: &str) -> Result<String, crate::Error> {
+    let response = request.send().await.map_err(|e| {
+        format!("cannot reach the identity service at {url}: {e} (is `portico up` running?)")
+    })?;
     let status = response.status();
     let body: Value = response.json().await.unwrap_or(Value::Null);
     if !status.is_success() {

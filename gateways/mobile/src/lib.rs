@@ -24,10 +24,7 @@ use portico_edge::{
     upstream::{GrpcUpstream, HttpUpstream},
 };
 use tower_http::compression::CompressionLayer;
-use utoipa::{
-    Modify, OpenApi,
-    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
-};
+use utoipa::{Modify, OpenApi};
 
 /// The name this gateway's configuration and logs use.
 pub const NAME: &str = "mobile";
@@ -56,17 +53,10 @@ struct SecuritySchemes;
 
 impl Modify for SecuritySchemes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let bearer = HttpBuilder::new()
-            .scheme(HttpAuthScheme::Bearer)
-            .bearer_format("JWT")
-            .description(Some(
-                "A user token for the audience `mobile` from the identity service (`POST /token`)",
-            ))
-            .build();
-        openapi
-            .components
-            .get_or_insert_with(Default::default)
-            .add_security_scheme("bearer", SecurityScheme::Http(bearer));
+        portico_edge::openapi::add_bearer_scheme(
+            openapi,
+            "A user token for the audience `mobile` from the identity service (`POST /token`)",
+        );
     }
 }
 

@@ -26,10 +26,7 @@ use portico_edge::{
     stack,
     upstream::{GrpcUpstream, HttpUpstream},
 };
-use utoipa::{
-    Modify, OpenApi,
-    openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
-};
+use utoipa::{Modify, OpenApi};
 
 /// The name this gateway's configuration and logs use.
 pub const NAME: &str = "partner";
@@ -69,21 +66,15 @@ struct SecuritySchemes;
 
 impl Modify for SecuritySchemes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let api_key = ApiKey::Header(ApiKeyValue::with_description(
-            "X-Api-Key",
+        portico_edge::openapi::add_api_key_scheme(
+            openapi,
             "A partner API key, issued by us with the partner's scopes",
-        ));
-        let bearer = HttpBuilder::new()
-            .scheme(HttpAuthScheme::Bearer)
-            .bearer_format("JWT")
-            .description(Some(
-                "A client-credentials token for the audience `partner` from the identity \
+        );
+        portico_edge::openapi::add_bearer_scheme(
+            openapi,
+            "A client-credentials token for the audience `partner` from the identity \
 service (`POST /oauth/token`)",
-            ))
-            .build();
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("api_key", SecurityScheme::ApiKey(api_key));
-        components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
+        );
     }
 }
 

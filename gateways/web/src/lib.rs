@@ -26,10 +26,7 @@ use portico_edge::{
     stack,
     upstream::{GrpcUpstream, HttpUpstream},
 };
-use utoipa::{
-    Modify, OpenApi,
-    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
-};
+use utoipa::{Modify, OpenApi};
 
 /// The name this gateway's configuration and logs use.
 pub const NAME: &str = "web";
@@ -60,17 +57,10 @@ struct SecuritySchemes;
 
 impl Modify for SecuritySchemes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let bearer = HttpBuilder::new()
-            .scheme(HttpAuthScheme::Bearer)
-            .bearer_format("JWT")
-            .description(Some(
-                "A user token for the audience `web` from the identity service (`POST /token`)",
-            ))
-            .build();
-        openapi
-            .components
-            .get_or_insert_with(Default::default)
-            .add_security_scheme("bearer", SecurityScheme::Http(bearer));
+        portico_edge::openapi::add_bearer_scheme(
+            openapi,
+            "A user token for the audience `web` from the identity service (`POST /token`)",
+        );
     }
 }
 
