@@ -79,7 +79,7 @@ fn small_gateway() -> Router {
         .get("/v1/cart", Access::public(), || async {
             Composed::new(json!({"items": []}), Degraded::default())
         });
-    stack::gateway("bench", routes, &config, &upstreams).expect("a valid gateway")
+    stack::gateway("bench", routes, &config, &upstreams).expect("a valid gateway").into_router()
 }
 
 fn routing(c: &mut Criterion) {
@@ -272,7 +272,9 @@ fn passthrough(c: &mut Criterion) {
         );
         let config = GatewayConfig::from_toml(&toml).expect("a valid config");
         let upstreams = Upstreams::from_config(&config).expect("valid upstreams");
-        let app = stack::gateway("bench", Routes::new(), &config, &upstreams).expect("a valid gateway");
+        let app = stack::gateway("bench", Routes::new(), &config, &upstreams)
+            .expect("a valid gateway")
+            .into_router();
         (backend, app)
     });
     assert_eq!(

@@ -9,7 +9,8 @@
 //! - [`upstream`] — named HTTP and gRPC upstreams with pooled connections and call deadlines.
 //! - [`compose`] — parallel fan-out with required and optional parts, degraded responses.
 //! - [`error`] — one error type that knows its source, rendered as RFC 7807 problem+json.
-//! - [`proxy`] — declarative pass-through routes with streaming bodies.
+//! - [`proxy`] — declarative pass-through routes with streaming bodies; [`relay`] — their
+//!   HTTP/1.1 fast path, byte for byte over pooled upstream connections.
 //! - [`request_id`], [`limits`], [`rescue`] — the shared layers, assembled by [`stack`].
 //! - [`fields`] — sparse fieldsets (`?fields=`); [`params`] — checks on ids copied upstream.
 //! - [`health`], [`server`] — probes, and serving with timeouts and graceful shutdown.
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod params;
 pub mod proxy;
+pub mod relay;
 pub mod request_id;
 pub mod rescue;
 pub mod server;

@@ -43,8 +43,7 @@ pub fn routes(config: &GatewayConfig, upstreams: &Upstreams) -> Result<Routes, C
             rewrite: route.rewrite.clone(),
             prefix: prefix.clone(),
         });
-        let exact = if prefix.is_empty() { "/".to_owned() } else { prefix.clone() };
-        let below = format!("{prefix}/{{*rest}}");
+        let [exact, below] = patterns(&prefix);
         let access = route.access.as_deref().and_then(|a| Access::from_config(a, &route.scopes));
         match access {
             Some(access) => {
@@ -73,36 +72,44 @@ struct Target {
     timeout: Duration,
 }
 
-// === impl Target ===
+/// The router patterns of a pass-through route with `prefix` (no trailing slash): the prefix
+/// itself and everything below it.
+pub(crate) fn patterns(prefix: &str) -> [String; 2] {
+    let exact = if prefix.is_empty() { "/".to_owned() } else { prefix.to_owned() };
+    [exact, format!("{prefix}/{{*rest}}")]
+}
 
-impl Target {
-    /// Appends the upstream path and query for an incoming URI to `out` (the endpoint's base
-    /// URL), so the whole upstream URL is built in one allocation per request.
-    fn push_upstream_path(&self, out: &mut String, uri: &http::Uri) {
-        let path = uri.path();
-        let start = out.len();
-        match &self.rewrite {
-            None => out.push_str(path),
-            Some(rewrite) => {
-                let rest = path.strip_prefix(self.prefix.as_str()).unwrap_or(path);
-                out.push_str(rewrite);
-                match (rewrite.ends_with('/'), rest.starts_with('/')) {
-                    (true, true) => out.push_str(&rest[1..]),
-                    (false, false) if !rest.is_empty() => {
-                        out.push('/');
-                        out.push_str(rest);
-                    }
-                    _ => out.push_str(rest),
+/// Appends the upstream path and query for an incoming `path` and `query` to `out`: the
+/// route's `prefix` replaced by `rewrite`, or the path unchanged without one.
+pub(crate) fn push_upstream_path(
+    out: &mut Vec<u8>,
+    prefix: &str,
+    rewrite: Option<&str>,
+    path: &str,
+    query: Option<&str>,
+) {
+    let start = out.len();
+    match rewrite {
+        None => out.extend_from_slice(path.as_bytes()),
+        Some(rewrite) => {
+            let rest = path.strip_prefix(prefix).unwrap_or(path);
+            out.extend_from_slice(rewrite.as_bytes());
+            match (rewrite.ends_with('/'), rest.starts_with('/')) {
+                (true, true) => out.extend_from_slice(&rest.as_bytes()[1..]),
+                (false, false) if !rest.is_empty() => {
+                    out.push(b'/');
+                    out.extend_from_slice(rest.as_bytes());
                 }
+                _ => out.extend_from_slice(rest.as_bytes()),
             }
         }
-        if out.len() == start {
-            out.push('/');
-        }
-        if let Some(query) = uri.query() {
-            out.push('?');
-            out.push_str(query);
-        }
+    }
+    if out.len() == start {
+        out.push(b'/');
+    }
+    if let Some(query) = query {
+        out.push(b'?');
+        out.extend_from_slice(query.as_bytes());
     }
 }
 
@@ -118,9 +125,10 @@ async fn forward_inner(target: &Target, request: Request) -> Result<Response, Ed
     let (parts, body) = request.into_parts();
     let name = target.upstream.name();
     let endpoint = target.upstream.pick_endpoint();
-    let mut url = String::with_capacity(endpoint.len() + parts.uri.path().len() + 64);
-    url.push_str(endpoint);
-    target.push_upstream_path(&mut url, &parts.uri);
+    let mut url = Vec::with_capacity(endpoint.len() + parts.uri.path().len() + 64);
+    url.extend_from_slice(endpoint.as_bytes());
+    let uri = &parts.uri;
+    push_upstream_path(&mut url, &target.prefix, target.rewrite.as_deref(), uri.path(), uri.query());
 
     let mut headers = parts.headers;
     let host = headers.remove(header::HOST);
@@ -135,8 +143,8 @@ async fn forward_inner(target: &Target, request: Request) -> Result<Response, Ed
         }
     }
 
-    let uri: http::Uri =
-        url.parse().map_err(|_| EdgeError::bad_request("the path cannot be forwarded"))?;
+    let uri = http::Uri::from_maybe_shared(bytes::Bytes::from(url))
+        .map_err(|_| EdgeError::bad_request("the path cannot be forwarded"))?;
     let mut request = http::Request::new(body);
     *request.method_mut() = parts.method;
     *request.uri_mut() = uri;

@@ -115,15 +115,20 @@ pub async fn within(
 ) -> Response {
     let started = Instant::now();
     let mut response = CURRENT.scope(id.clone(), serve).instrument(span.clone()).await;
+    served(&span, response.status().as_u16(), started);
+    response.headers_mut().insert(HEADER_NAME.clone(), id.0);
+    response
+}
+
+/// Writes the access-log line of a request answered with `status`, inside its span.
+pub(crate) fn served(span: &tracing::Span, status: u16, started: Instant) {
     span.in_scope(|| {
         tracing::info!(
-            status = response.status().as_u16(),
+            status,
             elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             "served"
         );
     });
-    response.headers_mut().insert(HEADER_NAME.clone(), id.0);
-    response
 }
 
 #[cfg(test)]

@@ -5,32 +5,46 @@
 //! This is hyper-util's connection builder rather than `axum::serve`, because `axum::serve`
 //! has no header-read timeout and hyper only enforces one when a timer is set.
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::{Router, extract::ConnectInfo};
+use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto::Builder, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
-use tokio::net::TcpListener;
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, watch},
+};
 use tower::ServiceExt;
+
+use crate::{relay::Ended, stack::Gateway};
 
 /// How long shutdown waits for in-flight requests before it gives up on them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and drains.
+/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting and drains.
+///
+/// With a [`Relay`](crate::relay::Relay) (a gateway with pass-through routes), each connection
+/// goes to the relay first, which hands it to the general server when it needs one.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    app: impl Into<Gateway>,
     header_read_timeout: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
+    let app: Gateway = app.into();
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
     builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
+    // Relay connections drain on their own: each holds a sender, and the drain waits until
+    // every one has been dropped.
+    let (stop, stopping) = watch::channel(false);
+    let (in_flight, mut drained) = mpsc::channel::<()>(1);
     let mut shutdown = std::pin::pin!(shutdown);
 
     loop {
@@ -48,25 +62,51 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
+        let router = app.router();
         let service = TowerToHyperService::new(tower::service_fn(
             move |mut request: http::Request<Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
                 router.clone().oneshot(request)
             },
         ));
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, error = %error, "connection closed with an error");
+        match app.relay() {
+            None => {
+                let connection =
+                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let connection = graceful.watch(connection.into_owned());
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%peer, error = %error, "connection closed with an error");
+                    }
+                });
             }
-        });
+            Some(relay) => {
+                let (relay, builder, watcher) = (relay.clone(), builder.clone(), graceful.watcher());
+                let (stopping, in_flight) = (stopping.clone(), in_flight.clone());
+                tokio::spawn(async move {
+                    let _in_flight = in_flight;
+                    let Ended::HandOff(stream) = relay.serve_connection(stream, peer, stopping).await
+                    else {
+                        return;
+                    };
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    if let Err(error) = watcher.watch(connection.into_owned()).await {
+                        tracing::debug!(%peer, error = %error, "connection closed with an error");
+                    }
+                });
+            }
+        }
     }
 
     drop(listener);
+    let _ = stop.send(true);
+    drop(in_flight);
+    let drain = async {
+        tokio::join!(graceful.shutdown(), drained.recv());
+    };
     tokio::select! {
-        () = graceful.shutdown() => tracing::debug!("drained"),
+        () = drain => tracing::debug!("drained"),
         () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out"),
     }
 }
@@ -80,18 +120,19 @@ pub async fn serve(
 /// Returns once every worker has drained after `shutdown` turned `true`. A worker that cannot
 /// start (its app fails to build, its port is taken) fails the whole call. It blocks, and binds
 /// through Tokio, so call it from `tokio::task::spawn_blocking`.
-pub fn serve_workers<F, E>(
+pub fn serve_workers<F, A, E>(
     addr: SocketAddr,
     workers: usize,
     make_app: F,
     header_read_timeout: Duration,
-    shutdown: &tokio::sync::watch::Receiver<bool>,
+    shutdown: &watch::Receiver<bool>,
 ) -> std::io::Result<()>
 where
-    F: Fn() -> Result<Router, E> + Send + Sync + 'static,
+    F: Fn() -> Result<A, E> + Send + Sync + 'static,
+    A: Into<Gateway>,
     E: std::fmt::Display,
 {
-    let make_app = std::sync::Arc::new(make_app);
+    let make_app = Arc::new(make_app);
     // Bind every listener before serving on any, so a taken port fails start-up as a whole.
     // Port 0 means "any free port": the first listener picks it and the others share it.
     let first = reuseport_listener(addr)?;
@@ -153,9 +194,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use axum::routing::get;
+    use axum::{Router, routing::get};
     use tokio::{
         io::{AsyncReadExt, AsyncWriteExt},
         net::TcpStream,
@@ -207,7 +246,7 @@ mod tests {
     async fn workers_share_one_port_and_stop_together() {
         // Find a free port, then let two workers share it through SO_REUSEPORT.
         let addr = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (stop, stopped) = watch::channel(false);
         let workers = tokio::task::spawn_blocking(move || {
             serve_workers(
                 addr,
@@ -238,7 +277,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_worker_whose_app_fails_to_build_fails_the_start() {
-        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        let (_stop, stopped) = watch::channel(false);
         let result = tokio::task::spawn_blocking(move || {
             serve_workers(
                 "127.0.0.1:0".parse().unwrap(),

@@ -13,6 +13,8 @@
 
 use std::sync::Arc;
 
+use http::HeaderMap;
+
 use axum::{
     Router,
     extract::{DefaultBodyLimit, MatchedPath, Request, State},
@@ -21,17 +23,60 @@ use axum::{
 };
 
 use crate::{
-    access::{self, AccessTable, Denied, Lookup, Routes},
+    access::{self, Access, AccessTable, Denied, Lookup, Routes},
     auth::{Authenticator, Principal},
     config::{ConfigError, GatewayConfig, Limits},
     error::EdgeError,
-    health, limits, metrics, proxy, request_id, rescue,
+    health, limits, metrics, proxy,
+    relay::Relay,
+    request_id, rescue,
     upstream::Upstreams,
 };
 
-/// A gateway's whole router: `routes` (its composed endpoints), the config's pass-through
-/// routes, the health routes and `/metrics`, with a problem+json 404 for everything else,
-/// inside the shared edge layers. `name` labels the gateway's metrics.
+/// A built gateway: its router, and the [`Relay`] that serves its pass-through routes to
+/// HTTP/1.1 clients without going through the router (the server hands the relay every
+/// connection first). Both run the same edge steps.
+#[derive(Clone, Debug)]
+pub struct Gateway {
+    router: Router,
+    relay: Option<Arc<Relay>>,
+}
+
+// === impl Gateway ===
+
+impl Gateway {
+    /// The router, which serves every route (the relay is only a faster way to some of them).
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// The router alone, for tests that call it as a service.
+    pub fn into_router(self) -> Router {
+        self.router
+    }
+
+    /// Wraps the router, say in a layer that must see every response. The relay stands down,
+    /// since it would bypass what `wrap` adds: every request then goes through the router.
+    #[must_use]
+    pub fn wrap(self, wrap: impl FnOnce(Router) -> Router) -> Self {
+        Self { router: wrap(self.router), relay: None }
+    }
+
+    pub(crate) fn relay(&self) -> Option<&Arc<Relay>> {
+        self.relay.as_ref()
+    }
+}
+
+impl From<Router> for Gateway {
+    /// A router served as it is, with no relay.
+    fn from(router: Router) -> Self {
+        Self { router, relay: None }
+    }
+}
+
+/// A gateway: `routes` (its composed endpoints), the config's pass-through routes, the health
+/// routes and `/metrics`, with a problem+json 404 for everything else, inside the shared edge
+/// layers; and the relay of its pass-through routes. `name` labels the gateway's metrics.
 ///
 /// Fails when a route needs a caller but the config has no `[auth]` to find one.
 pub fn gateway(
@@ -39,7 +84,7 @@ pub fn gateway(
     routes: Routes,
     config: &GatewayConfig,
     upstreams: &Upstreams,
-) -> Result<Router, ConfigError> {
+) -> Result<Gateway, ConfigError> {
     let (router, table) = routes
         .merge(proxy::routes(config, upstreams)?)
         .merge(health::routes(upstreams.clone()))
@@ -55,8 +100,9 @@ pub fn gateway(
         });
     }
     let router = router.fallback(|| async { EdgeError::no_route() });
+    let relay = Relay::new(name, config, &table, authenticator.clone())?.map(Arc::new);
     let edge = Edge { name, limits: config.limits.clone(), table, authenticator };
-    Ok(edge_layers(router, edge))
+    Ok(Gateway { router: edge_layers(router, edge), relay })
 }
 
 /// What the edge layer needs per request.
@@ -120,20 +166,8 @@ impl Edge {
                 // The router answers these (405, 404) without running a handler.
                 Lookup::OtherMethod | Lookup::NoRoute => return Ok(None),
             };
-        let principal = match &self.authenticator {
-            None => None,
-            Some(authenticator) => match authenticator.authenticate(request.headers()).await {
-                Ok(principal) => principal.map(Arc::new),
-                Err(error) => {
-                    metrics::auth_failure(self.name, error.reason());
-                    tracing::info!(reason = error.reason(), "credentials refused");
-                    return Err(error.into_response());
-                }
-            },
-        };
-        if let Err(denied) = rule.check(principal.as_deref()) {
-            return Err(self.refuse(denied));
-        }
+        let principal =
+            authorize(self.name, self.authenticator.as_ref(), rule, request.headers()).await?;
         if let Some(principal) = &principal {
             request.extensions_mut().insert(principal.clone());
         }
@@ -141,8 +175,38 @@ impl Edge {
     }
 
     fn refuse(&self, denied: Denied) -> Response {
-        metrics::auth_failure(self.name, denied.reason());
-        tracing::info!(reason = denied.reason(), "request refused");
-        denied.into_response()
+        refuse(self.name, denied)
     }
+}
+
+/// Verifies the credentials in `headers` (if the gateway has `[auth]`) and checks the caller
+/// against `rule`; a refusal is counted and logged, and comes back as the response to send.
+pub(crate) async fn authorize(
+    gateway: &'static str,
+    authenticator: Option<&Authenticator>,
+    rule: &Access,
+    headers: &HeaderMap,
+) -> Result<Option<Arc<Principal>>, Response> {
+    let principal = match authenticator {
+        None => None,
+        Some(authenticator) => match authenticator.authenticate(headers).await {
+            Ok(principal) => principal.map(Arc::new),
+            Err(error) => {
+                metrics::auth_failure(gateway, error.reason());
+                tracing::info!(reason = error.reason(), "credentials refused");
+                return Err(error.into_response());
+            }
+        },
+    };
+    if let Err(denied) = rule.check(principal.as_deref()) {
+        return Err(refuse(gateway, denied));
+    }
+    Ok(principal)
+}
+
+/// Counts and logs a refusal, and renders it.
+pub(crate) fn refuse(gateway: &'static str, denied: Denied) -> Response {
+    metrics::auth_failure(gateway, denied.reason());
+    tracing::info!(reason = denied.reason(), "request refused");
+    denied.into_response()
 }

@@ -2,9 +2,8 @@
 
 use std::{future::Future, net::SocketAddr};
 
-use axum::Router;
 pub use portico_edge::GatewayConfig;
-use portico_edge::{ConfigError, server};
+use portico_edge::{ConfigError, server, stack};
 
 /// One of the three client-tailored gateways.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -31,7 +30,7 @@ impl Gateway {
     }
 
     /// Its router, built from `config`.
-    pub fn app(self, config: &GatewayConfig) -> Result<Router, ConfigError> {
+    pub fn app(self, config: &GatewayConfig) -> Result<stack::Gateway, ConfigError> {
         match self {
             Self::Mobile => portico_mobile::app(config),
             Self::Web => portico_web::app(config),
@@ -89,13 +88,14 @@ pub async fn start(
 
 /// Binds `config.listen.public` and serves `app` on it until `shutdown` resolves.
 pub async fn spawn_server(
-    app: Router,
+    app: impl Into<stack::Gateway>,
     config: &GatewayConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), crate::Error> {
     let listener = server::bind(config.listen.public).await?;
     let addr = listener.local_addr()?;
     let header_read_timeout = config.limits.header_read_timeout;
+    let app = app.into();
     Ok((addr, tokio::spawn(server::serve(listener, app, header_read_timeout, shutdown))))
 }
 
@@ -117,7 +117,7 @@ pub fn proxy_config(
 
 /// A single pass-through gateway to one backend: the declarative-route path with the shared
 /// edge layers, and nothing else (but `/healthz` and `/readyz`).
-pub fn proxy_app(config: &GatewayConfig) -> Result<Router, ConfigError> {
+pub fn proxy_app(config: &GatewayConfig) -> Result<stack::Gateway, ConfigError> {
     let upstreams = portico_edge::Upstreams::from_config(config)?;
-    portico_edge::stack::gateway("proxy", portico_edge::access::Routes::new(), config, &upstreams)
+    stack::gateway("proxy", portico_edge::access::Routes::new(), config, &upstreams)
 }

@@ -37,7 +37,7 @@ async fn run_workers<F, E>(
     make_app: F,
 ) -> Result<(), Error>
 where
-    F: Fn(&GatewayConfig) -> Result<axum::Router, E> + Send + Sync + 'static,
+    F: Fn(&GatewayConfig) -> Result<portico_edge::stack::Gateway, E> + Send + Sync + 'static,
     E: std::fmt::Display,
 {
     let workers = workers

@@ -16,7 +16,6 @@ mod view;
 
 use std::sync::Arc;
 
-use axum::Router;
 use portico_edge::{
     ConfigError, GatewayConfig, Upstreams,
     access::{Access, Routes},
@@ -74,7 +73,7 @@ struct AppState {
 }
 
 /// The mobile gateway: its routes inside the shared edge stack, compressed.
-pub fn app(config: &GatewayConfig) -> Result<Router, ConfigError> {
+pub fn app(config: &GatewayConfig) -> Result<stack::Gateway, ConfigError> {
     let upstreams = Upstreams::from_config(config)?;
     let state = Arc::new(AppState {
         catalog: upstreams.require_http("catalog")?,
@@ -88,10 +87,11 @@ pub fn app(config: &GatewayConfig) -> Result<Router, ConfigError> {
         .get("/v1/products/{id}", Access::public(), routes::product::product)
         .with_state(state)
         .merge(portico_edge::openapi::routes(&ApiDoc::openapi()));
-    let router = stack::gateway(NAME, routes, config, &upstreams)?;
+    let gateway = stack::gateway(NAME, routes, config, &upstreams)?;
     // Outermost, so every body — composed, passed through or a problem — is compressed when the
-    // client accepts it; on mobile networks bytes are the cost that matters.
-    Ok(router.layer(CompressionLayer::new()))
+    // client accepts it; on mobile networks bytes are the cost that matters. (So any
+    // pass-through route goes through the router, not the relay.)
+    Ok(gateway.wrap(|router| router.layer(CompressionLayer::new())))
 }
 
 #[cfg(test)]

@@ -85,7 +85,7 @@ impl Backends {
             &[("inventory", &self.inventory)],
         );
         toml.push_str(&self.identity.auth_toml("mobile", false));
-        crate::app(&GatewayConfig::from_toml(&toml).unwrap()).unwrap()
+        crate::app(&GatewayConfig::from_toml(&toml).unwrap()).unwrap().into_router()
     }
 
     /// `GET uri` with `token` as the bearer token.

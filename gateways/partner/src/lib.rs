@@ -19,7 +19,6 @@ mod view;
 
 use std::sync::Arc;
 
-use axum::Router;
 use portico_edge::{
     ConfigError, GatewayConfig, Upstreams,
     access::{Access, Routes},
@@ -92,7 +91,7 @@ struct AppState {
 }
 
 /// The partner gateway: its routes inside the shared edge stack.
-pub fn app(config: &GatewayConfig) -> Result<Router, ConfigError> {
+pub fn app(config: &GatewayConfig) -> Result<stack::Gateway, ConfigError> {
     let upstreams = Upstreams::from_config(config)?;
     let state = Arc::new(AppState {
         catalog: upstreams.require_http("catalog")?,

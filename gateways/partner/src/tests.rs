@@ -190,7 +190,7 @@ impl Backends {
             &[("inventory", &self.inventory)],
         );
         toml.push_str(&self.identity.auth_toml("partner", true));
-        crate::app(&GatewayConfig::from_toml(&toml).unwrap()).unwrap()
+        crate::app(&GatewayConfig::from_toml(&toml).unwrap()).unwrap().into_router()
     }
 
     /// `GET` as acme, with its current API key.

@@ -191,7 +191,7 @@ impl Backends {
             .collect();
         let mut toml = gateway_toml(&http, &[("inventory", &self.urls["inventory"])]);
         toml.push_str(&self.identity.auth_toml("web", false));
-        crate::app(&GatewayConfig::from_toml(&toml).unwrap()).unwrap()
+        crate::app(&GatewayConfig::from_toml(&toml).unwrap()).unwrap().into_router()
     }
 
     /// `GET uri` with extra request headers.

@@ -101,7 +101,7 @@ async fn fixture(name: &'static str) -> Fixture {
         Routes::new().get("/orders", Access::user().scope("orders:read"), |c: Caller| async move {
             Json(json!({ "subject": c.0.subject }))
         });
-    let app = stack::gateway(name, routes, &config, &upstreams).unwrap();
+    let app = stack::gateway(name, routes, &config, &upstreams).unwrap().into_router();
     Fixture { identity, _backend: backend, app }
 }
 

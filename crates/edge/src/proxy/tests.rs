@@ -55,7 +55,7 @@ fn app(upstream_url: &str, rewrite: Option<&str>, extra: &str) -> Router {
     ))
     .unwrap();
     let upstreams = Upstreams::from_config(&config).unwrap();
-    stack::gateway("test", Routes::new(), &config, &upstreams).unwrap()
+    stack::gateway("test", Routes::new(), &config, &upstreams).unwrap().into_router()
 }
 
 #[tokio::test]

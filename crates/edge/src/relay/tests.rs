@@ -1,0 +1,315 @@
+//! The relay over real sockets: a gateway served on loopback, real backends behind it.
+
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
+
+use axum::{
+    Json, Router,
+    body::Body,
+    extract::{ConnectInfo, Request},
+    routing::any,
+};
+use portico_testkit::{hanging_server, refused_url};
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+use crate::{GatewayConfig, Upstreams, access::Routes, server, stack};
+
+/// A backend that echoes what it received, and the port of the connection it came on.
+async fn echo_backend() -> String {
+    async fn echo(ConnectInfo(peer): ConnectInfo<SocketAddr>, request: Request) -> Json<Value> {
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        let headers: serde_json::Map<_, _> = parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or_default())))
+            .collect();
+        Json(json!({
+            "method": parts.method.as_str(),
+            "path": parts.uri.path(),
+            "query": parts.uri.query(),
+            "headers": headers,
+            "body_len": body.len(),
+            "peer_port": peer.port(),
+        }))
+    }
+    start_backend(Router::new().fallback(any(echo))).await
+}
+
+async fn start_backend(router: Router) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });
+    format!("http://{addr}")
+}
+
+/// Serves a gateway whose one pass-through route is `route` (TOML lines) to `upstream`.
+async fn gateway(upstream: &str, route: &str) -> SocketAddr {
+    let config = GatewayConfig::from_toml(&format!(
+        r#"
+        [limits]
+        max_body_bytes = 1000
+        [upstreams.catalog]
+        endpoints = ["{upstream}"]
+        timeout = "300ms"
+        [[routes]]
+        upstream = "catalog"
+        {route}
+        "#
+    ))
+    .unwrap();
+    let upstreams = Upstreams::from_config(&config).unwrap();
+    let app = stack::gateway("relay-test", Routes::new(), &config, &upstreams).unwrap();
+    assert!(app.relay().is_some(), "the gateway has a relay");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(server::serve(listener, app, Duration::from_secs(5), std::future::pending()));
+    addr
+}
+
+const CATALOG: &str = "path = \"/api/catalog\"\nrewrite = \"/\"\naccess = \"public\"";
+
+/// One response read off a raw connection: status, headers (lowercase names), body.
+struct Answer {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// Reads one response with a `Content-Length` body (or none, for `head`) from `stream`,
+/// leaving what follows it in `buf`.
+async fn read_answer(stream: &mut TcpStream, buf: &mut Vec<u8>, head: bool) -> Answer {
+    let read = async {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut response = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(len) = response.parse(buf).unwrap() {
+                let headers: HashMap<String, String> = response
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned())
+                    })
+                    .collect();
+                let body_len: usize = if head {
+                    0
+                } else {
+                    headers.get("content-length").map_or(0, |v| v.parse().unwrap())
+                };
+                if buf.len() >= len + body_len {
+                    let status = response.code.unwrap();
+                    let body = buf[len..len + body_len].to_vec();
+                    buf.drain(..len + body_len);
+                    return Answer { status, headers, body };
+                }
+            }
+            assert!(stream.read_buf(buf).await.unwrap() > 0, "closed before a whole response");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read).await.expect("an answer in time")
+}
+
+#[tokio::test]
+async fn a_request_is_relayed_with_the_edge_headers_and_nothing_forged() {
+    let backend = echo_backend().await;
+    let addr = gateway(&backend, CATALOG).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /api/catalog/items?page=2 HTTP/1.1\r\nHost: shop.example\r\n\
+              X-Forwarded-For: 6.6.6.6\r\nX-Portico-Subject: admin\r\nX-Api-Key: secret\r\n\
+              Connection: X-Hop\r\nX-Hop: 1\r\nX-Request-Id: abc-123\r\nAccept: */*\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let answer = read_answer(&mut stream, &mut buf, false).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.headers["x-request-id"], "abc-123");
+    let echo = answer.json();
+    assert_eq!(echo["path"], "/items");
+    assert_eq!(echo["query"], "page=2");
+    let headers = &echo["headers"];
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1", "the real peer, not the claimed one");
+    assert_eq!(headers["x-forwarded-host"], "shop.example");
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    assert_eq!(headers["x-request-id"], "abc-123");
+    assert_eq!(headers["accept"], "*/*");
+    assert_eq!(headers["host"], backend.trim_start_matches("http://"));
+    for dropped in ["x-portico-subject", "x-api-key", "x-hop", "connection"] {
+        assert!(headers.get(dropped).is_none(), "{dropped} reached the backend");
+    }
+}
+
+#[tokio::test]
+async fn client_and_upstream_connections_are_kept_alive_and_pipelining_keeps_order() {
+    let backend = echo_backend().await;
+    let addr = gateway(&backend, CATALOG).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    // Three requests in one write: answered in order, over one upstream connection.
+    stream
+        .write_all(
+            b"GET /api/catalog/a HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /api/catalog/b HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /api/catalog/c HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut ports = Vec::new();
+    for path in ["/a", "/b", "/c"] {
+        let echo = read_answer(&mut stream, &mut buf, false).await.json();
+        assert_eq!(echo["path"], path);
+        ports.push(echo["peer_port"].as_u64().unwrap());
+    }
+    assert!(ports.iter().all(|p| *p == ports[0]), "one upstream connection: {ports:?}");
+}
+
+#[tokio::test]
+async fn request_bodies_are_relayed_and_oversized_ones_refused() {
+    let backend = echo_backend().await;
+    let addr = gateway(&backend, CATALOG).await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/api/catalog/upload");
+    let small = client.post(&url).body(vec![b'x'; 900]).send().await.unwrap();
+    let echo: Value = small.json().await.unwrap();
+    assert_eq!((echo["method"].as_str(), echo["body_len"].as_u64()), (Some("POST"), Some(900)));
+
+    let large = client.post(&url).body(vec![b'x'; 1001]).send().await.unwrap();
+    assert_eq!(large.status(), 413);
+    assert_eq!(large.headers()["content-type"], "application/problem+json");
+
+    // A chunked request body is the general server's: relayed all the same.
+    let chunks = futures::stream::iter([Ok::<_, std::io::Error>("abc"), Ok("defg")]);
+    let streamed = client.put(&url).body(reqwest::Body::wrap_stream(chunks)).send().await.unwrap();
+    let echo: Value = streamed.json().await.unwrap();
+    assert_eq!((echo["method"].as_str(), echo["body_len"].as_u64()), (Some("PUT"), Some(7)));
+}
+
+#[tokio::test]
+async fn chunked_and_empty_responses_keep_the_connection_usable() {
+    let backend = start_backend(Router::new().fallback(any(|request: Request| async move {
+        if request.uri().path() == "/stream" {
+            let parts = ["one ", "two ", "three"].map(|p| Ok::<_, std::io::Error>(p.to_owned()));
+            axum::response::Response::new(Body::from_stream(futures::stream::iter(parts)))
+        } else {
+            axum::response::Response::new(Body::from("0123456789"))
+        }
+    })))
+    .await;
+    let addr = gateway(&backend, CATALOG).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /api/catalog/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // The chunked body arrives as the backend framed it; read it to its last chunk.
+    let mut buf = Vec::new();
+    let read_chunked = async {
+        loop {
+            stream.read_buf(&mut buf).await.unwrap();
+            if buf.windows(5).any(|w| w == b"0\r\n\r\n") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read_chunked).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(text.contains("transfer-encoding: chunked"), "{text}");
+    assert!(text.contains("one ") && text.contains("three"), "{text}");
+    buf.clear();
+
+    // HEAD: the length is told, no body is sent, and the next answer is not confused.
+    stream
+        .write_all(
+            b"HEAD /api/catalog/x HTTP/1.1\r\nHost: x\r\n\r\nGET /api/catalog/x HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let head = read_answer(&mut stream, &mut buf, true).await;
+    assert_eq!((head.status, head.headers["content-length"].as_str()), (200, "10"));
+    let get = read_answer(&mut stream, &mut buf, false).await;
+    assert_eq!(get.body, b"0123456789");
+}
+
+#[tokio::test]
+async fn an_upstream_that_closed_its_idle_connection_is_not_an_error() {
+    // A backend that answers each connection once, without announcing the close.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0_u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+            // Dropped here: the close reaches the gateway's idle pool.
+        }
+    });
+    let addr = gateway(&backend, CATALOG).await;
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let answer = client.get(format!("http://{addr}/api/catalog/x")).send().await.unwrap();
+        assert_eq!(answer.status(), 200);
+        assert_eq!(answer.text().await.unwrap(), "ok");
+    }
+}
+
+#[tokio::test]
+async fn a_dead_or_slow_upstream_gets_a_problem_within_the_deadline() {
+    let addr = gateway(&refused_url().await, CATALOG).await;
+    let answer = reqwest::get(format!("http://{addr}/api/catalog/x")).await.unwrap();
+    assert_eq!(answer.status(), 502);
+    assert_eq!(answer.headers()["content-type"], "application/problem+json");
+    let problem: Value = answer.json().await.unwrap();
+    assert_eq!(problem["code"], "upstream_unavailable");
+
+    let hanging = hanging_server().await;
+    let addr = gateway(&hanging.url(), CATALOG).await;
+    let started = std::time::Instant::now();
+    let answer = reqwest::get(format!("http://{addr}/api/catalog/x")).await.unwrap();
+    let waited = started.elapsed();
+    assert_eq!(answer.status(), 504);
+    // The route's 300 ms deadline: not before it, and well before anything else would end it.
+    assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(3), "{waited:?}");
+}
+
+#[tokio::test]
+async fn routes_of_the_router_and_undeclared_routes_are_not_relayed_as_open() {
+    let backend = echo_backend().await;
+    // Everything under `/` passes through, but `/healthz` is the gateway's own.
+    let addr = gateway(&backend, "path = \"/\"\naccess = \"public\"").await;
+    let health = reqwest::get(format!("http://{addr}/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(health.text().await.unwrap().to_lowercase().contains("ok"));
+    let echo: Value = reqwest::get(format!("http://{addr}/x")).await.unwrap().json().await.unwrap();
+    assert_eq!(echo["path"], "/x");
+
+    // A route that declares no access admits nobody.
+    let addr = gateway(&backend, "path = \"/api/catalog\"").await;
+    let answer = reqwest::get(format!("http://{addr}/api/catalog/x")).await.unwrap();
+    assert_eq!(answer.status(), 403);
+    assert_eq!(answer.headers()["content-type"], "application/problem+json");
+}
+
+#[tokio::test]
+async fn http2_clients_are_served_by_the_general_server() {
+    let backend = echo_backend().await;
+    let addr = gateway(&backend, CATALOG).await;
+    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let answer = client.get(format!("http://{addr}/api/catalog/h2")).send().await.unwrap();
+    assert_eq!(answer.version(), reqwest::Version::HTTP_2);
+    let echo: Value = answer.json().await.unwrap();
+    assert_eq!(echo["path"], "/h2");
+}
