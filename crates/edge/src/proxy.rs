@@ -128,7 +128,13 @@ async fn forward_inner(target: &Target, request: Request) -> Result<Response, Ed
     let mut url = Vec::with_capacity(endpoint.len() + parts.uri.path().len() + 64);
     url.extend_from_slice(endpoint.as_bytes());
     let uri = &parts.uri;
-    push_upstream_path(&mut url, &target.prefix, target.rewrite.as_deref(), uri.path(), uri.query());
+    push_upstream_path(
+        &mut url,
+        &target.prefix,
+        target.rewrite.as_deref(),
+        uri.path(),
+        uri.query(),
+    );
 
     let mut headers = parts.headers;
     let host = headers.remove(header::HOST);

@@ -146,11 +146,7 @@ impl Relay {
         peer: SocketAddr,
         mut stop: watch::Receiver<bool>,
     ) -> Ended {
-        let mut client = Client {
-            stream,
-            buf: Vec::new(),
-            forwarded_for: peer.ip().to_string(),
-        };
+        let mut client = Client { stream, buf: Vec::new(), forwarded_for: peer.ip().to_string() };
         loop {
             if client.buf.is_empty() {
                 // Idle: hold no buffer, so an idle connection costs almost nothing.
@@ -199,8 +195,7 @@ impl Relay {
                     }
                     client.buf.reserve(4096);
                     // A client that never finishes its head is disconnected (slowloris).
-                    match timeout_at(head_deadline, client.stream.read_buf(&mut client.buf)).await
-                    {
+                    match timeout_at(head_deadline, client.stream.read_buf(&mut client.buf)).await {
                         Ok(Ok(n)) if n > 0 => {}
                         _ => return Next::Close,
                     }
@@ -235,7 +230,11 @@ impl Relay {
                     .with_detail("the request has too many header fields"),
                 );
             }
-            Err(_) => return Prepare::Reject(EdgeError::bad_request("the request is not valid HTTP/1.1")),
+            Err(_) => {
+                return Prepare::Reject(EdgeError::bad_request(
+                    "the request is not valid HTTP/1.1",
+                ));
+            }
         };
         let (Some(method), Some(target), Some(1)) = (parsed.method, parsed.path, parsed.version)
         else {
@@ -308,13 +307,7 @@ impl Relay {
         let mut head = Vec::with_capacity(head_len + 256);
         head.extend_from_slice(method.as_str().as_bytes());
         head.push(b' ');
-        proxy::push_upstream_path(
-            &mut head,
-            &route.prefix,
-            route.rewrite.as_deref(),
-            path,
-            query,
-        );
+        proxy::push_upstream_path(&mut head, &route.prefix, route.rewrite.as_deref(), path, query);
         head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
         head.extend_from_slice(endpoint.authority().as_bytes());
         head.extend_from_slice(b"\r\n");
@@ -341,6 +334,7 @@ impl Relay {
             body_len,
             close,
             is_head: method == Method::HEAD,
+            method,
             credentials,
             id,
             span,
@@ -348,10 +342,26 @@ impl Relay {
     }
 
     /// Admits and relays one prepared request; returns the status sent and what comes next.
-    async fn relay(&self, client: &mut Client, request: Prepared<'_>, started: Instant) -> (u16, Next) {
-        let Prepared { head_len, route, endpoint, mut head, body_len, is_head, credentials, id, .. } =
-            request;
+    async fn relay(
+        &self,
+        client: &mut Client,
+        request: Prepared<'_>,
+        started: Instant,
+    ) -> (u16, Next) {
+        let Prepared {
+            head_len,
+            route,
+            endpoint,
+            mut head,
+            body_len,
+            is_head,
+            method,
+            credentials,
+            id,
+            ..
+        } = request;
         let upstream = &route.upstream;
+        let idempotent = method.is_idempotent();
         // A body the client still has to send is unread when we answer early: close then.
         let early_close = body_len > 0;
         if body_len > self.limits.max_body_bytes {
@@ -362,7 +372,8 @@ impl Relay {
         let principal = match rule {
             None => Err(stack::refuse(self.gateway, Denied::Forbidden(None))),
             Some(rule) => {
-                stack::authorize(self.gateway, self.authenticator.as_ref(), rule, &credentials).await
+                stack::authorize(self.gateway, self.authenticator.as_ref(), rule, &credentials)
+                    .await
             }
         };
         let principal: Option<Arc<Principal>> = match principal {
@@ -379,9 +390,8 @@ impl Relay {
         }
         head.extend_from_slice(b"\r\n");
         // The body bytes already read go out with the head, in one write.
-        let in_buf = usize::try_from(body_len)
-            .unwrap_or(usize::MAX)
-            .min(client.buf.len() - head_len);
+        let in_buf =
+            usize::try_from(body_len).unwrap_or(usize::MAX).min(client.buf.len() - head_len);
         head.extend_from_slice(&client.buf[head_len..head_len + in_buf]);
         client.buf.drain(..head_len + in_buf);
         let body_rest = body_len - in_buf as u64;
@@ -389,7 +399,7 @@ impl Relay {
         let deadline = (started + self.limits.request_timeout).min(Instant::now() + route.timeout);
         let exchange = timeout_at(
             deadline,
-            exchange(upstream, endpoint, &head, body_rest, client, is_head),
+            exchange(upstream, endpoint, &head, body_rest, client, is_head, idempotent),
         )
         .await;
         let response = match exchange {
@@ -449,7 +459,8 @@ fn forwarded(name: &str, listed: &[&[u8]]) -> bool {
 }
 
 fn starts_with_ignore_case(name: &str, prefix: &str) -> bool {
-    name.len() >= prefix.len() && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    name.len() >= prefix.len()
+        && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }
 
 fn push_header(head: &mut Vec<u8>, name: &str, value: &[u8]) {
@@ -489,6 +500,7 @@ struct Prepared<'a> {
     body_len: u64,
     close: bool,
     is_head: bool,
+    method: Method,
     credentials: HeaderMap,
     id: request_id::RequestId,
     span: tracing::Span,
@@ -515,7 +527,8 @@ enum Failure {
 
 /// Sends the request (head and body) upstream and reads the response head. A reused
 /// connection that the upstream closed in the meantime is replaced by a new one, once, when
-/// nothing of the request needs to be re-read from the client.
+/// the request is idempotent (the upstream may have acted on it) and nothing of it needs to
+/// be re-read from the client.
 async fn exchange(
     upstream: &pool::Upstream,
     endpoint: &pool::Endpoint,
@@ -523,12 +536,15 @@ async fn exchange(
     body_rest: u64,
     client: &mut Client,
     is_head: bool,
+    idempotent: bool,
 ) -> Result<UpstreamResponse, Failure> {
     if let Some(stream) = upstream.reuse(endpoint) {
         match send(stream, head, body_rest, client, is_head).await {
             Ok(response) => return Ok(response),
-            Err(Attempt::Stale(_)) if body_rest == 0 => {}
-            Err(Attempt::Stale(error) | Attempt::Failed(error)) => return Err(Failure::Upstream(error)),
+            Err(Attempt::Stale(_)) if body_rest == 0 && idempotent => {}
+            Err(Attempt::Stale(error) | Attempt::Failed(error)) => {
+                return Err(Failure::Upstream(error));
+            }
             Err(Attempt::Client) => return Err(Failure::Client),
         }
     }
@@ -569,12 +585,18 @@ async fn send(
     }
     let mut buf = Vec::with_capacity(8192);
     loop {
-        let n = stream.read_buf(&mut buf).await.map_err(|e| {
-            if buf.is_empty() { Attempt::Stale(e) } else { Attempt::Failed(e) }
-        })?;
+        let n = stream
+            .read_buf(&mut buf)
+            .await
+            .map_err(|e| if buf.is_empty() { Attempt::Stale(e) } else { Attempt::Failed(e) })?;
         if n == 0 {
-            let error = io::Error::new(io::ErrorKind::UnexpectedEof, "closed before the response head");
-            return Err(if buf.is_empty() { Attempt::Stale(error) } else { Attempt::Failed(error) });
+            let error =
+                io::Error::new(io::ErrorKind::UnexpectedEof, "closed before the response head");
+            return Err(if buf.is_empty() {
+                Attempt::Stale(error)
+            } else {
+                Attempt::Failed(error)
+            });
         }
         match parse_response(&buf, is_head) {
             Ok(Some((consumed, parsed))) => {
@@ -720,10 +742,7 @@ async fn forward_response(
             rest.reserve(BODY_CHUNK);
         }
         let read = timeout(read_timeout, stream.read_buf(&mut rest)).await;
-        let n = match read {
-            Ok(Ok(n)) => n,
-            _ => return Next::Close,
-        };
+        let Ok(Ok(n)) = read else { return Next::Close };
         if n == 0 {
             return Next::Close;
         }
@@ -831,7 +850,11 @@ impl AsyncRead for Prefixed {
 }
 
 impl AsyncWrite for Prefixed {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
 

@@ -81,11 +81,13 @@ pub async fn serve(
                 });
             }
             Some(relay) => {
-                let (relay, builder, watcher) = (relay.clone(), builder.clone(), graceful.watcher());
+                let (relay, builder, watcher) =
+                    (relay.clone(), builder.clone(), graceful.watcher());
                 let (stopping, in_flight) = (stopping.clone(), in_flight.clone());
                 tokio::spawn(async move {
                     let _in_flight = in_flight;
-                    let Ended::HandOff(stream) = relay.serve_connection(stream, peer, stopping).await
+                    let Ended::HandOff(stream) =
+                        relay.serve_connection(stream, peer, stopping).await
                     else {
                         return;
                     };

@@ -204,7 +204,8 @@ mod tests {
 
     #[test]
     fn a_chunked_body_ends_after_the_last_chunk_and_trailers() {
-        let body = b"5\r\nhello\r\n1a;name=value\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-sum: 1\r\n\r\n";
+        let body =
+            b"5\r\nhello\r\n1a;name=value\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-sum: 1\r\n\r\n";
         let mut stream = body.to_vec();
         stream.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
         assert_eq!(follow(&[&stream]), Ok((body.len(), true)));
@@ -230,11 +231,11 @@ mod tests {
     #[test]
     fn malformed_framing_is_refused() {
         for bad in [
-            &b"\r\n"[..],                // no size
-            b"g\r\n",                    // not hex
-            b"4\r\nwikiX\r\n",           // data longer than its size
-            b"4\nwiki\r\n",              // bare LF
-            b"11111111111111111\r\n",    // 17 hex digits overflow
+            &b"\r\n"[..],             // no size
+            b"g\r\n",                 // not hex
+            b"4\r\nwikiX\r\n",        // data longer than its size
+            b"4\nwiki\r\n",           // bare LF
+            b"11111111111111111\r\n", // 17 hex digits overflow
             b"-1\r\n",
         ] {
             assert_eq!(follow(&[bad]), Err(Malformed), "{:?}", String::from_utf8_lossy(bad));

@@ -209,10 +209,7 @@ async fn chunked_and_empty_responses_keep_the_connection_usable() {
     .await;
     let addr = gateway(&backend, CATALOG).await;
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET /api/catalog/stream HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    stream.write_all(b"GET /api/catalog/stream HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     // The chunked body arrives as the backend framed it; read it to its last chunk.
     let mut buf = Vec::new();
     let read_chunked = async {
