@@ -174,33 +174,26 @@ impl Relay {
         let started = Instant::now();
         let head_deadline = started + self.limits.header_read_timeout;
         let request = loop {
-            match self.prepare(client) {
+            let rejected = match self.prepare(client) {
                 Prepare::Ready(request) => break request,
                 Prepare::HandOff => return Next::HandOff,
-                Prepare::Reject(error) => {
-                    let id = request_id::RequestId::generate();
-                    let _ = respond(&mut client.stream, error.into_response(), &id, true).await;
-                    return Next::Close;
+                Prepare::Reject(error) => error,
+                Prepare::Partial if client.buf.len() >= MAX_HEAD => {
+                    head_too_large("the request head is larger than the gateway accepts")
                 }
                 Prepare::Partial => {
-                    if client.buf.len() >= MAX_HEAD {
-                        let error = EdgeError::from_status(
-                            http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                            "header_too_large",
-                        )
-                        .with_detail("the request head is larger than the gateway accepts");
-                        let id = request_id::RequestId::generate();
-                        let _ = respond(&mut client.stream, error.into_response(), &id, true).await;
-                        return Next::Close;
-                    }
                     client.buf.reserve(4096);
                     // A client that never finishes its head is disconnected (slowloris).
                     match timeout_at(head_deadline, client.stream.read_buf(&mut client.buf)).await {
                         Ok(Ok(n)) if n > 0 => {}
                         _ => return Next::Close,
                     }
+                    continue;
                 }
-            }
+            };
+            let id = request_id::RequestId::generate();
+            let _ = respond(&mut client.stream, rejected.into_response(), &id, true).await;
+            return Next::Close;
         };
         let span = request.span.clone();
         let close = request.close;
@@ -222,13 +215,7 @@ impl Relay {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => return Prepare::Partial,
             Err(httparse::Error::TooManyHeaders) => {
-                return Prepare::Reject(
-                    EdgeError::from_status(
-                        http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                        "header_too_large",
-                    )
-                    .with_detail("the request has too many header fields"),
-                );
+                return Prepare::Reject(head_too_large("the request has too many header fields"));
             }
             Err(_) => {
                 return Prepare::Reject(EdgeError::bad_request(
@@ -299,7 +286,8 @@ impl Relay {
             .and_then(|v| HeaderValue::from_bytes(v).ok())
             .and_then(|v| request_id::RequestId::from_incoming(&v))
             .unwrap_or_else(request_id::RequestId::generate);
-        let method = Method::from_bytes(method.as_bytes()).unwrap_or(Method::GET);
+        // httparse admitted the method as a token, so this only fails on what it never gives.
+        let Ok(method) = Method::from_bytes(method.as_bytes()) else { return Prepare::HandOff };
         let span = tracing::info_span!("request", id = id.as_str(), method = %method, path = path);
 
         // The upstream head, written straight from the client's.
@@ -456,6 +444,12 @@ fn forwarded(name: &str, listed: &[&[u8]]) -> bool {
         || h1::is_hop_by_hop(name)
         || starts_with_ignore_case(name, crate::access::IDENTITY_HEADER_PREFIX)
         || listed.iter().any(|l| l.eq_ignore_ascii_case(name.as_bytes())))
+}
+
+/// 431: a request head over the relay's limits.
+fn head_too_large(detail: &'static str) -> EdgeError {
+    EdgeError::from_status(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "header_too_large")
+        .with_detail(detail)
 }
 
 fn starts_with_ignore_case(name: &str, prefix: &str) -> bool {
