@@ -10,6 +10,10 @@ use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
 
 use serde::Deserialize;
 
+use crate::upstream::policy::{
+    self, Balance, BreakerConfig, HealthCheckConfig, HedgeConfig, OutlierConfig, RetryConfig,
+};
+
 /// A whole gateway's configuration.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -90,6 +94,20 @@ pub struct UpstreamDefaults {
     pub pool_idle_timeout: Duration,
     /// The most idle connections kept per endpoint.
     pub pool_max_idle_per_endpoint: usize,
+    /// How calls are spread over endpoints.
+    pub balance: Balance,
+    /// Calls in flight per upstream (per worker) beyond which new ones are refused with 503.
+    pub max_concurrent: usize,
+    /// Retries and their budget.
+    pub retry: RetryConfig,
+    /// Per-endpoint circuit breakers.
+    pub breaker: BreakerConfig,
+    /// Passive outlier ejection.
+    pub outlier: OutlierConfig,
+    /// Hedged idempotent reads (off unless set).
+    pub hedge: Option<HedgeConfig>,
+    /// Active health checks (off unless set).
+    pub health_check: Option<HealthCheckConfig>,
 }
 
 impl Default for UpstreamDefaults {
@@ -99,6 +117,13 @@ impl Default for UpstreamDefaults {
             connect_timeout: Duration::from_millis(500),
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_endpoint: 256,
+            balance: Balance::default(),
+            max_concurrent: policy::DEFAULT_MAX_CONCURRENT,
+            retry: RetryConfig::default(),
+            breaker: BreakerConfig::default(),
+            outlier: OutlierConfig::default(),
+            hedge: None,
+            health_check: None,
         }
     }
 }
@@ -121,7 +146,7 @@ pub struct UpstreamConfig {
     /// The protocol it speaks.
     #[serde(default)]
     pub protocol: Protocol,
-    /// Base URLs of its instances, e.g. `http://127.0.0.1:7001`; calls rotate over them.
+    /// Base URLs of its instances, e.g. `http://127.0.0.1:7001`; calls are balanced over them.
     pub endpoints: Vec<String>,
     /// Overrides `defaults.upstream.timeout`.
     #[serde(default, with = "humantime_serde")]
@@ -129,6 +154,28 @@ pub struct UpstreamConfig {
     /// Overrides `defaults.upstream.connect_timeout`.
     #[serde(default, with = "humantime_serde")]
     pub connect_timeout: Option<Duration>,
+    /// The tables below inherit from `[defaults.upstream]` key by key (merged when the file is
+    /// read); see there.
+    #[serde(default)]
+    pub balance: Balance,
+    /// See [`UpstreamDefaults::max_concurrent`].
+    #[serde(default = "policy::default_max_concurrent")]
+    pub max_concurrent: usize,
+    /// See [`UpstreamDefaults::retry`].
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// See [`UpstreamDefaults::breaker`].
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+    /// See [`UpstreamDefaults::outlier`].
+    #[serde(default)]
+    pub outlier: OutlierConfig,
+    /// See [`UpstreamDefaults::hedge`].
+    #[serde(default)]
+    pub hedge: Option<HedgeConfig>,
+    /// See [`UpstreamDefaults::health_check`].
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
 }
 
 /// A declarative pass-through route: requests under `path` go to `upstream` unchanged but for
@@ -154,6 +201,38 @@ pub struct RouteConfig {
     /// Scopes the caller must all hold (implies an authenticated caller).
     #[serde(default)]
     pub scopes: Vec<String>,
+}
+
+/// Merges `[defaults.upstream]`'s inherited keys into every `[upstreams.*]` table: a key the
+/// upstream sets wins, and a table (`retry`, `breaker`, …) is merged one key at a time.
+fn inherit_defaults(document: &mut toml::Table) {
+    let Some(defaults) = document
+        .get("defaults")
+        .and_then(|d| d.get("upstream"))
+        .and_then(toml::Value::as_table)
+        .cloned()
+    else {
+        return;
+    };
+    let Some(upstreams) = document.get_mut("upstreams").and_then(toml::Value::as_table_mut) else {
+        return;
+    };
+    for upstream in upstreams.iter_mut().filter_map(|(_, u)| u.as_table_mut()) {
+        for key in policy::INHERITED {
+            let Some(default) = defaults.get(key) else { continue };
+            match (upstream.get_mut(key), default) {
+                (None, _) => {
+                    upstream.insert(key.to_owned(), default.clone());
+                }
+                (Some(toml::Value::Table(own)), toml::Value::Table(default)) => {
+                    for (k, v) in default {
+                        own.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
+                }
+                (Some(_), _) => {}
+            }
+        }
+    }
 }
 
 /// An invalid configuration, with the key that is wrong.
@@ -187,9 +266,14 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
 // === impl GatewayConfig ===
 
 impl GatewayConfig {
-    /// Parses and validates a TOML document.
+    /// Parses and validates a TOML document. An upstream's resilience tables are merged key by
+    /// key over `[defaults.upstream]`'s, so an override changes only the keys it names.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text)?;
+        // Parsed as written first: the errors of the typed parse name the key and the line.
+        let _: Self = toml::from_str(text)?;
+        let mut document: toml::Table = text.parse()?;
+        inherit_defaults(&mut document);
+        let config: Self = toml::Value::Table(document).try_into()?;
         config.validate()?;
         Ok(config)
     }
@@ -218,6 +302,16 @@ impl GatewayConfig {
             }
         }
         for (name, upstream) in &self.upstreams {
+            let base = format!("upstreams.{name}");
+            upstream.retry.validate(&format!("{base}.retry"))?;
+            upstream.breaker.validate(&format!("{base}.breaker"))?;
+            upstream.outlier.validate(&format!("{base}.outlier"))?;
+            if let Some(check) = &upstream.health_check {
+                check.validate(&format!("{base}.health_check"))?;
+            }
+            if upstream.max_concurrent == 0 {
+                return Err(invalid(format!("{base}.max_concurrent"), "must be at least 1"));
+            }
             let key = format!("upstreams.{name}.endpoints");
             if upstream.endpoints.is_empty() {
                 return Err(invalid(key, "needs at least one endpoint"));

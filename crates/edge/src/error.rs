@@ -128,6 +128,31 @@ impl EdgeError {
     }
 
     /// 504: an upstream did not answer within its deadline.
+    /// 503: the upstream's concurrency limit is reached; the call was refused without queueing.
+    pub fn upstream_overloaded(upstream: &str) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream_overloaded",
+            "Service unavailable",
+            Source::Upstream,
+        )
+        .with_detail("a backend service is at capacity; try again shortly")
+        .with_upstream(upstream)
+    }
+
+    /// 503: every endpoint of the upstream is failing (circuit breakers open) or none is known;
+    /// the call failed fast without being sent.
+    pub fn upstream_circuit_open(upstream: &str) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream_circuit_open",
+            "Service unavailable",
+            Source::Upstream,
+        )
+        .with_detail("a backend service is failing; try again shortly")
+        .with_upstream(upstream)
+    }
+
     pub fn upstream_timeout(upstream: &str) -> Self {
         Self::new(
             StatusCode::GATEWAY_TIMEOUT,

@@ -48,17 +48,13 @@ pub async fn healthz() -> Json<Health> {
         (status = 503, description = "Some upstream is unreachable", body = crate::error::Problem),
     ))]
 pub async fn readyz(State(upstreams): State<Upstreams>) -> Response {
-    let probes = upstreams
-        .endpoints()
-        .map(|(name, endpoint)| async move { (name, endpoint, probe(endpoint).await) });
+    let endpoints = upstreams.endpoints();
+    let probes = endpoints.iter().map(|(name, urls)| async move {
+        let up = futures::future::join_all(urls.iter().map(|url| probe(url))).await;
+        (name.as_str(), up.into_iter().any(|ok| ok))
+    });
     let results = futures::future::join_all(probes).await;
-    let mut down: Vec<&str> = Vec::new();
-    for (name, _, _) in &results {
-        let up = results.iter().any(|(n, _, ok)| n == name && *ok);
-        if !up && !down.contains(name) {
-            down.push(name);
-        }
-    }
+    let down: Vec<&str> = results.iter().filter(|(_, up)| !up).map(|(name, _)| *name).collect();
     if down.is_empty() {
         return Json(Health { status: "ready" }).into_response();
     }

@@ -6,7 +6,9 @@
 //! - [`auth`], [`access`] — who is calling (JWT/JWKS, API keys) and what each route admits.
 //! - [`metrics`] — the `metrics` facade, served as Prometheus text at `/metrics`.
 //! - [`config`] — the strict TOML model: listeners, limits, upstreams, pass-through routes.
-//! - [`upstream`] — named HTTP and gRPC upstreams with pooled connections and call deadlines.
+//! - [`upstream`] — named HTTP and gRPC upstreams: pooled connections, load balancing,
+//!   circuit breakers, outlier ejection, retries within a budget, hedging, health checks;
+//!   [`deadline`] — the request deadline every upstream call inherits and propagates.
 //! - [`compose`] — parallel fan-out with required and optional parts, degraded responses.
 //! - [`error`] — one error type that knows its source, rendered as RFC 7807 problem+json.
 //! - [`proxy`] — declarative pass-through routes with streaming bodies; [`relay`] — their
@@ -20,6 +22,7 @@ pub mod access;
 pub mod auth;
 pub mod compose;
 pub mod config;
+pub mod deadline;
 pub mod error;
 pub mod fields;
 pub mod health;

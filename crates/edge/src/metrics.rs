@@ -11,7 +11,7 @@ use axum::{
     http::header,
     response::{IntoResponse, Response},
 };
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::{
     access::{Access, Routes},
@@ -21,13 +21,43 @@ use crate::{
 /// Requests refused by authentication or authorisation, by gateway and reason.
 pub const AUTH_FAILURES: &str = "portico_auth_failures_total";
 
+/// Calls (attempts) sent to an upstream, by gateway and upstream.
+pub const UPSTREAM_REQUESTS: &str = "portico_upstream_requests_total";
+/// Failed upstream calls by `kind`: connect, reset, timeout, status_5xx (answers), and the
+/// calls refused without being sent: circuit_open, overloaded, no_endpoint.
+pub const UPSTREAM_ERRORS: &str = "portico_upstream_errors_total";
+/// Upstream attempt latency, from the pick to the response head (or the failure).
+pub const UPSTREAM_DURATION: &str = "portico_upstream_request_duration_seconds";
+/// Retries granted by the retry budget.
+pub const UPSTREAM_RETRIES: &str = "portico_upstream_retries_total";
+/// Hedged second attempts started.
+pub const UPSTREAM_HEDGES: &str = "portico_upstream_hedges_total";
+/// Retries (and hedges) not made because the budget was spent.
+pub const UPSTREAM_BUDGET_EXHAUSTED: &str = "portico_upstream_retry_budget_exhausted_total";
+/// Endpoints currently known (static, or from discovery).
+pub const UPSTREAM_ENDPOINTS: &str = "portico_upstream_endpoints";
+/// Each endpoint's circuit breaker: 0 closed, 1 half-open, 2 open.
+pub const UPSTREAM_BREAKER_STATE: &str = "portico_upstream_breaker_state";
+/// Outlier ejections of each endpoint.
+pub const UPSTREAM_EJECTIONS: &str = "portico_upstream_ejections_total";
+
+/// Latency buckets (seconds) for upstream calls: from sub-millisecond loopback answers to
+/// multi-second timeouts.
+const LATENCY_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
 /// The process's Prometheus handle, installing the recorder on first use. `None` when another
 /// recorder was installed first (an embedding application's): its metrics go there instead.
 pub fn handle() -> Option<&'static PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            // Buckets make the latency a Prometheus histogram (aggregatable across
+            // instances) instead of a per-process summary.
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(UPSTREAM_DURATION.into()), &LATENCY_BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
             let handle = recorder.handle();
             match metrics::set_global_recorder(recorder) {
                 Ok(()) => {
@@ -35,6 +65,7 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                         AUTH_FAILURES,
                         "Requests refused by authentication or authorisation, by reason"
                     );
+                    describe_upstream_metrics();
                     Some(handle)
                 }
                 Err(_) => {
@@ -69,4 +100,21 @@ async fn render(request: Request) -> Response {
 /// Counts one request refused by auth.
 pub fn auth_failure(gateway: &'static str, reason: &'static str) {
     metrics::counter!(AUTH_FAILURES, "gateway" => gateway, "reason" => reason).increment(1);
+}
+
+fn describe_upstream_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(UPSTREAM_REQUESTS, "Calls (attempts) sent to an upstream");
+    describe_counter!(UPSTREAM_ERRORS, "Failed or refused upstream calls, by kind");
+    describe_histogram!(
+        UPSTREAM_DURATION,
+        metrics::Unit::Seconds,
+        "Upstream attempt latency to the response head"
+    );
+    describe_counter!(UPSTREAM_RETRIES, "Retries granted by the retry budget");
+    describe_counter!(UPSTREAM_HEDGES, "Hedged second attempts started");
+    describe_counter!(UPSTREAM_BUDGET_EXHAUSTED, "Retries not made: the retry budget was spent");
+    describe_gauge!(UPSTREAM_ENDPOINTS, "Endpoints known for the upstream");
+    describe_gauge!(UPSTREAM_BREAKER_STATE, "Circuit breaker: 0 closed, 1 half-open, 2 open");
+    describe_counter!(UPSTREAM_EJECTIONS, "Outlier ejections of an endpoint");
 }

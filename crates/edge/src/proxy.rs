@@ -18,8 +18,13 @@ use http::{HeaderMap, HeaderName, HeaderValue, header};
 use crate::{
     access::{self, Access, Routes},
     config::{ConfigError, GatewayConfig},
+    deadline,
     error::EdgeError,
-    upstream::{HttpUpstream, Upstreams},
+    upstream::{
+        HttpUpstream, Upstreams,
+        cluster::{AttemptError, Call, Endpoint},
+        client_error,
+    },
 };
 
 /// Marks a response that came from an upstream verbatim, so the problem normaliser leaves its
@@ -124,17 +129,11 @@ async fn forward_inner(target: &Target, request: Request) -> Result<Response, Ed
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let (parts, body) = request.into_parts();
     let name = target.upstream.name();
-    let endpoint = target.upstream.pick_endpoint();
-    let mut url = Vec::with_capacity(endpoint.len() + parts.uri.path().len() + 64);
-    url.extend_from_slice(endpoint.as_bytes());
     let uri = &parts.uri;
-    push_upstream_path(
-        &mut url,
-        &target.prefix,
-        target.rewrite.as_deref(),
-        uri.path(),
-        uri.query(),
-    );
+    let mut path = Vec::with_capacity(uri.path().len() + 64);
+    push_upstream_path(&mut path, &target.prefix, target.rewrite.as_deref(), uri.path(), uri.query());
+    let path = String::from_utf8(path)
+        .map_err(|_| EdgeError::bad_request("the path cannot be forwarded"))?;
 
     let mut headers = parts.headers;
     let host = headers.remove(header::HOST);
@@ -149,28 +148,51 @@ async fn forward_inner(target: &Target, request: Request) -> Result<Response, Ed
         }
     }
 
-    let uri = http::Uri::from_maybe_shared(bytes::Bytes::from(url))
-        .map_err(|_| EdgeError::bad_request("the path cannot be forwarded"))?;
-    let mut request = http::Request::new(body);
-    *request.method_mut() = parts.method;
-    *request.uri_mut() = uri;
-    *request.headers_mut() = headers;
-
-    let span = tracing::info_span!("upstream", upstream = %name, route = %target.prefix);
-    let sent = tokio::time::timeout(
-        target.timeout,
-        tracing::Instrument::instrument(target.upstream.client().request(request), span),
-    )
-    .await
-    .map_err(|_elapsed| EdgeError::upstream_timeout(name))?;
-    let mut response = sent.map_err(|e| {
-        if is_body_too_large(&e) {
-            EdgeError::from_status(http::StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
-                .with_detail("the request body exceeds the configured limit")
-        } else {
-            EdgeError::upstream_unavailable(name, e)
+    // Only a request without a body can be sent twice: a streamed body is read once.
+    let bodiless = http_body::Body::size_hint(&body).exact() == Some(0);
+    let idempotent = parts.method.is_idempotent() && bodiless;
+    let call = Call {
+        idempotent,
+        read: idempotent && (parts.method == http::Method::GET || parts.method == http::Method::HEAD),
+        key: &path,
+        deadline: deadline::for_call(target.timeout),
+    };
+    let mut body = Some(body);
+    let method = parts.method;
+    let client = target.upstream.client();
+    let attempt = |endpoint: &Arc<Endpoint>, deadline: tokio::time::Instant| {
+        let uri = http::Uri::try_from(format!("{}{path}", endpoint.url()));
+        let mut request = http::Request::new(body.take().unwrap_or_else(Body::empty));
+        *request.method_mut() = method.clone();
+        *request.headers_mut() = headers.clone();
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        request.headers_mut().insert(deadline::HEADER, deadline::header_value(remaining));
+        let sent = uri.map(|uri| {
+            *request.uri_mut() = uri;
+            client.request(request)
+        });
+        async move {
+            let Ok(sent) = sent else {
+                let error = EdgeError::bad_request("the path cannot be forwarded");
+                return Err(AttemptError { failure: None, error });
+            };
+            sent.await.map_err(|e| {
+                if is_body_too_large(&e) {
+                    let error = EdgeError::from_status(
+                        http::StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                    )
+                    .with_detail("the request body exceeds the configured limit");
+                    AttemptError { failure: None, error }
+                } else {
+                    client_error(name, e)
+                }
+            })
         }
-    })?;
+    };
+    let span = tracing::info_span!("upstream", upstream = %name, route = %target.prefix);
+    let mut response =
+        tracing::Instrument::instrument(target.upstream.cluster().call(call, attempt), span).await?;
 
     strip_hop_by_hop(response.headers_mut());
     // Only error responses need the mark (the normaliser looks at nothing else), and inserting

@@ -43,8 +43,14 @@ use crate::{
     access::{Access, AccessTable, Denied},
     auth::{Authenticator, Principal},
     config::{ConfigError, GatewayConfig, Limits},
+    deadline,
     error::EdgeError,
     proxy, request_id, stack,
+    upstream::{
+        Upstreams,
+        cluster::{self, Endpoint},
+        policy::Balance,
+    },
 };
 
 /// How long an idle keep-alive client connection is kept (nginx's `keepalive_timeout`).
@@ -95,21 +101,23 @@ impl Relay {
         gateway: &'static str,
         config: &GatewayConfig,
         table: &AccessTable,
+        upstreams: &Upstreams,
         authenticator: Option<Authenticator>,
     ) -> Result<Option<Self>, ConfigError> {
         if config.routes.is_empty() {
             return Ok(None);
         }
-        let mut upstreams: Vec<Arc<pool::Upstream>> = Vec::new();
+        let mut relayed_upstreams: Vec<Arc<pool::Upstream>> = Vec::new();
         let mut routes = Vec::with_capacity(config.routes.len());
         let mut paths = matchit::Router::new();
         let mut relayed = Vec::new();
         for route in &config.routes {
-            let upstream = match upstreams.iter().find(|u| u.name() == route.upstream) {
+            let upstream = match relayed_upstreams.iter().find(|u| u.name() == route.upstream) {
                 Some(upstream) => upstream.clone(),
                 None => {
-                    let upstream = Arc::new(pool::Upstream::from_config(&route.upstream, config)?);
-                    upstreams.push(upstream.clone());
+                    let upstream =
+                        Arc::new(pool::Upstream::new(&route.upstream, config, upstreams)?);
+                    relayed_upstreams.push(upstream.clone());
                     upstream
                 }
             };
@@ -290,15 +298,14 @@ impl Relay {
         let Ok(method) = Method::from_bytes(method.as_bytes()) else { return Prepare::HandOff };
         let span = tracing::info_span!("request", id = id.as_str(), method = %method, path = path);
 
-        // The upstream head, written straight from the client's.
-        let endpoint = route.upstream.pick();
+        // The upstream head, written straight from the client's. The `Host` line goes in when
+        // the endpoint is picked, after admission.
         let mut head = Vec::with_capacity(head_len + 256);
         head.extend_from_slice(method.as_str().as_bytes());
         head.push(b' ');
         proxy::push_upstream_path(&mut head, &route.prefix, route.rewrite.as_deref(), path, query);
-        head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-        head.extend_from_slice(endpoint.authority().as_bytes());
-        head.extend_from_slice(b"\r\n");
+        head.extend_from_slice(b" HTTP/1.1\r\n");
+        let host_at = head.len();
         for h in parsed.headers.iter() {
             if !forwarded(h.name, &listed) {
                 continue;
@@ -317,7 +324,7 @@ impl Relay {
         Prepare::Ready(Prepared {
             head_len,
             route,
-            endpoint,
+            host_at,
             head,
             body_len,
             close,
@@ -339,7 +346,7 @@ impl Relay {
         let Prepared {
             head_len,
             route,
-            endpoint,
+            host_at,
             mut head,
             body_len,
             is_head,
@@ -373,6 +380,9 @@ impl Relay {
                 push_header(&mut head, name.as_str(), value.as_bytes());
             }
         }
+        let deadline = (started + self.limits.request_timeout).min(Instant::now() + route.timeout);
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        push_header(&mut head, deadline::HEADER, deadline::header_value(remaining).as_bytes());
         if body_len > 0 {
             push_header(&mut head, "content-length", body_len.to_string().as_bytes());
         }
@@ -384,27 +394,88 @@ impl Relay {
         client.buf.drain(..head_len + in_buf);
         let body_rest = body_len - in_buf as u64;
 
-        let deadline = (started + self.limits.request_timeout).min(Instant::now() + route.timeout);
-        let exchange = timeout_at(
-            deadline,
-            exchange(upstream, endpoint, &head, body_rest, client, is_head, idempotent),
-        )
-        .await;
-        let response = match exchange {
-            Ok(Ok(response)) => response,
-            Ok(Err(Failure::Client)) => return (499, Next::Close),
-            Ok(Err(Failure::Upstream(error))) => {
-                tracing::warn!(upstream = upstream.name(), %error, "upstream unavailable");
-                let error = EdgeError::upstream_unavailable(upstream.name(), error);
-                return self.answer(client, error.into_response(), &id, body_rest > 0).await;
-            }
-            Err(_elapsed) => {
-                let error = EdgeError::upstream_timeout(upstream.name());
+        let balancer = upstream.cluster();
+        let _permit = match balancer.admit() {
+            Ok(permit) => permit,
+            Err(error) => {
                 return self.answer(client, error.into_response(), &id, body_rest > 0).await;
             }
         };
+        // Only consistent hashing reads the key; the others should not pay for a copy.
+        let key = if balancer.policy().balance == Balance::ConsistentHash {
+            request_target(&head).to_owned()
+        } else {
+            String::new()
+        };
+        let mut host_len = 0;
+        let mut attempts = 0;
+        let mut previous: Option<Arc<Endpoint>> = None;
+        let (response, claim) = loop {
+            let mut claim = match balancer.pick(&key, previous.as_slice()) {
+                Ok(claim) => claim,
+                Err(refusal) => {
+                    let error = balancer.refused(refusal);
+                    return self.answer(client, error.into_response(), &id, body_rest > 0).await;
+                }
+            };
+            attempts += 1;
+            // The `Host` line names the endpoint this attempt goes to.
+            let authority = claim.endpoint().authority().as_bytes();
+            let line = b"host: ".iter().chain(authority).chain(b"\r\n").copied();
+            head.splice(host_at..host_at + host_len, line);
+            host_len = authority.len() + 8;
+            balancer.sent();
+            let endpoint = claim.endpoint().clone();
+            let exchanged = timeout_at(
+                deadline,
+                exchange(upstream, &endpoint, &head, body_rest, client, is_head, idempotent),
+            )
+            .await;
+            let error = match exchanged {
+                Ok(Ok(response)) => {
+                    let failure =
+                        (response.status >= 500).then_some(cluster::Failure::Status(response.status));
+                    balancer.record(&mut claim, failure);
+                    break (response, claim);
+                }
+                // Not the endpoint's doing: the claim goes back without a verdict.
+                Ok(Err(Failure::Client)) => return (499, Next::Close),
+                Err(_elapsed) => {
+                    balancer.record(&mut claim, Some(cluster::Failure::Timeout));
+                    let error = EdgeError::upstream_timeout(upstream.name());
+                    return self.answer(client, error.into_response(), &id, body_rest > 0).await;
+                }
+                Ok(Err(Failure::Connect(error))) => {
+                    balancer.record(&mut claim, Some(cluster::Failure::Connect));
+                    // Nothing was sent: another endpoint may take it, if the request can be
+                    // replayed from the head alone and the budget and the deadline allow.
+                    let wait = balancer.backoff(attempts);
+                    if idempotent
+                        && body_rest == 0
+                        && attempts < balancer.policy().retry.attempts
+                        && Instant::now() + wait < deadline
+                        && balancer.may_retry()
+                    {
+                        tracing::debug!(upstream = upstream.name(), endpoint = endpoint.authority(), %error, "connect failed; retrying");
+                        previous = Some(endpoint);
+                        drop(claim);
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    error
+                }
+                Ok(Err(Failure::Upstream(error))) => {
+                    balancer.record(&mut claim, Some(cluster::Failure::Reset));
+                    error
+                }
+            };
+            tracing::warn!(upstream = upstream.name(), %error, "upstream unavailable");
+            let error = EdgeError::upstream_unavailable(upstream.name(), error);
+            return self.answer(client, error.into_response(), &id, body_rest > 0).await;
+        };
         let status = response.status;
-        let next = forward_response(upstream, endpoint, response, client, &id, route.timeout).await;
+        let next =
+            forward_response(upstream, claim.endpoint(), response, client, &id, route.timeout).await;
         (status, next)
     }
 
@@ -447,6 +518,14 @@ fn forwarded(name: &str, listed: &[&[u8]]) -> bool {
 }
 
 /// 431: a request head over the relay's limits.
+/// The request target of an upstream head (`GET /x?y HTTP/1.1…` → `/x?y`).
+fn request_target(head: &[u8]) -> &str {
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = line.splitn(3, |&b| b == b' ');
+    let target = parts.nth(1).unwrap_or_default();
+    std::str::from_utf8(target).unwrap_or_default()
+}
+
 fn head_too_large(detail: &'static str) -> EdgeError {
     EdgeError::from_status(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "header_too_large")
         .with_detail(detail)
@@ -488,7 +567,8 @@ enum Prepare<'a> {
 struct Prepared<'a> {
     head_len: usize,
     route: &'a Route,
-    endpoint: &'a pool::Endpoint,
+    /// Where the `Host` line goes in `head`.
+    host_at: usize,
     /// The upstream request head so far: request line and headers, without the final CRLF.
     head: Vec<u8>,
     body_len: u64,
@@ -516,6 +596,8 @@ struct UpstreamResponse {
 enum Failure {
     /// The client went away while its body was being relayed.
     Client,
+    /// No connection could be opened: nothing was sent.
+    Connect(io::Error),
     Upstream(io::Error),
 }
 
@@ -525,7 +607,7 @@ enum Failure {
 /// be re-read from the client.
 async fn exchange(
     upstream: &pool::Upstream,
-    endpoint: &pool::Endpoint,
+    endpoint: &Endpoint,
     head: &[u8],
     body_rest: u64,
     client: &mut Client,
@@ -542,7 +624,7 @@ async fn exchange(
             Err(Attempt::Client) => return Err(Failure::Client),
         }
     }
-    let stream = upstream.connect(endpoint).await.map_err(Failure::Upstream)?;
+    let stream = upstream.connect(endpoint).await.map_err(Failure::Connect)?;
     match send(stream, head, body_rest, client, is_head).await {
         Ok(response) => Ok(response),
         Err(Attempt::Stale(error) | Attempt::Failed(error)) => Err(Failure::Upstream(error)),
@@ -702,7 +784,7 @@ fn itoa3(status: u16) -> [u8; 3] {
 /// upstream connection to its pool when the response ended cleanly.
 async fn forward_response(
     upstream: &pool::Upstream,
-    endpoint: &pool::Endpoint,
+    endpoint: &Endpoint,
     response: UpstreamResponse,
     client: &mut Client,
     id: &request_id::RequestId,

@@ -100,7 +100,7 @@ pub fn gateway(
         });
     }
     let router = router.fallback(|| async { EdgeError::no_route() });
-    let relay = Relay::new(name, config, &table, authenticator.clone())?.map(Arc::new);
+    let relay = Relay::new(name, config, &table, upstreams, authenticator.clone())?.map(Arc::new);
     let edge = Edge { name, limits: config.limits.clone(), table, authenticator };
     Ok(Gateway { router: edge_layers(router, edge), relay })
 }
@@ -140,12 +140,15 @@ async fn layers(State(edge): State<Arc<Edge>>, mut request: Request, next: Next)
             Err(too_large) => return too_large,
         };
         let timeout = edge.limits.request_timeout;
+        // Every upstream call made for this request inherits its deadline.
+        let deadline = tokio::time::Instant::now() + timeout;
         let work = async move {
             match edge.admit(&mut request).await {
                 Ok(principal) => access::within(principal, next.run(request)).await,
                 Err(refused) => refused,
             }
         };
+        let work = crate::deadline::within(deadline, work);
         rescue::normalise(limits::with_deadline(timeout, work).await).await
     };
     request_id::within(id, span, serve).await

@@ -118,6 +118,6 @@ pub fn proxy_config(
 /// A single pass-through gateway to one backend: the declarative-route path with the shared
 /// edge layers, and nothing else (but `/healthz` and `/readyz`).
 pub fn proxy_app(config: &GatewayConfig) -> Result<stack::Gateway, ConfigError> {
-    let upstreams = portico_edge::Upstreams::from_config(config)?;
+    let upstreams = portico_edge::Upstreams::for_gateway("proxy", config)?;
     stack::gateway("proxy", portico_edge::access::Routes::new(), config, &upstreams)
 }

@@ -74,7 +74,7 @@ struct AppState {
 
 /// The mobile gateway: its routes inside the shared edge stack, compressed.
 pub fn app(config: &GatewayConfig) -> Result<stack::Gateway, ConfigError> {
-    let upstreams = Upstreams::from_config(config)?;
+    let upstreams = Upstreams::for_gateway(NAME, config)?;
     let state = Arc::new(AppState {
         catalog: upstreams.require_http("catalog")?,
         reviews: upstreams.require_http("reviews")?,

@@ -92,7 +92,7 @@ struct AppState {
 
 /// The partner gateway: its routes inside the shared edge stack.
 pub fn app(config: &GatewayConfig) -> Result<stack::Gateway, ConfigError> {
-    let upstreams = Upstreams::from_config(config)?;
+    let upstreams = Upstreams::for_gateway(NAME, config)?;
     let state = Arc::new(AppState {
         catalog: upstreams.require_http("catalog")?,
         orders: upstreams.require_http("orders")?,

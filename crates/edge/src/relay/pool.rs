@@ -5,94 +5,58 @@
 //! The pool belongs to one worker (each worker builds its own gateway), so its lock is never
 //! contended; it is a lock only because connection tasks must be `Send`.
 
-use std::{
-    io,
-    sync::{
-        Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::{io, sync::Arc, time::Duration};
 
 use tokio::net::TcpStream;
 
-use crate::config::{ConfigError, GatewayConfig};
+use crate::{
+    config::{ConfigError, GatewayConfig},
+    upstream::{
+        Upstreams,
+        cluster::{Cluster, Endpoint, IdleConnection},
+    },
+};
 
-/// A named upstream as the relay sees it: its endpoints and their pools.
+/// A named upstream as the relay sees it: the cluster shared with every other call to it
+/// (balancing, breakers, ejection, limits) and how its idle connections are kept.
 #[derive(Debug)]
 pub(super) struct Upstream {
-    name: String,
-    endpoints: Vec<Endpoint>,
-    next: AtomicUsize,
-    connect_timeout: Duration,
+    cluster: Arc<Cluster>,
     idle_timeout: Duration,
     max_idle: usize,
-    /// The upstream's call timeout, for routes that set none.
-    timeout: Duration,
-}
-
-/// One endpoint: where it is and its idle connections.
-#[derive(Debug)]
-pub(super) struct Endpoint {
-    /// `host:port`, as written in the `Host` header of every request to it.
-    authority: String,
-    idle: Mutex<Vec<Idle>>,
-}
-
-#[derive(Debug)]
-struct Idle {
-    stream: TcpStream,
-    since: Instant,
 }
 
 // === impl Upstream ===
 
 impl Upstream {
-    /// The upstream `name` of `config` (its endpoints were checked to be `http://` URLs).
-    pub(super) fn from_config(name: &str, config: &GatewayConfig) -> Result<Self, ConfigError> {
-        let upstream = config.upstreams.get(name).ok_or_else(|| ConfigError::Invalid {
+    /// The upstream `name`, sharing the cluster of the gateway's HTTP upstream of that name.
+    pub(super) fn new(
+        name: &str,
+        config: &GatewayConfig,
+        upstreams: &Upstreams,
+    ) -> Result<Self, ConfigError> {
+        let upstream = upstreams.http(name).map_err(|_| ConfigError::Invalid {
             key: "routes".into(),
-            message: format!("no upstream named `{name}`"),
+            message: format!("no http upstream named `{name}`"),
         })?;
-        let endpoints = upstream
-            .endpoints
-            .iter()
-            .map(|url| {
-                let authority = url
-                    .strip_prefix("http://")
-                    .map(|rest| rest.split('/').next().unwrap_or(rest))
-                    .filter(|authority| !authority.is_empty())
-                    .ok_or_else(|| ConfigError::Invalid {
-                        key: format!("upstreams.{name}.endpoints"),
-                        message: format!("`{url}` is not an http:// URL"),
-                    })?;
-                Ok(Endpoint { authority: authority.to_owned(), idle: Mutex::new(Vec::new()) })
-            })
-            .collect::<Result<Vec<_>, ConfigError>>()?;
         let defaults = &config.defaults.upstream;
         Ok(Self {
-            name: name.to_owned(),
-            endpoints,
-            next: AtomicUsize::new(0),
-            connect_timeout: upstream.connect_timeout.unwrap_or(defaults.connect_timeout),
+            cluster: upstream.cluster().clone(),
             idle_timeout: defaults.pool_idle_timeout,
             max_idle: defaults.pool_max_idle_per_endpoint,
-            timeout: config.upstream_timeout(upstream),
         })
     }
 
     pub(super) fn name(&self) -> &str {
-        &self.name
+        self.cluster.name()
+    }
+
+    pub(super) fn cluster(&self) -> &Cluster {
+        &self.cluster
     }
 
     pub(super) fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    /// The endpoint the next request goes to (round robin).
-    pub(super) fn pick(&self) -> &Endpoint {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
-        &self.endpoints[i]
+        self.cluster.policy().timeout
     }
 
     /// An idle connection to `endpoint` that the upstream has not closed, if there is one.
@@ -108,10 +72,10 @@ impl Upstream {
 
     /// A new connection to `endpoint`, within the connect timeout.
     pub(super) async fn connect(&self, endpoint: &Endpoint) -> io::Result<TcpStream> {
-        let stream =
-            tokio::time::timeout(self.connect_timeout, TcpStream::connect(&endpoint.authority))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        let connect_timeout = self.cluster.policy().connect_timeout;
+        let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(endpoint.authority()))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         stream.set_nodelay(true)?;
         Ok(stream)
     }
@@ -120,16 +84,8 @@ impl Upstream {
     pub(super) fn release(&self, endpoint: &Endpoint, stream: TcpStream) {
         let mut idle = endpoint.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if idle.len() < self.max_idle {
-            idle.push(Idle { stream, since: Instant::now() });
+            idle.push(IdleConnection { stream, since: std::time::Instant::now() });
         }
-    }
-}
-
-// === impl Endpoint ===
-
-impl Endpoint {
-    pub(super) fn authority(&self) -> &str {
-        &self.authority
     }
 }
 

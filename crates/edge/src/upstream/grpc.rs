@@ -1,7 +1,8 @@
-//! The gRPC upstream: one lazily connected tonic channel per upstream, the call deadline sent as
-//! `grpc-timeout` and enforced locally, and gRPC statuses mapped to [`EdgeError`]s.
+//! The gRPC upstream: a lazily connected tonic channel per endpoint, chosen per call by the
+//! upstream's cluster (balancing, breakers, retries of idempotent reads), the remaining deadline
+//! sent as `grpc-timeout`, and gRPC statuses mapped to [`EdgeError`]s.
 
-use std::{fmt, future::Future, sync::Arc, time::Duration};
+use std::{fmt, future::Future, sync::Arc};
 
 use tonic::{
     Code, Status,
@@ -9,75 +10,140 @@ use tonic::{
 };
 use tracing::Instrument;
 
+use super::cluster::{self, AttemptError, Call, Classify, Cluster, Failure, Policy};
 use crate::{
     config::{ConfigError, GatewayConfig, UpstreamConfig},
+    deadline,
     error::EdgeError,
     request_id,
 };
 
-/// A named gRPC upstream. Cheap to clone: clones share the channel and its HTTP/2 connections.
+/// A named gRPC upstream. Cheap to clone: clones share the channels and their HTTP/2
+/// connections.
 #[derive(Clone)]
 pub struct GrpcUpstream {
-    name: Arc<str>,
-    endpoints: Arc<[String]>,
-    timeout: Duration,
-    channel: Channel,
+    cluster: Arc<Cluster>,
+}
+
+impl<T> Classify for tonic::Response<T> {
+    fn failure(&self) -> Option<Failure> {
+        None
+    }
 }
 
 // === impl GrpcUpstream ===
 
 impl GrpcUpstream {
     pub(super) fn new(
+        gateway: &'static str,
         name: &str,
         upstream: &UpstreamConfig,
         config: &GatewayConfig,
     ) -> Result<Self, ConfigError> {
-        let connect_timeout =
-            upstream.connect_timeout.unwrap_or(config.defaults.upstream.connect_timeout);
-        let endpoints = upstream
-            .endpoints
-            .iter()
-            .map(|e| {
-                Endpoint::from_shared(e.clone())
-                    .map(|ep| ep.connect_timeout(connect_timeout).tcp_nodelay(true))
-                    .map_err(|err| ConfigError::Invalid {
-                        key: format!("upstreams.{name}.endpoints"),
-                        message: format!("`{e}`: {err}"),
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        // A single endpoint gets a plain lazy channel; several share a balanced one.
-        let channel = match endpoints.as_slice() {
-            [one] => one.connect_lazy(),
-            _ => Channel::balance_list(endpoints.into_iter()),
-        };
-        Ok(Self {
-            name: name.into(),
-            endpoints: upstream.endpoints.clone().into(),
-            timeout: config.upstream_timeout(upstream),
-            channel,
-        })
+        for e in &upstream.endpoints {
+            Endpoint::from_shared(e.clone()).map_err(|err| ConfigError::Invalid {
+                key: format!("upstreams.{name}.endpoints"),
+                message: format!("`{e}`: {err}"),
+            })?;
+        }
+        if upstream.health_check.is_some() {
+            return Err(ConfigError::Invalid {
+                key: format!("upstreams.{name}.health_check"),
+                message: "active health checks are HTTP GETs; a gRPC upstream relies on its \
+                          breakers and outlier ejection"
+                    .into(),
+            });
+        }
+        let policy = Policy::from_config(upstream, config);
+        Ok(Self { cluster: Cluster::new(gateway, name, policy, &upstream.endpoints) })
     }
 
     /// The upstream's configured name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.cluster.name()
     }
 
-    pub(crate) fn endpoints(&self) -> impl Iterator<Item = &str> {
-        self.endpoints.iter().map(String::as_str)
+    pub(crate) fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
     }
 
-    /// The channel to build a generated client on, e.g. `InventoryClient::new(up.channel())`.
-    pub fn channel(&self) -> Channel {
-        self.channel.clone()
+    /// Runs one idempotent call (a read): `rpc` names the method in traces, `message` is the
+    /// request message, and `call` sends it on the channel of the endpoint picked, e.g.
+    ///
+    /// ```ignore
+    /// inventory.call("GetStock", GetStockRequest { sku }, |channel, request| async move {
+    ///     InventoryClient::new(channel).get_stock(request).await
+    /// })
+    /// ```
+    ///
+    /// Each attempt's request carries the remaining deadline (`grpc-timeout`), the request id
+    /// and the caller's identity. A call that is unavailable on one endpoint may be retried on
+    /// another within the retry budget; use [`GrpcUpstream::call_once`] for calls that must
+    /// not be repeated.
+    pub async fn call<M, T, F, Fut>(&self, rpc: &'static str, message: M, call: F) -> Result<T, EdgeError>
+    where
+        M: Clone,
+        F: Fn(Channel, tonic::Request<M>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.run(rpc, message, call, true).await
     }
 
-    /// Wraps a message in a request carrying the call deadline (`grpc-timeout`), the request id
-    /// and the caller's identity metadata.
-    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+    /// [`GrpcUpstream::call`] for a call that is not idempotent: one attempt, never repeated.
+    pub async fn call_once<M, T, F, Fut>(
+        &self,
+        rpc: &'static str,
+        message: M,
+        call: F,
+    ) -> Result<T, EdgeError>
+    where
+        M: Clone,
+        F: Fn(Channel, tonic::Request<M>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.run(rpc, message, call, false).await
+    }
+
+    async fn run<M, T, F, Fut>(
+        &self,
+        rpc: &'static str,
+        message: M,
+        call: F,
+        idempotent: bool,
+    ) -> Result<T, EdgeError>
+    where
+        M: Clone,
+        F: Fn(Channel, tonic::Request<M>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let name = self.name();
+        let span = tracing::info_span!("upstream", upstream = %name, rpc);
+        let deadline = deadline::for_call(self.cluster.policy().timeout);
+        let connect_timeout = self.cluster.policy().connect_timeout;
+        let attempt = |endpoint: &Arc<cluster::Endpoint>, deadline: tokio::time::Instant| {
+            let channel = channel(endpoint, connect_timeout);
+            let request = self.request(message.clone(), deadline);
+            let sent = channel.map(|channel| call(channel, request));
+            async move {
+                match sent {
+                    Ok(sent) => sent.await.map_err(|status| map_status(name, status)),
+                    Err(error) => Err(AttemptError { failure: None, error }),
+                }
+            }
+        };
+        let call = Call { idempotent, read: idempotent, key: rpc, deadline };
+        self.cluster
+            .call(call, attempt)
+            .instrument(span)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Wraps a message in a request carrying the remaining deadline (`grpc-timeout`), the
+    /// request id and the caller's identity metadata.
+    fn request<T>(&self, message: T, deadline: tokio::time::Instant) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        request.set_timeout(self.timeout);
+        request.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
         if let Some(id) = request_id::current()
             && let Ok(value) = id.as_str().parse()
         {
@@ -92,36 +158,42 @@ impl GrpcUpstream {
         }
         request
     }
+}
 
-    /// Runs one call within the deadline and maps its status. `rpc` names the method in traces.
-    pub async fn call<T, F>(&self, rpc: &'static str, call: F) -> Result<T, EdgeError>
-    where
-        F: Future<Output = Result<tonic::Response<T>, Status>>,
-    {
-        let span = tracing::info_span!("upstream", upstream = %self.name, rpc);
-        match tokio::time::timeout(self.timeout, call).instrument(span).await {
-            Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(map_status(&self.name, status)),
-            Err(_elapsed) => Err(EdgeError::upstream_timeout(&self.name)),
-        }
+/// The endpoint's channel, connected lazily on first use and shared by every call after it.
+fn channel(
+    endpoint: &cluster::Endpoint,
+    connect_timeout: std::time::Duration,
+) -> Result<Channel, EdgeError> {
+    if let Some(channel) = endpoint.channel.get() {
+        return Ok(channel.clone());
     }
+    let channel = Endpoint::from_shared(endpoint.url().to_owned())
+        .map_err(EdgeError::internal)?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .connect_lazy();
+    Ok(endpoint.channel.get_or_init(|| channel).clone())
 }
 
 impl fmt::Debug for GrpcUpstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GrpcUpstream")
-            .field("name", &self.name)
-            .field("endpoints", &self.endpoints)
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
+        f.debug_struct("GrpcUpstream").field("cluster", &self.cluster).finish()
     }
 }
 
-fn map_status(name: &str, status: Status) -> EdgeError {
-    match status.code() {
-        Code::NotFound => EdgeError::not_found("the requested resource does not exist"),
-        Code::DeadlineExceeded => EdgeError::upstream_timeout(name),
-        Code::Unavailable => EdgeError::upstream_unavailable(name, status),
-        _ => EdgeError::upstream_failed(name, status),
-    }
+/// A gRPC status as an attempt outcome: whether the endpoint failed (for breakers and retries)
+/// and the error the caller sees.
+fn map_status(name: &str, status: Status) -> AttemptError {
+    let (failure, error) = match status.code() {
+        Code::NotFound => (None, EdgeError::not_found("the requested resource does not exist")),
+        Code::DeadlineExceeded => (Some(Failure::Timeout), EdgeError::upstream_timeout(name)),
+        // Connection refused or reset, or a server shedding load: another endpoint may do.
+        Code::Unavailable => (Some(Failure::Reset), EdgeError::upstream_unavailable(name, status)),
+        Code::Internal | Code::Unknown | Code::DataLoss => {
+            (Some(Failure::Status(500)), EdgeError::upstream_failed(name, status))
+        }
+        _ => (None, EdgeError::upstream_failed(name, status)),
+    };
+    AttemptError { failure, error }
 }

@@ -5,14 +5,7 @@
 //! the client's streaming body as it is and streams the answer back, with no URL re-parsing
 //! and no body adaptation per request — the cheapest request path hyper offers.
 
-use std::{
-    fmt,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{fmt, sync::Arc, time::Duration};
 
 use axum::body::Body;
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
@@ -25,9 +18,11 @@ use hyper_util::{
 use serde::{Serialize, de::DeserializeOwned};
 use tracing::Instrument;
 
+use super::cluster::{AttemptError, Call, Cluster, Failure, Policy};
 use crate::{
     access,
     config::{ConfigError, GatewayConfig, UpstreamConfig},
+    deadline,
     error::EdgeError,
     request_id,
 };
@@ -42,10 +37,7 @@ pub struct HttpUpstream {
 }
 
 struct Inner {
-    name: String,
-    endpoints: Vec<String>,
-    next: AtomicUsize,
-    timeout: Duration,
+    cluster: Arc<Cluster>,
     client: HttpClient,
 }
 
@@ -53,16 +45,16 @@ struct Inner {
 
 impl HttpUpstream {
     pub(super) fn new(
+        gateway: &'static str,
         name: &str,
         upstream: &UpstreamConfig,
         config: &GatewayConfig,
     ) -> Result<Self, ConfigError> {
         let defaults = &config.defaults.upstream;
+        let policy = Policy::from_config(upstream, config);
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(
-            upstream.connect_timeout.unwrap_or(defaults.connect_timeout),
-        ));
+        connector.set_connect_timeout(Some(policy.connect_timeout));
         // Upstream endpoints are `http://` (checked by config validation): TLS to backends comes
         // with its own connector when a deployment needs it.
         connector.enforce_http(true);
@@ -71,41 +63,29 @@ impl HttpUpstream {
             .pool_max_idle_per_host(defaults.pool_max_idle_per_endpoint)
             .pool_timer(TokioTimer::new())
             .build(connector);
-        let endpoints =
-            upstream.endpoints.iter().map(|e| e.trim_end_matches('/').to_owned()).collect();
-        Ok(Self {
-            inner: Arc::new(Inner {
-                name: name.to_owned(),
-                endpoints,
-                next: AtomicUsize::new(0),
-                timeout: config.upstream_timeout(upstream),
-                client,
-            }),
-        })
+        let cluster = Cluster::new(gateway, name, policy, &upstream.endpoints);
+        if cluster.policy().health_check.is_some() {
+            super::health_check::spawn(&cluster, client.clone())?;
+        }
+        Ok(Self { inner: Arc::new(Inner { cluster, client }) })
     }
 
     /// The upstream's configured name.
     pub fn name(&self) -> &str {
-        &self.inner.name
+        self.inner.cluster.name()
     }
 
     /// The configured per-call deadline.
     pub fn timeout(&self) -> Duration {
-        self.inner.timeout
+        self.inner.cluster.policy().timeout
     }
 
-    pub(crate) fn endpoints(&self) -> impl Iterator<Item = &str> {
-        self.inner.endpoints.iter().map(String::as_str)
+    pub(crate) fn cluster(&self) -> &Arc<Cluster> {
+        &self.inner.cluster
     }
 
     pub(crate) fn client(&self) -> &HttpClient {
         &self.inner.client
-    }
-
-    /// The base URL of the endpoint the next call goes to (round robin).
-    pub(crate) fn pick_endpoint(&self) -> &str {
-        let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.endpoints.len();
-        &self.inner.endpoints[i]
     }
 
     /// A GET of `path_and_query` (starting with `/`).
@@ -138,7 +118,8 @@ impl HttpUpstream {
             path: path_and_query.to_owned(),
             headers,
             body: None,
-            timeout: self.inner.timeout,
+            timeout: self.timeout(),
+            key: None,
             error: None,
         }
     }
@@ -147,9 +128,7 @@ impl HttpUpstream {
 impl fmt::Debug for HttpUpstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpUpstream")
-            .field("name", &self.inner.name)
-            .field("endpoints", &self.inner.endpoints)
-            .field("timeout", &self.inner.timeout)
+            .field("cluster", &self.inner.cluster)
             .finish_non_exhaustive()
     }
 }
@@ -163,8 +142,10 @@ pub struct UpstreamRequest {
     method: Method,
     path: String,
     headers: http::HeaderMap,
-    body: Option<Vec<u8>>,
+    body: Option<bytes::Bytes>,
     timeout: Duration,
+    /// The consistent-hashing key, when it is not the path.
+    key: Option<String>,
     /// A request that could not be built (a query that does not serialise) fails when sent.
     error: Option<EdgeError>,
 }
@@ -191,7 +172,7 @@ impl UpstreamRequest {
             Ok(bytes) => {
                 self.headers
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                self.body = Some(bytes);
+                self.body = Some(bytes.into());
             }
             Err(e) => self.error = Some(EdgeError::internal(e)),
         }
@@ -204,6 +185,13 @@ impl UpstreamRequest {
         self
     }
 
+    /// Sets the key that consistent hashing balances on (the path by default), e.g. a user id
+    /// so that one user's calls reach the same instance's cache.
+    pub fn hash_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
     /// Tightens the deadline of this call below the upstream's configured one (never extends it).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = self.timeout.min(timeout);
@@ -212,8 +200,16 @@ impl UpstreamRequest {
 
     /// Sends the request and returns the response if its status is a success. A 404 becomes a
     /// client-facing 404; any other failure becomes a 502/504 naming the upstream in the logs.
+    ///
+    /// The call ends by the earlier of the upstream's timeout and the request's deadline, and
+    /// goes through the upstream's cluster: balanced, behind breakers, retried when idempotent.
     pub async fn send(self) -> Result<Response<Incoming>, EdgeError> {
-        let Self { upstream, method, path, headers, body, timeout, error } = self;
+        let deadline = deadline::for_call(self.timeout);
+        self.send_until(deadline).await
+    }
+
+    async fn send_until(self, deadline: tokio::time::Instant) -> Result<Response<Incoming>, EdgeError> {
+        let Self { upstream, method, path, headers, body, timeout: _, key, error } = self;
         if let Some(error) = error {
             return Err(error);
         }
@@ -226,25 +222,34 @@ impl UpstreamRequest {
             path = %path,
             status = tracing::field::Empty,
         );
-        let mut request = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", upstream.pick_endpoint()))
-            .body(body.map_or_else(Body::empty, Body::from))
-            .map_err(EdgeError::internal)?;
-        *request.headers_mut() = headers;
-        let call = async {
-            let response = upstream
-                .client()
-                .request(request)
-                .await
-                .map_err(|e| EdgeError::upstream_unavailable(name, e))?;
-            tracing::Span::current().record("status", response.status().as_u16());
-            check_status(name, response)
+        let call = Call {
+            idempotent: method.is_idempotent(),
+            read: method == Method::GET || method == Method::HEAD,
+            key: key.as_deref().unwrap_or(&path),
+            deadline,
         };
-        tokio::time::timeout(timeout, call)
-            .instrument(span)
-            .await
-            .map_err(|_elapsed| EdgeError::upstream_timeout(name))?
+        let client = upstream.client();
+        let attempt = |endpoint: &Arc<super::cluster::Endpoint>, deadline: tokio::time::Instant| {
+            let request = Request::builder()
+                .method(method.clone())
+                .uri(format!("{}{path}", endpoint.url()))
+                .body(body.clone().map_or_else(Body::empty, Body::from));
+            let sent = request.map(|mut request| {
+                *request.headers_mut() = headers.clone();
+                let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                request.headers_mut().insert(deadline::HEADER, deadline::header_value(remaining));
+                client.request(request)
+            });
+            async move {
+                match sent {
+                    Ok(sent) => sent.await.map_err(|e| client_error(name, e)),
+                    Err(e) => Err(AttemptError { failure: None, error: EdgeError::internal(e) }),
+                }
+            }
+        };
+        let response = upstream.cluster().call(call, attempt).instrument(span.clone()).await?;
+        span.record("status", response.status().as_u16());
+        check_status(name, response)
     }
 
     /// Sends the request and reads a JSON body of type `T`, all within the call's deadline.
@@ -253,8 +258,8 @@ impl UpstreamRequest {
         // of the name.
         let upstream = self.upstream.clone();
         let name = upstream.name();
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let response = self.send().await?;
+        let deadline = deadline::for_call(self.timeout);
+        let response = self.send_until(deadline).await?;
         let body = tokio::time::timeout_at(deadline, response.into_body().collect())
             .await
             .map_err(|_elapsed| EdgeError::upstream_timeout(name))?
@@ -262,6 +267,13 @@ impl UpstreamRequest {
             .to_bytes();
         serde_json::from_slice(&body).map_err(|e| EdgeError::upstream_failed(name, e))
     }
+}
+
+/// A failed send of the pooled client, classified: nothing sent (connect) or a connection that
+/// broke before the answer.
+pub(crate) fn client_error(name: &str, error: hyper_util::client::legacy::Error) -> AttemptError {
+    let failure = if error.is_connect() { Failure::Connect } else { Failure::Reset };
+    AttemptError { failure: Some(failure), error: EdgeError::upstream_unavailable(name, error) }
 }
 
 fn check_status(name: &str, response: Response<Incoming>) -> Result<Response<Incoming>, EdgeError> {

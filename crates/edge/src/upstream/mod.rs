@@ -1,11 +1,17 @@
 //! Named upstreams: handlers ask for `catalog` or `inventory` and never build a URL or a channel
 //! themselves. The protocol is a property of the upstream (from config), not of the handler.
 
+mod breaker;
+mod budget;
+pub(crate) mod cluster;
 mod grpc;
+mod health_check;
 mod http;
+pub mod policy;
 
 use std::{collections::HashMap, sync::Arc};
 
+pub(crate) use self::http::client_error;
 pub use self::{
     grpc::GrpcUpstream,
     http::{HttpUpstream, UpstreamRequest},
@@ -26,17 +32,27 @@ pub struct Upstreams {
 
 impl Upstreams {
     /// Builds the clients of every configured upstream. Connections open lazily, so a backend
-    /// that is down at start-up does not stop the gateway from starting.
+    /// that is down at start-up does not stop the gateway from starting. Metrics are labelled
+    /// `gateway="gateway"`; gateways sharing a process use [`Upstreams::for_gateway`].
     pub fn from_config(config: &GatewayConfig) -> Result<Self, ConfigError> {
+        Self::for_gateway("gateway", config)
+    }
+
+    /// [`Upstreams::from_config`] with the gateway's name on every upstream metric, so the
+    /// gateways of one process (`portico up`) keep their series apart.
+    pub fn for_gateway(gateway: &'static str, config: &GatewayConfig) -> Result<Self, ConfigError> {
+        // The recorder must exist before the first metric handle is registered, or the
+        // handles would go to the no-op recorder for good.
+        let _ = crate::metrics::handle();
         let mut http = HashMap::new();
         let mut grpc = HashMap::new();
         for (name, upstream) in &config.upstreams {
             match upstream.protocol {
                 Protocol::Http => {
-                    http.insert(name.clone(), HttpUpstream::new(name, upstream, config)?);
+                    http.insert(name.clone(), HttpUpstream::new(gateway, name, upstream, config)?);
                 }
                 Protocol::Grpc => {
-                    grpc.insert(name.clone(), GrpcUpstream::new(name, upstream, config)?);
+                    grpc.insert(name.clone(), GrpcUpstream::new(gateway, name, upstream, config)?);
                 }
             }
         }
@@ -69,11 +85,15 @@ impl Upstreams {
             .ok_or_else(|| EdgeError::internal(format!("no grpc upstream named `{name}`")))
     }
 
-    /// Every endpoint address of every upstream, for readiness checks.
-    pub fn endpoints(&self) -> impl Iterator<Item = (&str, &str)> {
-        let http = self.http.iter().flat_map(|(n, u)| u.endpoints().map(move |e| (n.as_str(), e)));
-        let grpc = self.grpc.iter().flat_map(|(n, u)| u.endpoints().map(move |e| (n.as_str(), e)));
+    /// Every upstream's name and current endpoint base URLs, for readiness checks.
+    pub fn endpoints(&self) -> Vec<(String, Vec<String>)> {
+        let http = self.http.iter().map(|(n, u)| (n, u.cluster()));
+        let grpc = self.grpc.iter().map(|(n, u)| (n, u.cluster()));
         http.chain(grpc)
+            .map(|(name, cluster)| {
+                (name.clone(), cluster.snapshot().iter().map(|e| e.url().to_owned()).collect())
+            })
+            .collect()
     }
 }
 
@@ -83,6 +103,9 @@ fn missing(name: &str, protocol: &str) -> ConfigError {
         message: format!("this gateway needs a `{protocol}` upstream named `{name}`"),
     }
 }
+
+#[cfg(test)]
+mod resilience_tests;
 
 #[cfg(test)]
 mod tests {

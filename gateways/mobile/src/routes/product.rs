@@ -86,8 +86,11 @@ pub async fn product(
 }
 
 async fn stock_of(state: &AppState, sku: String) -> Result<u32, EdgeError> {
-    let mut client = InventoryClient::new(state.inventory.channel());
-    let request = state.inventory.request(GetStockRequest { sku });
-    let level = state.inventory.call("GetStock", client.get_stock(request)).await?;
+    let level = state
+        .inventory
+        .call("GetStock", GetStockRequest { sku }, |channel, request| async move {
+            InventoryClient::new(channel).get_stock(request).await
+        })
+        .await?;
     Ok(level.total_available)
 }

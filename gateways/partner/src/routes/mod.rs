@@ -14,7 +14,9 @@ pub async fn stock_levels(
     inventory: &GrpcUpstream,
     skus: Vec<String>,
 ) -> Result<BatchGetStockResponse, EdgeError> {
-    let mut client = InventoryClient::new(inventory.channel());
-    let request = inventory.request(BatchGetStockRequest { skus });
-    inventory.call("BatchGetStock", client.batch_get_stock(request)).await
+    inventory
+        .call("BatchGetStock", BatchGetStockRequest { skus }, |channel, request| async move {
+            InventoryClient::new(channel).batch_get_stock(request).await
+        })
+        .await
 }

@@ -21,9 +21,11 @@ pub async fn stock_by_sku(
     inventory: &GrpcUpstream,
     skus: Vec<String>,
 ) -> Result<HashMap<String, StockLevel>, EdgeError> {
-    let mut client = InventoryClient::new(inventory.channel());
-    let request = inventory.request(BatchGetStockRequest { skus });
-    let response = inventory.call("BatchGetStock", client.batch_get_stock(request)).await?;
+    let response = inventory
+        .call("BatchGetStock", BatchGetStockRequest { skus }, |channel, request| async move {
+            InventoryClient::new(channel).batch_get_stock(request).await
+        })
+        .await?;
     Ok(response.items.into_iter().map(|s| (s.sku.clone(), s)).collect())
 }
 

@@ -99,9 +99,12 @@ pub async fn product_page(
 }
 
 async fn stock_of(state: &AppState, sku: String) -> Result<Stock, EdgeError> {
-    let mut client = InventoryClient::new(state.inventory.channel());
-    let request = state.inventory.request(GetStockRequest { sku });
-    let level = state.inventory.call("GetStock", client.get_stock(request)).await?;
+    let level = state
+        .inventory
+        .call("GetStock", GetStockRequest { sku }, |channel, request| async move {
+            InventoryClient::new(channel).get_stock(request).await
+        })
+        .await?;
     Ok(Stock {
         total_available: level.total_available,
         warehouses: level

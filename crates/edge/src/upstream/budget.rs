@@ -1,0 +1,103 @@
+//! The retry budget: retries may add at most a fixed share of an upstream's calls as extra load.
+//!
+//! A token bucket in the manner of Finagle and Linkerd: every call earns `ratio` of a token,
+//! every retry (or hedge) spends a whole one, and a small reserve refilled per second lets a
+//! quiet upstream retry at all. When a backend fails every call, each call is retried at most
+//! `ratio` times on average, where unbudgeted retries would multiply its load by the attempts.
+
+use std::sync::Mutex;
+
+use tokio::time::Instant;
+
+use super::policy::RetryConfig;
+
+#[derive(Debug)]
+pub(crate) struct RetryBudget {
+    ratio: f64,
+    per_second: f64,
+    state: Mutex<Tokens>,
+}
+
+#[derive(Debug)]
+struct Tokens {
+    earned: f64,
+    reserve: f64,
+    refilled: Instant,
+}
+
+impl RetryBudget {
+    pub(crate) fn new(config: &RetryConfig) -> Self {
+        let per_second = f64::from(config.min_per_second);
+        Self {
+            ratio: config.budget_ratio,
+            per_second,
+            state: Mutex::new(Tokens { earned: 0.0, reserve: per_second, refilled: Instant::now() }),
+        }
+    }
+
+    /// The most earned tokens kept: a burst of retries after a long healthy spell stays small.
+    fn cap(&self) -> f64 {
+        (self.ratio * 100.0).max(1.0)
+    }
+
+    /// A call started: it earns its share of a retry.
+    pub(crate) fn deposit(&self) {
+        let mut tokens = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        tokens.earned = (tokens.earned + self.ratio).min(self.cap());
+    }
+
+    /// Takes one retry from the budget; `false` when it is spent.
+    pub(crate) fn withdraw(&self) -> bool {
+        let mut tokens = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Rounding: ten deposits of 0.1 must buy a retry.
+        if tokens.earned >= 1.0 - 1e-9 {
+            tokens.earned -= 1.0;
+            return true;
+        }
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(tokens.refilled).as_secs_f64();
+        tokens.refilled = now;
+        tokens.reserve = (tokens.reserve + elapsed * self.per_second).min(self.per_second);
+        if tokens.reserve >= 1.0 {
+            tokens.reserve -= 1.0;
+            return true;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn budget(ratio: f64, min_per_second: u32) -> RetryBudget {
+        RetryBudget::new(&RetryConfig { budget_ratio: ratio, min_per_second, ..Default::default() })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_are_a_share_of_calls() {
+        let budget = budget(0.2, 0);
+        let mut retries = 0;
+        for _ in 0..100 {
+            budget.deposit();
+            // Every call fails and wants three retries.
+            for _ in 0..3 {
+                retries += u32::from(budget.withdraw());
+            }
+        }
+        assert_eq!(retries, 20);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_upstream_gets_its_reserve_per_second() {
+        let budget = budget(0.2, 2);
+        assert!(budget.withdraw());
+        assert!(budget.withdraw());
+        assert!(!budget.withdraw());
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(budget.withdraw(), "half a second refills one");
+        assert!(!budget.withdraw());
+    }
+}
