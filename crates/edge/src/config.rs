@@ -450,6 +450,80 @@ mod tests {
     }
 
     #[test]
+    fn upstream_policies_inherit_the_defaults_key_by_key() {
+        let config = GatewayConfig::from_toml(
+            r#"
+            [defaults.upstream]
+            balance = "round_robin"
+            max_concurrent = 64
+            [defaults.upstream.retry]
+            attempts = 3
+            budget_ratio = 0.1
+            [defaults.upstream.breaker]
+            open_for = "2s"
+
+            [upstreams.a]
+            endpoints = ["http://127.0.0.1:1"]
+
+            [upstreams.b]
+            endpoints = ["http://127.0.0.1:2"]
+            balance = "consistent_hash"
+            [upstreams.b.retry]
+            attempts = 1
+            [upstreams.b.hedge]
+            delay = "p95"
+            "#,
+        )
+        .unwrap();
+        let (a, b) = (&config.upstreams["a"], &config.upstreams["b"]);
+        assert_eq!((a.balance, a.max_concurrent, a.retry.attempts), (Balance::RoundRobin, 64, 3));
+        assert_eq!(a.breaker.open_for, Duration::from_secs(2));
+        assert_eq!(a.breaker.consecutive_failures, BreakerConfig::default().consecutive_failures);
+        assert!(a.hedge.is_none());
+        // b overrides one retry key and keeps the other default one.
+        assert_eq!(
+            (b.balance, b.retry.attempts, b.retry.budget_ratio),
+            (Balance::ConsistentHash, 1, 0.1)
+        );
+        assert_eq!(b.hedge.as_ref().map(|h| h.delay), Some(policy::HedgeDelay::Percentile(95)));
+    }
+
+    #[test]
+    fn bad_policies_are_named() {
+        for (text, key) in [
+            ("[upstreams.catalog.retry]\nattempts = 0\n", "upstreams.catalog.retry.attempts"),
+            (
+                "[upstreams.catalog.retry]\nbudget_ratio = 2.0\n",
+                "upstreams.catalog.retry.budget_ratio",
+            ),
+            (
+                "[upstreams.catalog.breaker]\nfailure_ratio = 0.0\n",
+                "upstreams.catalog.breaker.failure_ratio",
+            ),
+            (
+                "[upstreams.catalog.outlier]\nmax_ejected_share = 1.5\n",
+                "upstreams.catalog.outlier.max_ejected_share",
+            ),
+            (
+                "[upstreams.catalog.health_check]\npath = \"healthz\"\n",
+                "upstreams.catalog.health_check.path",
+            ),
+        ] {
+            let text = format!("{EXAMPLE}\n{text}");
+            let err = GatewayConfig::from_toml(&text).unwrap_err();
+            assert!(err.to_string().contains(key), "{key}: {err}");
+        }
+        let text = EXAMPLE.replace("timeout = \"1s\"", "timeout = \"1s\"\nmax_concurrent = 0");
+        let err = GatewayConfig::from_toml(&text).unwrap_err();
+        assert!(err.to_string().contains("upstreams.catalog.max_concurrent"), "{err}");
+        let err = GatewayConfig::from_toml(&format!(
+            "{EXAMPLE}\n[upstreams.catalog.hedge]\ndelay = \"p100\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("p1 to p99"), "{err}");
+    }
+
+    #[test]
     fn bad_durations_are_errors() {
         let err = GatewayConfig::from_toml("[limits]\nrequest_timeout = \"soon\"\n").unwrap_err();
         assert!(err.to_string().contains("request_timeout"), "{err}");

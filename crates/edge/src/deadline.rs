@@ -50,7 +50,10 @@ mod tests {
         within(request, async {
             assert_eq!(current(), Some(request));
             assert_eq!(for_call(Duration::from_secs(2)), request);
-            assert_eq!(for_call(Duration::from_millis(100)) - Instant::now(), Duration::from_millis(100));
+            assert_eq!(
+                for_call(Duration::from_millis(100)) - Instant::now(),
+                Duration::from_millis(100)
+            );
         })
         .await;
         assert_eq!(current(), None);

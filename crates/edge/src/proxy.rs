@@ -21,9 +21,8 @@ use crate::{
     deadline,
     error::EdgeError,
     upstream::{
-        HttpUpstream, Upstreams,
+        HttpUpstream, Upstreams, client_error,
         cluster::{AttemptError, Call, Endpoint},
-        client_error,
     },
 };
 
@@ -131,7 +130,13 @@ async fn forward_inner(target: &Target, request: Request) -> Result<Response, Ed
     let name = target.upstream.name();
     let uri = &parts.uri;
     let mut path = Vec::with_capacity(uri.path().len() + 64);
-    push_upstream_path(&mut path, &target.prefix, target.rewrite.as_deref(), uri.path(), uri.query());
+    push_upstream_path(
+        &mut path,
+        &target.prefix,
+        target.rewrite.as_deref(),
+        uri.path(),
+        uri.query(),
+    );
     let path = String::from_utf8(path)
         .map_err(|_| EdgeError::bad_request("the path cannot be forwarded"))?;
 
@@ -153,7 +158,8 @@ async fn forward_inner(target: &Target, request: Request) -> Result<Response, Ed
     let idempotent = parts.method.is_idempotent() && bodiless;
     let call = Call {
         idempotent,
-        read: idempotent && (parts.method == http::Method::GET || parts.method == http::Method::HEAD),
+        read: idempotent
+            && (parts.method == http::Method::GET || parts.method == http::Method::HEAD),
         key: &path,
         deadline: deadline::for_call(target.timeout),
     };
@@ -192,7 +198,8 @@ async fn forward_inner(target: &Target, request: Request) -> Result<Response, Ed
     };
     let span = tracing::info_span!("upstream", upstream = %name, route = %target.prefix);
     let mut response =
-        tracing::Instrument::instrument(target.upstream.cluster().call(call, attempt), span).await?;
+        tracing::Instrument::instrument(target.upstream.cluster().call(call, attempt), span)
+            .await?;
 
     strip_hop_by_hop(response.headers_mut());
     // Only error responses need the mark (the normaliser looks at nothing else), and inserting

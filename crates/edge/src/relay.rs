@@ -433,8 +433,8 @@ impl Relay {
             .await;
             let error = match exchanged {
                 Ok(Ok(response)) => {
-                    let failure =
-                        (response.status >= 500).then_some(cluster::Failure::Status(response.status));
+                    let failure = (response.status >= 500)
+                        .then_some(cluster::Failure::Status(response.status));
                     balancer.record(&mut claim, failure);
                     break (response, claim);
                 }
@@ -475,7 +475,8 @@ impl Relay {
         };
         let status = response.status;
         let next =
-            forward_response(upstream, claim.endpoint(), response, client, &id, route.timeout).await;
+            forward_response(upstream, claim.endpoint(), response, client, &id, route.timeout)
+                .await;
         (status, next)
     }
 

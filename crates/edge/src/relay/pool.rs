@@ -73,9 +73,10 @@ impl Upstream {
     /// A new connection to `endpoint`, within the connect timeout.
     pub(super) async fn connect(&self, endpoint: &Endpoint) -> io::Result<TcpStream> {
         let connect_timeout = self.cluster.policy().connect_timeout;
-        let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(endpoint.authority()))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        let stream =
+            tokio::time::timeout(connect_timeout, TcpStream::connect(endpoint.authority()))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         stream.set_nodelay(true)?;
         Ok(stream)
     }

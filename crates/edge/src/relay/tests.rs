@@ -49,16 +49,22 @@ async fn start_backend(router: Router) -> String {
 
 /// Serves a gateway whose one pass-through route is `route` (TOML lines) to `upstream`.
 async fn gateway(upstream: &str, route: &str) -> SocketAddr {
+    gateway_over(&[upstream.to_owned()], "", route).await
+}
+
+/// [`gateway`] over several endpoints, with more `[upstreams.catalog]` settings.
+async fn gateway_over(endpoints: &[String], settings: &str, route: &str) -> SocketAddr {
     let config = GatewayConfig::from_toml(&format!(
         r#"
         [limits]
         max_body_bytes = 1000
-        [upstreams.catalog]
-        endpoints = ["{upstream}"]
-        timeout = "300ms"
         [[routes]]
         upstream = "catalog"
         {route}
+        [upstreams.catalog]
+        endpoints = {endpoints:?}
+        timeout = "300ms"
+        {settings}
         "#
     ))
     .unwrap();
@@ -309,4 +315,42 @@ async fn http2_clients_are_served_by_the_general_server() {
     assert_eq!(answer.version(), reqwest::Version::HTTP_2);
     let echo: Value = answer.json().await.unwrap();
     assert_eq!(echo["path"], "/h2");
+}
+
+#[tokio::test]
+async fn the_relay_retries_a_refused_endpoint_elsewhere_and_its_breaker_opens() {
+    let backend = echo_backend().await;
+    let refused = refused_url().await;
+    let settings = "balance = \"round_robin\"\n[upstreams.catalog.breaker]\n\
+                    consecutive_failures = 2\n[upstreams.catalog.outlier]\n\
+                    consecutive_failures = 1000\n";
+    let addr = gateway_over(&[refused.clone(), backend.clone()], settings, CATALOG).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    for i in 0..6 {
+        stream.write_all(b"GET /api/catalog/a HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let answer = read_answer(&mut stream, &mut buf, false).await;
+        assert_eq!(answer.status, 200, "request {i}");
+        let headers = &answer.json()["headers"];
+        // The Host line names the endpoint the (retried) request went to.
+        assert_eq!(headers["host"], backend.trim_start_matches("http://"));
+        let left: u64 = headers["x-portico-timeout-ms"].as_str().unwrap().parse().unwrap();
+        assert!((1..=300).contains(&left), "{left}");
+    }
+    let metrics = crate::metrics::handle().unwrap().render();
+    let endpoint = format!("endpoint=\"{}\"", refused.trim_start_matches("http://"));
+    let breaker = metrics
+        .lines()
+        .find(|l| l.starts_with("portico_upstream_breaker_state") && l.contains(&endpoint))
+        .unwrap();
+    assert!(breaker.ends_with(" 2"), "open after two refused connects: {breaker}");
+
+    // A request with a body is not replayed: with the refused endpoint's breaker open it
+    // goes to the good one.
+    stream
+        .write_all(b"POST /api/catalog/a HTTP/1.1\r\nHost: x\r\ncontent-length: 2\r\n\r\nhi")
+        .await
+        .unwrap();
+    let answer = read_answer(&mut stream, &mut buf, false).await;
+    assert_eq!((answer.status, answer.json()["body_len"].as_u64()), (200, Some(2)));
 }

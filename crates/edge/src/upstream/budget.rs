@@ -31,7 +31,11 @@ impl RetryBudget {
         Self {
             ratio: config.budget_ratio,
             per_second,
-            state: Mutex::new(Tokens { earned: 0.0, reserve: per_second, refilled: Instant::now() }),
+            state: Mutex::new(Tokens {
+                earned: 0.0,
+                reserve: per_second,
+                refilled: Instant::now(),
+            }),
         }
     }
 

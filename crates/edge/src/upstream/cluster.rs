@@ -145,6 +145,7 @@ impl Endpoint {
     }
 
     /// Its circuit breaker's state.
+    #[cfg(test)]
     pub(crate) fn breaker_state(&self) -> State {
         self.lock().breaker.state()
     }
@@ -308,11 +309,9 @@ impl Cluster {
         policy: Policy,
         urls: &[String],
     ) -> Arc<Self> {
-        let latencies = matches!(
-            policy.hedge,
-            Some(HedgeConfig { delay: HedgeDelay::Percentile(_), .. })
-        )
-        .then(|| Mutex::new(Latencies::default()));
+        let latencies =
+            matches!(policy.hedge, Some(HedgeConfig { delay: HedgeDelay::Percentile(_), .. }))
+                .then(|| Mutex::new(Latencies::default()));
         let cluster = Arc::new(Self {
             name: name.into(),
             gateway,
@@ -363,8 +362,11 @@ impl Cluster {
             .filter(|e| !current.iter().any(|c| c.url == e.url))
             .map(|e| e.url())
             .collect();
-        let removed: Vec<&str> =
-            current.iter().filter(|c| !next.iter().any(|e| e.url == c.url)).map(|e| e.url()).collect();
+        let removed: Vec<&str> = current
+            .iter()
+            .filter(|c| !next.iter().any(|e| e.url == c.url))
+            .map(|e| e.url())
+            .collect();
         if !current.is_empty() && (!added.is_empty() || !removed.is_empty()) {
             tracing::info!(upstream = %self.name, ?added, ?removed, "upstream endpoints changed");
         }
@@ -437,7 +439,8 @@ impl Cluster {
                     continue;
                 }
                 let mut health = endpoint.lock();
-                if pass < 2 && (health.outlier.is_ejected(now) || use_checks && !health.checked_healthy)
+                if pass < 2
+                    && (health.outlier.is_ejected(now) || use_checks && !health.checked_healthy)
                 {
                     continue;
                 }
@@ -519,8 +522,24 @@ impl Cluster {
         if let Some(state) = changed {
             endpoint.breaker_state.set(state.gauge());
             match state {
-                State::Open => tracing::warn!(upstream = %self.name, endpoint = endpoint.authority(), open_for = ?self.policy.breaker.open_for, last_failure = ?failure, "circuit breaker opened"),
-                _ => tracing::info!(upstream = %self.name, endpoint = endpoint.authority(), state = state.as_str(), "circuit breaker closed"),
+                State::Open => {
+                    let open_for = self.policy.breaker.open_for;
+                    tracing::warn!(
+                        upstream = %self.name,
+                        endpoint = endpoint.authority(),
+                        ?open_for,
+                        last_failure = ?failure,
+                        "circuit breaker opened"
+                    );
+                }
+                _ => {
+                    tracing::info!(
+                        upstream = %self.name,
+                        endpoint = endpoint.authority(),
+                        state = state.as_str(),
+                        "circuit breaker closed"
+                    );
+                }
             }
         }
         if wants_ejection {
@@ -532,7 +551,11 @@ impl Cluster {
     fn eject(&self, endpoint: &Arc<Endpoint>, now: Instant) {
         let set = self.snapshot();
         let ejected = set.iter().filter(|e| e.lock().outlier.is_ejected(now)).count();
-        #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        #[allow(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss
+        )]
         let allowed = (set.len() as f64 * self.policy.outlier.max_ejected_share).floor() as usize;
         if ejected >= allowed {
             tracing::debug!(upstream = %self.name, endpoint = endpoint.authority(), ejected, allowed, "not ejected: the pool is at its ejection limit");
@@ -611,7 +634,9 @@ impl Cluster {
             HedgeDelay::Percentile(p) => self
                 .latencies
                 .as_ref()
-                .and_then(|l| l.lock().unwrap_or_else(std::sync::PoisonError::into_inner).percentile(p))
+                .and_then(|l| {
+                    l.lock().unwrap_or_else(std::sync::PoisonError::into_inner).percentile(p)
+                })
                 .unwrap_or(hedge.min_delay)
                 .max(hedge.min_delay),
         })
@@ -668,7 +693,9 @@ impl Cluster {
         };
         match launch(&mut tried) {
             Ok(first) => running.push(first),
-            Err(refusal) => return Err(AttemptError { failure: None, error: self.refused(refusal) }),
+            Err(refusal) => {
+                return Err(AttemptError { failure: None, error: self.refused(refusal) });
+            }
         }
         loop {
             let timer = match (hedge_at.filter(|_| running.len() == 1), retry_at) {
@@ -724,10 +751,12 @@ impl Cluster {
                 }
             }
             if running.is_empty() && retry_at.is_none() {
-                return last.unwrap_or_else(|| Err(AttemptError {
-                    failure: None,
-                    error: EdgeError::upstream_timeout(&self.name),
-                }));
+                return last.unwrap_or_else(|| {
+                    Err(AttemptError {
+                        failure: None,
+                        error: EdgeError::upstream_timeout(&self.name),
+                    })
+                });
             }
         }
     }

@@ -80,7 +80,12 @@ impl GrpcUpstream {
     /// and the caller's identity. A call that is unavailable on one endpoint may be retried on
     /// another within the retry budget; use [`GrpcUpstream::call_once`] for calls that must
     /// not be repeated.
-    pub async fn call<M, T, F, Fut>(&self, rpc: &'static str, message: M, call: F) -> Result<T, EdgeError>
+    pub async fn call<M, T, F, Fut>(
+        &self,
+        rpc: &'static str,
+        message: M,
+        call: F,
+    ) -> Result<T, EdgeError>
     where
         M: Clone,
         F: Fn(Channel, tonic::Request<M>) -> Fut,
@@ -132,11 +137,7 @@ impl GrpcUpstream {
             }
         };
         let call = Call { idempotent, read: idempotent, key: rpc, deadline };
-        self.cluster
-            .call(call, attempt)
-            .instrument(span)
-            .await
-            .map(tonic::Response::into_inner)
+        self.cluster.call(call, attempt).instrument(span).await.map(tonic::Response::into_inner)
     }
 
     /// Wraps a message in a request carrying the remaining deadline (`grpc-timeout`), the

@@ -127,9 +127,7 @@ impl HttpUpstream {
 
 impl fmt::Debug for HttpUpstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpUpstream")
-            .field("cluster", &self.inner.cluster)
-            .finish_non_exhaustive()
+        f.debug_struct("HttpUpstream").field("cluster", &self.inner.cluster).finish_non_exhaustive()
     }
 }
 
@@ -208,7 +206,10 @@ impl UpstreamRequest {
         self.send_until(deadline).await
     }
 
-    async fn send_until(self, deadline: tokio::time::Instant) -> Result<Response<Incoming>, EdgeError> {
+    async fn send_until(
+        self,
+        deadline: tokio::time::Instant,
+    ) -> Result<Response<Incoming>, EdgeError> {
         let Self { upstream, method, path, headers, body, timeout: _, key, error } = self;
         if let Some(error) = error {
             return Err(error);

@@ -54,8 +54,7 @@ impl Backend {
                 h.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(delay).await;
                 let status = StatusCode::from_u16(s.load(Ordering::SeqCst)).unwrap();
-                (status, axum::Json(serde_json::json!({"status": status.as_u16()})))
-                    .into_response()
+                (status, axum::Json(serde_json::json!({"status": status.as_u16()}))).into_response()
             }
         });
         Self { server: MockServer::start(router).await, hits, status }
@@ -89,9 +88,8 @@ async fn a_call_ends_at_the_request_deadline_and_propagates_what_is_left() {
     let router = Router::new().fallback(move |headers: http::HeaderMap| {
         let s = s.clone();
         async move {
-            *s.lock().unwrap() = headers
-                .get(deadline::HEADER)
-                .map(|v| v.to_str().unwrap().to_owned());
+            *s.lock().unwrap() =
+                headers.get(deadline::HEADER).map(|v| v.to_str().unwrap().to_owned());
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
     });
@@ -171,7 +169,11 @@ async fn a_flapping_backend_is_smoothed_over_by_retries() {
     let router = Router::new().fallback(move || {
         let n = h.fetch_add(1, Ordering::SeqCst);
         async move {
-            if n % 2 == 0 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::NO_CONTENT }
+            if n.is_multiple_of(2) {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::NO_CONTENT
+            }
         }
     });
     let server = MockServer::start(router).await;
@@ -198,7 +200,10 @@ async fn the_breaker_opens_fails_fast_half_opens_and_closes() {
     // Open: fails fast, without a call.
     let started = Instant::now();
     let err = get(&upstreams).await.unwrap_err();
-    assert_eq!((err.status(), err.code()), (StatusCode::SERVICE_UNAVAILABLE, "upstream_circuit_open"));
+    assert_eq!(
+        (err.status(), err.code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "upstream_circuit_open")
+    );
     assert_eq!(started.elapsed(), Duration::ZERO);
     assert_eq!(backend.hits(), 3);
 
@@ -295,7 +300,10 @@ async fn calls_over_the_concurrency_limit_are_refused_at_once() {
     }
     let started = Instant::now();
     let err = get(&upstreams).await.unwrap_err();
-    assert_eq!((err.status(), err.code()), (StatusCode::SERVICE_UNAVAILABLE, "upstream_overloaded"));
+    assert_eq!(
+        (err.status(), err.code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "upstream_overloaded")
+    );
     assert_eq!(started.elapsed(), Duration::ZERO, "refused, not queued");
     assert!(first.await.unwrap().is_ok() && second.await.unwrap().is_ok());
     get(&upstreams).await.unwrap();
@@ -309,7 +317,11 @@ async fn a_slow_read_is_hedged_to_another_endpoint_and_the_first_good_answer_win
     let upstreams = upstreams("t-hedge", &[slow.url(), fast.url()], extra);
     let started = Instant::now();
     get(&upstreams).await.unwrap();
-    assert_eq!(started.elapsed(), Duration::from_millis(60), "hedged at 50 ms, answered 10 ms later");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_millis(60),
+        "hedged at 50 ms, answered 10 ms later"
+    );
     assert_eq!((slow.hits(), fast.hits()), (1, 1));
     // Writes are never hedged: round robin's next turn is the slow one, and it is waited for.
     let started = Instant::now();
@@ -320,7 +332,8 @@ async fn a_slow_read_is_hedged_to_another_endpoint_and_the_first_good_answer_win
 
 #[tokio::test(start_paused = true)]
 async fn consistent_hashing_keeps_a_key_on_one_endpoint() {
-    let backends = [Backend::start(200).await, Backend::start(200).await, Backend::start(200).await];
+    let backends =
+        [Backend::start(200).await, Backend::start(200).await, Backend::start(200).await];
     let urls: Vec<String> = backends.iter().map(Backend::url).collect();
     let upstreams = upstreams("t-hash", &urls, "balance = \"consistent_hash\"\n");
     let x = upstreams.http("x").unwrap();
@@ -339,7 +352,7 @@ async fn consistent_hashing_keeps_a_key_on_one_endpoint() {
 
 #[tokio::test(start_paused = true)]
 async fn least_request_steers_away_from_a_slow_endpoint() {
-    let slow = Backend::with_delay(200, Duration::from_secs(1)).await;
+    let slow = Backend::with_delay(200, Duration::from_millis(900)).await;
     let fast = Backend::with_delay(200, Duration::from_millis(1)).await;
     let upstreams = upstreams("t-p2c", &[slow.url(), fast.url()], "");
     let mut calls = tokio::task::JoinSet::new();
@@ -404,7 +417,9 @@ async fn upstream_metrics_count_requests_errors_retries_and_latency() {
     let text = crate::metrics::handle().unwrap().render();
     let line = |prefix: &str, has: &str| {
         text.lines()
-            .find(|l| l.starts_with(prefix) && l.contains("gateway=\"t-metrics\"") && l.contains(has))
+            .find(|l| {
+                l.starts_with(prefix) && l.contains("gateway=\"t-metrics\"") && l.contains(has)
+            })
             .unwrap_or_else(|| panic!("no {prefix} {has} in\n{text}"))
             .rsplit(' ')
             .next()
@@ -418,4 +433,81 @@ async fn upstream_metrics_count_requests_errors_retries_and_latency() {
     assert_eq!(line("portico_upstream_retries_total", ""), "4");
     assert_eq!(line("portico_upstream_request_duration_seconds_count", ""), "8");
     assert_eq!(line("portico_upstream_endpoints", ""), "2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_grpc_read_that_finds_an_endpoint_down_is_retried_on_another() {
+    use portico_contracts::inventory::{GetStockRequest, inventory_client::InventoryClient};
+    use portico_testkit::inventory::{MockInventory, Script};
+
+    let inventory = MockInventory::start(Script::with_stock(&[("SKU-1", 7)])).await;
+    let refused = portico_testkit::refused_url().await;
+    let text = format!(
+        "[upstreams.inventory]\nprotocol = \"grpc\"\nendpoints = {:?}\nbalance = \"round_robin\"\n",
+        [refused, inventory.url()]
+    );
+    let config = GatewayConfig::from_toml(&text).unwrap();
+    let upstreams = Upstreams::for_gateway("t-grpc", &config).unwrap();
+    let inventory = upstreams.grpc("inventory").unwrap();
+    for _ in 0..4 {
+        let level =
+            inventory
+                .call(
+                    "GetStock",
+                    GetStockRequest { sku: "SKU-1".into() },
+                    |channel, request| async move {
+                        InventoryClient::new(channel).get_stock(request).await
+                    },
+                )
+                .await
+                .unwrap();
+        assert_eq!(level.total_available, 7);
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_cancels_the_upstream_calls_it_was_waiting_for() {
+    use crate::access::{Access, Routes};
+
+    // An upstream that takes the request, never answers, and reports when the gateway closes
+    // the connection.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (asked, asked_rx) = tokio::sync::oneshot::channel();
+    let (closed, closed_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = [0_u8; 4096];
+        let _ = stream.read(&mut buf).await;
+        let _ = asked.send(());
+        while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+        let _ = closed.send(());
+    });
+    // Nothing times out for 30 s: only the disconnect can end the call within the test.
+    let text = format!(
+        "[limits]\nrequest_timeout = \"30s\"\n[upstreams.x]\nendpoints = [\"{url}\"]\ntimeout = \"30s\"\n"
+    );
+    let config = GatewayConfig::from_toml(&text).unwrap();
+    let upstreams = Upstreams::for_gateway("t-cancel", &config).unwrap();
+    let calls = upstreams.clone();
+    let routes = Routes::new().get("/page", Access::public(), move || {
+        let calls = calls.clone();
+        async move {
+            let x = calls.http("x")?;
+            x.get("/").fetch::<serde_json::Value>().await.map(axum::Json)
+        }
+    });
+    let app = crate::stack::gateway("t-cancel", routes, &config, &upstreams).unwrap();
+    let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = front.local_addr().unwrap();
+    tokio::spawn(crate::server::serve(front, app, Duration::from_secs(5), std::future::pending()));
+
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    client.write_all(b"GET /page HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), asked_rx).await.unwrap().unwrap();
+    drop(client);
+    tokio::time::timeout(Duration::from_secs(5), closed_rx)
+        .await
+        .expect("the upstream call was cancelled when the client left")
+        .unwrap();
 }
