@@ -1,6 +1,7 @@
 //! Named upstreams: handlers ask for `catalog` or `inventory` and never build a URL or a channel
 //! themselves. The protocol is a property of the upstream (from config), not of the handler.
 
+pub mod discovery;
 mod grpc;
 mod http;
 
