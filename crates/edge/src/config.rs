@@ -147,7 +147,13 @@ pub struct UpstreamConfig {
     #[serde(default)]
     pub protocol: Protocol,
     /// Base URLs of its instances, e.g. `http://127.0.0.1:7001`; calls are balanced over them.
+    /// With `discovery`, optional: the set to start with until discovery first answers.
+    #[serde(default)]
     pub endpoints: Vec<String>,
+    /// Where the endpoints come from at run time (DNS, SRV or a watched file); the last good
+    /// set is kept when discovery fails or finds nothing.
+    #[serde(default)]
+    pub discovery: Option<crate::upstream::discovery::DiscoveryConfig>,
     /// Overrides `defaults.upstream.timeout`.
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
@@ -312,9 +318,12 @@ impl GatewayConfig {
             if upstream.max_concurrent == 0 {
                 return Err(invalid(format!("{base}.max_concurrent"), "must be at least 1"));
             }
+            if let Some(discovery) = &upstream.discovery {
+                discovery.validate(&format!("{base}.discovery"))?;
+            }
             let key = format!("upstreams.{name}.endpoints");
-            if upstream.endpoints.is_empty() {
-                return Err(invalid(key, "needs at least one endpoint"));
+            if upstream.endpoints.is_empty() && upstream.discovery.is_none() {
+                return Err(invalid(key, "needs at least one endpoint, or `discovery`"));
             }
             for endpoint in &upstream.endpoints {
                 let uri: http::Uri = endpoint

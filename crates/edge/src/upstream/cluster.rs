@@ -400,6 +400,25 @@ impl Cluster {
         }
     }
 
+    /// Keeps the endpoint set up to date from `discovery` in a task on the current runtime; the
+    /// task ends when the cluster is dropped.
+    pub(crate) fn discover(
+        self: &Arc<Self>,
+        discovery: &super::discovery::DiscoveryConfig,
+    ) -> Result<(), crate::config::ConfigError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(crate::config::ConfigError::Invalid {
+                key: format!("upstreams.{}.discovery", self.name),
+                message: "discovery runs on a Tokio runtime: build the gateway inside one".into(),
+            });
+        }
+        let cluster = Arc::downgrade(self);
+        super::discovery::spawn(self.name.to_string(), discovery.clone(), move |urls| {
+            cluster.upgrade().map(|cluster| cluster.set_endpoints(&urls)).is_some()
+        });
+        Ok(())
+    }
+
     /// Takes a concurrency slot, or refuses the call (counted) when all are taken.
     pub(crate) fn admit(&self) -> Result<Permit<'_>, EdgeError> {
         let before = self.in_flight.fetch_add(1, Ordering::Relaxed);

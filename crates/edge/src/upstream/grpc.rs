@@ -55,7 +55,11 @@ impl GrpcUpstream {
             });
         }
         let policy = Policy::from_config(upstream, config);
-        Ok(Self { cluster: Cluster::new(gateway, name, policy, &upstream.endpoints) })
+        let cluster = Cluster::new(gateway, name, policy, &upstream.endpoints);
+        if let Some(discovery) = &upstream.discovery {
+            cluster.discover(discovery)?;
+        }
+        Ok(Self { cluster })
     }
 
     /// The upstream's configured name.

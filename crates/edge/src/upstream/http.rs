@@ -64,6 +64,9 @@ impl HttpUpstream {
             .pool_timer(TokioTimer::new())
             .build(connector);
         let cluster = Cluster::new(gateway, name, policy, &upstream.endpoints);
+        if let Some(discovery) = &upstream.discovery {
+            cluster.discover(discovery)?;
+        }
         if cluster.policy().health_check.is_some() {
             super::health_check::spawn(&cluster, client.clone())?;
         }

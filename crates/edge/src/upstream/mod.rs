@@ -4,6 +4,7 @@
 mod breaker;
 mod budget;
 pub(crate) mod cluster;
+pub mod discovery;
 mod grpc;
 mod health_check;
 mod http;

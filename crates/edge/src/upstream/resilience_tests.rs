@@ -511,3 +511,37 @@ async fn a_client_that_disconnects_cancels_the_upstream_calls_it_was_waiting_for
         .expect("the upstream call was cancelled when the client left")
         .unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_watched_file_moves_calls_to_new_endpoints_without_a_restart() {
+    let one = Backend::start(200).await;
+    let two = Backend::start(200).await;
+    let dir =
+        std::env::temp_dir().join(format!("portico-cluster-discovery-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("x.endpoints");
+    std::fs::write(&file, format!("# the catalog fleet\n{}\n", one.url())).unwrap();
+    let text = format!(
+        "[upstreams.x]\ntimeout = \"1s\"\n[upstreams.x.discovery]\nfile = {:?}\ninterval = \"1s\"\n",
+        file.display().to_string()
+    );
+    let config = GatewayConfig::from_toml(&text).unwrap();
+    let upstreams = Upstreams::for_gateway("t-discovery", &config).unwrap();
+    let step = Duration::from_millis(1100);
+
+    tokio::time::sleep(step).await;
+    get(&upstreams).await.unwrap();
+    assert_eq!((one.hits(), two.hits()), (1, 0));
+
+    std::fs::write(&file, format!("{}\n", two.url())).unwrap();
+    tokio::time::sleep(step).await;
+    get(&upstreams).await.unwrap();
+    assert_eq!((one.hits(), two.hits()), (1, 1), "the new set, without a restart");
+
+    // An emptied file is a mistake, not an empty fleet: the last good set stays.
+    std::fs::write(&file, "").unwrap();
+    tokio::time::sleep(step).await;
+    get(&upstreams).await.unwrap();
+    assert_eq!(two.hits(), 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
