@@ -1,9 +1,10 @@
 //! The command line: every flag documented, every default shown in `--help`.
 
-use std::{net::IpAddr, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use portico::gateways::Gateway;
+use portico_services::faults::{Faults, ParseFaultError, ServiceName};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -72,12 +73,17 @@ pub struct UpArgs {
     /// orders, identity use it and the next five); 0 picks free ports. They listen on 127.0.0.1.
     #[arg(long, default_value_t = 7001)]
     pub services_port: u16,
-    /// Latency added to every call of the recommendations service, e.g. `300ms`.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "0ms")]
-    pub recommendations_latency: Duration,
-    /// Share of recommendations calls that fail with 503, from 0 to 1.
-    #[arg(long, default_value_t = 0.0, value_parser = parse_ratio)]
-    pub recommendations_error_rate: f64,
+    /// Inject faults into a sample service, to watch the gateways degrade; repeatable, one
+    /// service per flag.
+    ///
+    /// SERVICE is catalog, reviews, recommendations, inventory, orders or identity. SPEC is
+    /// `latency:DURATION` (added to every call, e.g. latency:300ms), `errors:N%` (that share of
+    /// calls answered 503 problem+json, or UNAVAILABLE for the gRPC inventory; the same calls
+    /// fail on every run), `down` (connections refused) or `hang` (connections accepted, never
+    /// answered). Examples: `--fault recommendations=latency:300ms,errors:50%`,
+    /// `--fault reviews=down --fault inventory=latency:200ms`.
+    #[arg(long = "fault", value_name = "SERVICE=SPEC[,SPEC...]", value_parser = parse_fault)]
+    pub faults: Vec<(ServiceName, Faults)>,
 }
 
 impl Default for UpArgs {
@@ -98,10 +104,35 @@ impl UpArgs {
     }
 }
 
-fn parse_ratio(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
-        _ => Err(format!("`{s}` is not a number from 0 to 1")),
+fn parse_fault(s: &str) -> Result<(ServiceName, Faults), ParseFaultError> {
+    portico_services::faults::parse_fault(s)
+}
+
+impl UpArgs {
+    /// The `--fault` flags by service; a service named twice is a usage error.
+    pub fn faults(&self) -> Result<BTreeMap<ServiceName, Faults>, ParseFaultError> {
+        portico_services::faults::collect_faults(self.faults.iter().copied())
+    }
+}
+
+impl Cli {
+    /// Parses the command line, exiting with clap's usage error for what the value parsers
+    /// cannot see alone (a service given two `--fault` flags).
+    pub fn parse_checked() -> Self {
+        Self::check(Self::parse()).unwrap_or_else(|e| e.exit())
+    }
+
+    fn check(cli: Self) -> Result<Self, clap::Error> {
+        if let Some(Command::Up(args)) = &cli.command
+            && let Err(e) = args.faults()
+        {
+            let mut command = <Self as clap::CommandFactory>::command();
+            // Built, so the usage line the error prints is `portico up …`, not the top level's.
+            command.build();
+            let mut up = command.find_subcommand("up").cloned().unwrap_or(command);
+            return Err(up.error(clap::error::ErrorKind::ArgumentConflict, e));
+        }
+        Ok(cli)
     }
 }
 
@@ -262,21 +293,56 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn fault_flags_are_validated() {
-        let cli = Cli::try_parse_from([
-            "portico",
-            "up",
-            "--recommendations-latency",
-            "300ms",
-            "--recommendations-error-rate",
-            "0.5",
-        ])
-        .unwrap();
+    use portico_services::faults::Outage;
+
+    fn up(args: &[&str]) -> Result<UpArgs, clap::Error> {
+        let argv = ["portico", "up"].iter().chain(args).copied();
+        let cli = Cli::try_parse_from(argv).and_then(Cli::check)?;
         let Some(Command::Up(args)) = cli.command else { panic!("up") };
-        assert_eq!(args.recommendations_latency, Duration::from_millis(300));
-        assert!(
-            Cli::try_parse_from(["portico", "up", "--recommendations-error-rate", "2"]).is_err()
-        );
+        Ok(args)
+    }
+
+    #[test]
+    fn fault_flags_parse() {
+        let args = up(&["--fault", "recommendations=latency:300ms,errors:50%"]).unwrap();
+        let faults = args.faults().unwrap();
+        assert_eq!(faults.len(), 1);
+        let recommendations = faults[&ServiceName::Recommendations];
+        assert_eq!(recommendations.latency, Duration::from_millis(300));
+        assert_eq!(recommendations.error_rate, 0.5);
+
+        let args = up(&["--fault", "reviews=down", "--fault", "inventory=latency:200ms"]).unwrap();
+        let faults = args.faults().unwrap();
+        assert_eq!(faults[&ServiceName::Reviews].outage, Some(Outage::Down));
+        assert_eq!(faults[&ServiceName::Inventory].latency, Duration::from_millis(200));
+        assert!(up(&[]).unwrap().faults().unwrap().is_empty());
+    }
+
+    #[test]
+    fn bad_fault_flags_are_usage_errors_that_say_what_is_allowed() {
+        for (args, expected) in [
+            (&["--fault", "recommendations=latency:fast"][..], "`fast` is not a duration"),
+            (&["--fault", "recommendations=errors:200%"], "`200%` is not a percentage"),
+            (&["--fault", "payments=down"], "unknown service `payments`"),
+            (&["--fault", "reviews=down", "--fault", "reviews=hang"], "`reviews` given twice"),
+        ] {
+            let error = up(args).expect_err("refused");
+            assert!(
+                matches!(
+                    error.kind(),
+                    clap::error::ErrorKind::ValueValidation
+                        | clap::error::ErrorKind::ArgumentConflict
+                ),
+                "{args:?}: {:?}",
+                error.kind()
+            );
+            let message = error.to_string();
+            assert!(message.contains(expected), "{args:?}: {message}");
+        }
+        let message = up(&["--fault", "recommendations=slow"]).expect_err("refused").to_string();
+        assert!(message.contains("--fault"), "{message}");
+        assert!(message.contains("allowed: latency:DURATION"), "{message}");
+        // The old flags are gone, not silently ignored.
+        assert!(up(&["--recommendations-latency", "2s"]).is_err());
     }
 }

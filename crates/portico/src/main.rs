@@ -9,8 +9,6 @@ mod up;
 
 use std::{io::Write, process::ExitCode};
 
-use clap::Parser;
-
 // jemalloc: on the pass-through path it matched mimalloc's throughput while holding ~20 KB per
 // idle keep-alive connection where mimalloc held ~30 KB (bench/README.md); glibc malloc was
 // ~10 % of the CPU profile. It also keeps fragmentation down in a long-running server.
@@ -21,7 +19,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_checked();
     init_tracing(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

@@ -1,5 +1,6 @@
 //! `portico up`: the whole demo stack in one process, with a table of where to point a client.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 
 use portico::{
@@ -7,20 +8,21 @@ use portico::{
     gateways::Gateway,
     stack::{Options, Stack},
 };
-use portico_services::{Faults, Ports};
+use portico_services::{Faults, Ports, ServiceName};
 
 use crate::cli::UpArgs;
 
 pub async fn run(args: UpArgs) -> Result<(), Error> {
-    let stack = Stack::start(options(&args)).await?;
-    print_banner(&stack)?;
+    let options = options(&args)?;
+    let stack = Stack::start(options.clone()).await?;
+    print_banner(&stack, &options.services.faults)?;
     ctrl_c().await;
     eprintln!("shutting down: draining in-flight requests…");
     stack.shutdown().await;
     Ok(())
 }
 
-fn options(args: &UpArgs) -> Options {
+fn options(args: &UpArgs) -> Result<Options, Error> {
     let mut options = Options::ephemeral();
     options.host = args.host;
     options.ports = [args.mobile_port, args.web_port, args.partner_port];
@@ -37,11 +39,9 @@ fn options(args: &UpArgs) -> Options {
             identity: p(5),
         }
     };
-    options.services.recommendations = Faults {
-        latency: args.recommendations_latency,
-        error_rate: args.recommendations_error_rate,
-    };
-    options
+    // Already checked by `Cli::parse_checked`; `?` keeps a programmatic caller honest too.
+    options.services.faults = args.faults()?;
+    Ok(options)
 }
 
 /// Resolves on Ctrl-C (or SIGTERM, which is how containers are stopped).
@@ -66,7 +66,7 @@ pub async fn ctrl_c() {
 }
 
 /// What a newcomer needs first: where each gateway is and one command that calls it.
-fn print_banner(stack: &Stack) -> std::io::Result<()> {
+fn print_banner(stack: &Stack, faults: &BTreeMap<ServiceName, Faults>) -> std::io::Result<()> {
     let s = stack.services();
     let mut out = std::io::stdout().lock();
     writeln!(out, "\nPortico is up: three gateways over six sample services.\n")?;
@@ -88,6 +88,13 @@ fn print_banner(stack: &Stack) -> std::io::Result<()> {
         "\n  services: catalog {} · reviews {} · recommendations {} · inventory (gRPC) {} · orders {} · identity {}",
         s.catalog, s.reviews, s.recommendations, s.inventory, s.orders, s.identity
     )?;
+    // Loud on purpose: a slow or failing demo should never be a mystery to whoever started it.
+    if !faults.is_empty() {
+        writeln!(out, "\n  injected faults (--fault):")?;
+        for (service, faults) in faults {
+            writeln!(out, "    {:<16} {faults}", service.name())?;
+        }
+    }
     writeln!(out, "\n  signed-in calls (demo users alice, bob; partners acme, globex):")?;
     let identity = format!("http://{}", s.identity);
     let web = format!("http://{}", stack.addr(Gateway::Web));

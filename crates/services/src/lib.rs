@@ -4,10 +4,10 @@
 //! The wire contracts live in `shared/SERVICES.md`; [`Services::start`] binds every service and
 //! runs it on the current Tokio runtime until [`Services::shutdown`] (or drop).
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use portico_contracts::inventory::inventory_server::InventoryServer;
 use serde::Deserialize;
@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 
 pub mod catalog;
 pub mod data;
+pub mod faults;
 pub mod identity;
 pub mod inventory;
 pub mod orders;
@@ -26,6 +27,8 @@ pub mod reviews;
 
 mod http;
 mod query;
+
+pub use faults::{Faults, Outage, ServiceName};
 
 /// The data generator's parameters, kept in one file so docs, tests and benchmarks agree.
 const DEMO_TOML: &str = include_str!("../../../shared/demo.toml");
@@ -39,8 +42,8 @@ pub struct Config {
     pub ports: Ports,
     /// Parameters of the generated shop.
     pub demo: DemoParams,
-    /// Injected latency and failures of the recommendations service.
-    pub recommendations: Faults,
+    /// Injected latency, failures and outages per service; a service not named runs healthy.
+    pub faults: BTreeMap<ServiceName, Faults>,
 }
 
 impl Default for Config {
@@ -49,7 +52,7 @@ impl Default for Config {
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             ports: Ports::default(),
             demo: DemoParams::default(),
-            recommendations: Faults::default(),
+            faults: BTreeMap::new(),
         }
     }
 }
@@ -114,15 +117,6 @@ impl Default for DemoParams {
     }
 }
 
-/// Injected latency and failures, for demonstrating timeouts, retries and circuit breakers.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Faults {
-    /// Added to every call before it is answered.
-    pub latency: Duration,
-    /// Share of calls (0.0..=1.0) answered with 503.
-    pub error_rate: f64,
-}
-
 /// The running services: their bound addresses and the tasks serving them.
 ///
 /// Dropping this without [`Services::shutdown`] aborts every server task (the `JoinSet` does
@@ -146,16 +140,31 @@ impl Services {
     /// wait in the accept backlog until the server task polls). Fails with an error naming the
     /// service and address when a port cannot be bound.
     pub async fn start(config: Config) -> io::Result<Services> {
-        let Config { host, ports, demo, recommendations: faults } = config;
+        let Config { host, ports, demo, faults } = config;
 
         // Bind everything before spawning anything: a taken port then fails the whole start
         // without leaving half the services running.
-        let catalog_listener = bind("catalog", host, ports.catalog).await?;
-        let reviews_listener = bind("reviews", host, ports.reviews).await?;
-        let recommendations_listener = bind("recommendations", host, ports.recommendations).await?;
-        let inventory_listener = bind("inventory", host, ports.inventory).await?;
-        let orders_listener = bind("orders", host, ports.orders).await?;
-        let identity_listener = bind("identity", host, ports.identity).await?;
+        // A service that is `down` is bound too: its port stays reserved until every bind has
+        // succeeded, and is only then released (see `spawn_http`).
+        let fault = |service| faults.get(&service).copied().unwrap_or_default();
+        let catalog_listener =
+            bind(ServiceName::Catalog, host, ports.catalog, fault(ServiceName::Catalog)).await?;
+        let reviews_listener =
+            bind(ServiceName::Reviews, host, ports.reviews, fault(ServiceName::Reviews)).await?;
+        let recommendations_listener = bind(
+            ServiceName::Recommendations,
+            host,
+            ports.recommendations,
+            fault(ServiceName::Recommendations),
+        )
+        .await?;
+        let inventory_listener =
+            bind(ServiceName::Inventory, host, ports.inventory, fault(ServiceName::Inventory))
+                .await?;
+        let orders_listener =
+            bind(ServiceName::Orders, host, ports.orders, fault(ServiceName::Orders)).await?;
+        let identity_listener =
+            bind(ServiceName::Identity, host, ports.identity, fault(ServiceName::Identity)).await?;
 
         let addrs = Addrs {
             catalog: catalog_listener.addr,
@@ -189,7 +198,7 @@ impl Services {
         spawn_http(
             &mut tasks,
             recommendations_listener,
-            recommendations::router(Arc::clone(&shop), faults),
+            recommendations::router(Arc::clone(&shop)),
             signal.clone(),
         );
         spawn_http(&mut tasks, orders_listener, orders::router(store), signal.clone());
@@ -238,11 +247,12 @@ impl Services {
     }
 }
 
-/// A listener bound for one service, not yet served.
+/// A listener bound for one service, not yet served, with the faults to serve it with.
 struct Bound {
-    name: &'static str,
+    service: ServiceName,
     addr: SocketAddr,
     listener: TcpListener,
+    faults: Faults,
 }
 
 /// The bound addresses, gathered before the listeners move into their tasks.
@@ -255,13 +265,52 @@ struct Addrs {
     identity: SocketAddr,
 }
 
-async fn bind(name: &'static str, host: IpAddr, port: u16) -> io::Result<Bound> {
+async fn bind(service: ServiceName, host: IpAddr, port: u16, faults: Faults) -> io::Result<Bound> {
     let requested = SocketAddr::new(host, port);
     let listener = TcpListener::bind(requested).await.map_err(|e| {
-        io::Error::new(e.kind(), format!("{name} service cannot listen on {requested}: {e}"))
+        io::Error::new(e.kind(), format!("{service} service cannot listen on {requested}: {e}"))
     })?;
     let addr = listener.local_addr()?;
-    Ok(Bound { name, addr, listener })
+    Ok(Bound { service, addr, listener, faults })
+}
+
+/// Serves an outage instead of the service, when one is injected; hands the listener back
+/// otherwise.
+fn outage(tasks: &mut JoinSet<()>, bound: Bound, signal: watch::Receiver<bool>) -> Option<Bound> {
+    let Bound { service, addr, listener, faults } = bound;
+    match faults.outage {
+        None => return Some(Bound { service, addr, listener, faults }),
+        Some(Outage::Down) => {
+            // Closing the listener makes the kernel refuse connections to the port, exactly
+            // what a client sees when the process behind it has died.
+            drop(listener);
+            tracing::warn!(%service, %addr, "injected fault: down (connections refused)");
+        }
+        Some(Outage::Hang) => {
+            tracing::warn!(%service, %addr, "injected fault: hang (accepts, never answers)");
+            tasks.spawn(hang(listener, signal));
+        }
+    }
+    None
+}
+
+/// Accepts connections and holds them open without reading or answering until shutdown, so
+/// clients wait until their own deadline. Holding them (rather than dropping) is the point:
+/// a dropped socket would be a quick, visible reset.
+async fn hang(listener: TcpListener, signal: watch::Receiver<bool>) {
+    let mut held = Vec::new();
+    let stop = stopped(signal);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _)) => held.push(socket),
+                // Out of descriptors and the like: a wedged service would not answer either.
+                Err(e) => tracing::debug!(error = %e, "hang: accept failed"),
+            },
+        }
+    }
 }
 
 /// Resolves once [`Services::shutdown`] asks for it, or when `Services` is gone.
@@ -276,11 +325,22 @@ fn spawn_http(
     router: axum::Router,
     signal: watch::Receiver<bool>,
 ) {
-    let Bound { name, addr, listener } = bound;
+    let Some(Bound { service, addr, listener, faults }) = outage(tasks, bound, signal.clone())
+    else {
+        return;
+    };
+    // Only a faulty service pays for the layer (a boxed future per call).
+    let router = if faults.is_none() {
+        router
+    } else {
+        tracing::warn!(%service, %addr, %faults, "injected faults");
+        router.layer(faults::http_layer(service, faults))
+    };
+    let name = service.name();
     tasks.spawn(async move {
         let served = axum::serve(listener, router).with_graceful_shutdown(stopped(signal)).await;
         if let Err(e) = served {
-            tracing::error!(service = name, %addr, error = %e, "server failed");
+            tracing::error!(service = %name, %addr, error = %e, "server failed");
         }
     });
 }
@@ -291,15 +351,25 @@ fn spawn_grpc(
     service: inventory::InventoryService,
     signal: watch::Receiver<bool>,
 ) {
-    let Bound { name, addr, listener } = bound;
+    let Some(Bound { service: name, addr, listener, faults }) =
+        outage(tasks, bound, signal.clone())
+    else {
+        return;
+    };
+    if !faults.is_none() {
+        tracing::warn!(service = %name, %addr, %faults, "injected faults");
+    }
     tasks.spawn(async move {
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        // `option_layer`: a healthy service runs without the fault layer at all.
+        let layer = (!faults.is_none()).then(|| faults::grpc_layer(name, faults));
         let served = tonic::transport::Server::builder()
+            .layer(tower::util::option_layer(layer))
             .add_service(InventoryServer::new(service))
             .serve_with_incoming_shutdown(incoming, stopped(signal))
             .await;
         if let Err(e) = served {
-            tracing::error!(service = name, %addr, error = %e, "server failed");
+            tracing::error!(service = %name, %addr, error = %e, "server failed");
         }
     });
 }
