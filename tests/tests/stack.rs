@@ -297,7 +297,10 @@ async fn callers_are_known_and_see_only_what_is_theirs() {
 #[tokio::test]
 async fn a_failing_recommendations_service_degrades_the_web_page() {
     let mut options = Options::ephemeral();
-    options.services.recommendations.error_rate = 1.0;
+    options.services.faults.insert(
+        portico_services::ServiceName::Recommendations,
+        portico_services::Faults { error_rate: 1.0, ..Default::default() },
+    );
     let client = Client::start(options).await;
     let response = client.get(Gateway::Web, "/api/products/p-00042").await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -305,13 +308,41 @@ async fn a_failing_recommendations_service_degrades_the_web_page() {
     let page: Value = response.json().await.unwrap();
     assert_eq!(page["degraded"], json!(["recommendations"]));
     assert_eq!(page["product"]["id"], "p-00042");
+
+    // Every call fails: the endpoint's breaker opens and later pages skip the call (fail fast),
+    // still whole but for recommendations. The metrics show it.
+    for _ in 0..10 {
+        let response = client.get(Gateway::Web, "/api/products/p-00042").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["portico-degraded"], "recommendations");
+    }
+    let metrics = client.get(Gateway::Web, "/metrics").await.text().await.unwrap();
+    // Other tests' stacks share the process's recorder: one of the web gateways' recommendations
+    // endpoints (this test's) is open.
+    assert!(
+        metrics.lines().any(|l| l.starts_with("portico_upstream_breaker_state{")
+            && l.contains("gateway=\"web\"")
+            && l.contains("upstream=\"recommendations\"")
+            && l.ends_with(" 2")),
+        "no open breaker in\n{metrics}"
+    );
+    assert!(metrics.lines().any(|l| l.starts_with("portico_upstream_errors_total{")
+        && l.contains("gateway=\"web\"")
+        && l.contains("kind=\"circuit_open\"")
+        && l.contains("upstream=\"recommendations\"")));
     client.stack.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_slow_recommendations_service_is_cut_off_at_its_deadline() {
     let mut options = Options::ephemeral();
-    options.services.recommendations.latency = std::time::Duration::from_secs(5);
+    options.services.faults.insert(
+        portico_services::ServiceName::Recommendations,
+        portico_services::Faults {
+            latency: std::time::Duration::from_secs(5),
+            ..Default::default()
+        },
+    );
     let client = Client::start(options).await;
     let started = std::time::Instant::now();
     let response = client.get(Gateway::Web, "/api/products/p-00042").await;
