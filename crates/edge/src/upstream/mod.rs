@@ -1,5 +1,9 @@
 //! Named upstreams: handlers ask for `catalog` or `inventory` and never build a URL or a channel
 //! themselves. The protocol is a property of the upstream (from config), not of the handler.
+//!
+//! Each upstream is a [`cluster`] of endpoints (static, or kept current by [`discovery`]) behind
+//! the policies of [`policy`]: every call, whatever its protocol, is balanced, limited, guarded by
+//! per-endpoint breakers and outlier ejection, retried within a budget and cut at its deadline.
 
 mod breaker;
 mod budget;
