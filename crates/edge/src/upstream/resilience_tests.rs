@@ -545,3 +545,49 @@ async fn a_watched_file_moves_calls_to_new_endpoints_without_a_restart() {
     assert_eq!(two.hits(), 2);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_grpc_call_carries_the_time_the_request_has_left_as_grpc_timeout() {
+    use portico_contracts::inventory::{GetStockRequest, inventory_client::InventoryClient};
+
+    // A gRPC endpoint (HTTP/2) that records `grpc-timeout` and answers NOT_FOUND.
+    let seen = Arc::new(Mutex::new(None::<String>));
+    let s = seen.clone();
+    let router = Router::new().fallback(move |headers: http::HeaderMap| {
+        let s = s.clone();
+        async move {
+            *s.lock().unwrap() =
+                headers.get("grpc-timeout").map(|v| v.to_str().unwrap().to_owned());
+            [("content-type", "application/grpc"), ("grpc-status", "5")]
+        }
+    });
+    let server = MockServer::start(router).await;
+    let text = format!(
+        "[upstreams.inventory]\nprotocol = \"grpc\"\nendpoints = [\"{}\"]\ntimeout = \"1s\"\n",
+        server.url()
+    );
+    let upstreams =
+        Upstreams::for_gateway("t-grpc-deadline", &GatewayConfig::from_toml(&text).unwrap())
+            .unwrap();
+    let inventory = upstreams.grpc("inventory").unwrap();
+    let request_deadline = Instant::now() + Duration::from_millis(300);
+    let call = inventory.call(
+        "GetStock",
+        GetStockRequest { sku: "x".into() },
+        |channel, request| async move { InventoryClient::new(channel).get_stock(request).await },
+    );
+    let err = deadline::within(request_deadline, call).await.unwrap_err();
+    assert_eq!(err.code(), "not_found");
+    // `grpc-timeout` is an integer and a unit (RFC: H M S m u n); 300 ms left, not the 1 s.
+    let sent = seen.lock().unwrap().clone().expect("grpc-timeout sent");
+    let (value, unit) = sent.split_at(sent.len() - 1);
+    let value: u64 = value.parse().unwrap();
+    let sent = match unit {
+        "m" => Duration::from_millis(value),
+        "u" => Duration::from_micros(value),
+        "n" => Duration::from_nanos(value),
+        "S" => Duration::from_secs(value),
+        other => panic!("unit {other}"),
+    };
+    assert_eq!(sent, Duration::from_millis(300));
+}
