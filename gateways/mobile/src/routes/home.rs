@@ -27,6 +27,7 @@ const FEATURED: &str = "10";
 another gateway (`invalid_token`); without one the screen is served", body = portico_edge::error::Problem,
          headers(("WWW-Authenticate" = String, description = "`Bearer` with `error=\"invalid_token\"`"))),
         (status = 502, description = "The catalog failed", body = portico_edge::error::Problem),
+        (status = 503, description = "A required backend is failing (its circuit breaker is open, `upstream_circuit_open`) or at its concurrency limit (`upstream_overloaded`); try again shortly", body = portico_edge::error::Problem),
         (status = 504, description = "The catalog was too slow", body = portico_edge::error::Problem),
     ))]
 pub async fn home(

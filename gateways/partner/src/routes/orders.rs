@@ -68,6 +68,7 @@ naming the SKUs); nothing was ordered", body = portico_edge::error::Problem),
         (status = 422, description = "Some SKUs do not exist (`unknown_sku`, naming them); \
 nothing was ordered", body = portico_edge::error::Problem),
         (status = 502, description = "A backend failed; the order was not confirmed", body = portico_edge::error::Problem),
+        (status = 503, description = "A required backend is failing (its circuit breaker is open, `upstream_circuit_open`) or at its concurrency limit (`upstream_overloaded`); try again shortly", body = portico_edge::error::Problem),
         (status = 504, description = "A backend was too slow; the order was not confirmed", body = portico_edge::error::Problem),
     ))]
 pub async fn place_order(
@@ -170,6 +171,7 @@ refused key"))),
         (status = 404, description = "No such order for this partner (`not_found`), whether it \
 does not exist or is another partner's", body = portico_edge::error::Problem),
         (status = 502, description = "The orders service failed", body = portico_edge::error::Problem),
+        (status = 503, description = "A required backend is failing (its circuit breaker is open, `upstream_circuit_open`) or at its concurrency limit (`upstream_overloaded`); try again shortly", body = portico_edge::error::Problem),
         (status = 504, description = "The orders service was too slow", body = portico_edge::error::Problem),
     ))]
 pub async fn get_order(

@@ -47,6 +47,7 @@ refused key"))),
         (status = 403, description = "Not a partner (a shopper's token), or a partner without \
 `catalog:read` (`forbidden`)", body = portico_edge::error::Problem),
         (status = 502, description = "The catalog failed", body = portico_edge::error::Problem),
+        (status = 503, description = "A required backend is failing (its circuit breaker is open, `upstream_circuit_open`) or at its concurrency limit (`upstream_overloaded`); try again shortly", body = portico_edge::error::Problem),
         (status = 504, description = "The catalog was too slow", body = portico_edge::error::Problem),
     ))]
 pub async fn products(

@@ -36,6 +36,8 @@ with `error=\"invalid_token\"` when a token was refused"))),
         (status = 403, description = "Not a user token, or one without `orders:read` \
 (`forbidden`)", body = portico_edge::error::Problem),
         (status = 502, description = "The orders service failed", body = portico_edge::error::Problem),
+        (status = 503, description = "The orders service is failing (`upstream_circuit_open`) or at its concurrency limit (`upstream_overloaded`); try again shortly", body = portico_edge::error::Problem),
+        (status = 504, description = "The orders service was too slow", body = portico_edge::error::Problem),
     ))]
 pub async fn order_history(
     State(state): State<Arc<AppState>>,
@@ -78,6 +80,7 @@ with `error=\"invalid_token\"` when a token was refused"))),
         (status = 404, description = "No such order for this customer (`not_found`), whether \
 it does not exist or is someone else's", body = portico_edge::error::Problem),
         (status = 502, description = "The orders service failed", body = portico_edge::error::Problem),
+        (status = 503, description = "A required backend is failing (its circuit breaker is open, `upstream_circuit_open`) or at its concurrency limit (`upstream_overloaded`); try again shortly", body = portico_edge::error::Problem),
         (status = 504, description = "The orders service was too slow", body = portico_edge::error::Problem),
     ))]
 pub async fn get_order(

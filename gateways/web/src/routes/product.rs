@@ -40,6 +40,7 @@ another gateway (`invalid_token`); without one the page is served", body = porti
          headers(("WWW-Authenticate" = String, description = "`Bearer` with `error=\"invalid_token\"`"))),
         (status = 404, description = "No such product", body = portico_edge::error::Problem),
         (status = 502, description = "The catalog failed", body = portico_edge::error::Problem),
+        (status = 503, description = "A required backend is failing (its circuit breaker is open, `upstream_circuit_open`) or at its concurrency limit (`upstream_overloaded`); try again shortly", body = portico_edge::error::Problem),
         (status = 504, description = "The catalog was too slow", body = portico_edge::error::Problem),
     ))]
 pub async fn product_page(

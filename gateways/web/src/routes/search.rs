@@ -42,6 +42,8 @@ pub struct SearchQuery {
 another gateway (`invalid_token`); without one the results are served", body = portico_edge::error::Problem,
          headers(("WWW-Authenticate" = String, description = "`Bearer` with `error=\"invalid_token\"`"))),
         (status = 502, description = "The catalog failed", body = portico_edge::error::Problem),
+        (status = 503, description = "The catalog is failing (`upstream_circuit_open`) or at its concurrency limit (`upstream_overloaded`); try again shortly", body = portico_edge::error::Problem),
+        (status = 504, description = "The catalog was too slow", body = portico_edge::error::Problem),
     ))]
 pub async fn search(
     State(state): State<Arc<AppState>>,
