@@ -426,11 +426,20 @@ impl Relay {
             host_len = authority.len() + 8;
             balancer.sent();
             let endpoint = claim.endpoint().clone();
-            let exchanged = timeout_at(
-                deadline,
-                exchange(upstream, &endpoint, &head, body_rest, client, is_head, idempotent),
-            )
-            .await;
+            let exchanged = if body_rest == 0 {
+                let exchange = exchange(upstream, &endpoint, &head, 0, None, is_head, idempotent);
+                // A client that leaves while its answer is awaited takes the upstream call with
+                // it (nginx's `proxy_ignore_client_abort off`).
+                match unless_client_leaves(&client.stream, timeout_at(deadline, exchange)).await {
+                    Some(exchanged) => exchanged,
+                    None => return (499, Next::Close),
+                }
+            } else {
+                let body = Some(&mut client.stream);
+                let exchange =
+                    exchange(upstream, &endpoint, &head, body_rest, body, is_head, idempotent);
+                timeout_at(deadline, exchange).await
+            };
             let error = match exchanged {
                 Ok(Ok(response)) => {
                     let failure = (response.status >= 500)
@@ -519,6 +528,30 @@ fn forwarded(name: &str, listed: &[&[u8]]) -> bool {
 }
 
 /// 431: a request head over the relay's limits.
+/// How long the relay waits for an upstream answer before it starts watching for the client
+/// leaving: most answers come sooner, and the watch costs a syscall.
+const WATCH_CLIENT_AFTER: Duration = Duration::from_millis(20);
+
+/// Runs `work` (waiting for the upstream) unless the client closes its connection first; `None`
+/// then, and `work` is dropped with its upstream connection. Bytes from the client (a pipelined
+/// request) end the watch: they wait their turn.
+async fn unless_client_leaves<F: Future>(client: &TcpStream, work: F) -> Option<F::Output> {
+    let watch = async {
+        tokio::time::sleep(WATCH_CLIENT_AFTER).await;
+        let mut probe = [0_u8; 1];
+        if let Ok(n) = client.peek(&mut probe).await
+            && n > 0
+        {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        biased;
+        done = work => Some(done),
+        () = watch => None,
+    }
+}
+
 /// The request target of an upstream head (`GET /x?y HTTP/1.1…` → `/x?y`).
 fn request_target(head: &[u8]) -> &str {
     let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
@@ -611,12 +644,12 @@ async fn exchange(
     endpoint: &Endpoint,
     head: &[u8],
     body_rest: u64,
-    client: &mut Client,
+    mut client: Option<&mut TcpStream>,
     is_head: bool,
     idempotent: bool,
 ) -> Result<UpstreamResponse, Failure> {
     if let Some(stream) = upstream.reuse(endpoint) {
-        match send(stream, head, body_rest, client, is_head).await {
+        match send(stream, head, body_rest, client.as_deref_mut(), is_head).await {
             Ok(response) => return Ok(response),
             Err(Attempt::Stale(_)) if body_rest == 0 && idempotent => {}
             Err(Attempt::Stale(error) | Attempt::Failed(error)) => {
@@ -644,15 +677,17 @@ async fn send(
     mut stream: TcpStream,
     head: &[u8],
     mut body_rest: u64,
-    client: &mut Client,
+    client: Option<&mut TcpStream>,
     is_head: bool,
 ) -> Result<UpstreamResponse, Attempt> {
     stream.write_all(head).await.map_err(Attempt::Stale)?;
     if body_rest > 0 {
+        // The rest of the body comes from the client's connection.
+        let Some(client) = client else { return Err(Attempt::Client) };
         let mut chunk = vec![0_u8; BODY_CHUNK];
         while body_rest > 0 {
             let want = usize::try_from(body_rest).unwrap_or(BODY_CHUNK).min(BODY_CHUNK);
-            let n = match client.stream.read(&mut chunk[..want]).await {
+            let n = match client.read(&mut chunk[..want]).await {
                 Ok(0) | Err(_) => return Err(Attempt::Client),
                 Ok(n) => n,
             };

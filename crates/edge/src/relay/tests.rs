@@ -354,3 +354,53 @@ async fn the_relay_retries_a_refused_endpoint_elsewhere_and_its_breaker_opens() 
     let answer = read_answer(&mut stream, &mut buf, false).await;
     assert_eq!((answer.status, answer.json()["body_len"].as_u64()), (200, Some(2)));
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_takes_its_upstream_call_with_it() {
+    // An upstream that takes the request, never answers, and reports when the relay closes
+    // the connection.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    let (asked, asked_rx) = tokio::sync::oneshot::channel();
+    let (closed, closed_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = [0_u8; 4096];
+        let _ = stream.read(&mut buf).await;
+        let _ = asked.send(());
+        while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+        let _ = closed.send(());
+    });
+    // The route waits 30 s and the request deadline is the default 10 s: only the client
+    // leaving can end the call within the test.
+    let addr = gateway(&upstream, &format!("{CATALOG}\ntimeout = \"30s\"")).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client.write_all(b"GET /api/catalog/slow HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), asked_rx).await.unwrap().unwrap();
+    drop(client);
+    tokio::time::timeout(Duration::from_secs(5), closed_rx)
+        .await
+        .expect("the upstream call was cancelled when the client left")
+        .unwrap();
+}
+
+// Paused time: the backend's delay, the relay's watch delay and the gap between the two
+// requests are timers on one clock, so their order is exact.
+#[tokio::test(start_paused = true)]
+async fn a_pipelined_request_waiting_its_turn_does_not_cancel_the_one_before() {
+    let slow = start_backend(Router::new().fallback(|| async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Json(json!({"slow": true}))
+    }))
+    .await;
+    let addr = gateway(&slow, CATALOG).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    // The second request arrives while the first is past the watch delay.
+    stream.write_all(b"GET /api/catalog/a HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stream.write_all(b"GET /api/catalog/b HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    for _ in 0..2 {
+        assert_eq!(read_answer(&mut stream, &mut buf, false).await.status, 200);
+    }
+}
