@@ -39,6 +39,9 @@ pub struct EdgeError {
     upstream: Option<String>,
     upstream_status: Option<StatusCode>,
     cause: Option<Cause>,
+    /// Seconds after which a retry may succeed, sent as `Retry-After` (RFC 9110 §10.2.3).
+    /// (Sixteen bits: it packs beside the statuses, keeping the error small on the hot path.)
+    retry_after: Option<u16>,
 }
 
 // === impl EdgeError ===
@@ -54,6 +57,7 @@ impl EdgeError {
             upstream: None,
             upstream_status: None,
             cause: None,
+            retry_after: None,
         }
     }
 
@@ -138,11 +142,13 @@ impl EdgeError {
         )
         .with_detail("a backend service is at capacity; try again shortly")
         .with_upstream(upstream)
+        .with_retry_after(1)
     }
 
     /// 503: every endpoint of the upstream is failing (circuit breakers open) or none is known;
-    /// the call failed fast without being sent.
-    pub fn upstream_circuit_open(upstream: &str) -> Self {
+    /// the call failed fast without being sent. `retry_after`: when a breaker next lets a call
+    /// through.
+    pub fn upstream_circuit_open(upstream: &str, retry_after: std::time::Duration) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "upstream_circuit_open",
@@ -151,6 +157,14 @@ impl EdgeError {
         )
         .with_detail("a backend service is failing; try again shortly")
         .with_upstream(upstream)
+        .with_retry_after(whole_seconds(retry_after))
+    }
+
+    /// Sets the `Retry-After` seconds of the response.
+    #[must_use]
+    pub fn with_retry_after(mut self, seconds: u16) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn upstream_timeout(upstream: &str) -> Self {
@@ -261,8 +275,18 @@ impl IntoResponse for EdgeError {
             Source::Upstream => tracing::warn!(error = %self, "upstream failure"),
             Source::Internal => tracing::error!(error = %self, "internal error"),
         }
-        problem_response(self.status, &self.problem())
+        let mut response = problem_response(self.status, &self.problem());
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
+}
+
+/// `duration` in whole seconds, rounded up and at least 1, as `Retry-After` takes it.
+fn whole_seconds(duration: std::time::Duration) -> u16 {
+    let seconds = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
+    u16::try_from(seconds.max(1)).unwrap_or(u16::MAX)
 }
 
 /// An RFC 7807 problem document.

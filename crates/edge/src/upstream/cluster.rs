@@ -615,7 +615,7 @@ impl Cluster {
             Refusal::CircuitOpen => self.stats.error("circuit_open"),
             Refusal::NoEndpoint => self.stats.error("no_endpoint"),
         }
-        EdgeError::upstream_circuit_open(&self.name)
+        EdgeError::upstream_circuit_open(&self.name, self.policy.breaker.open_for)
     }
 
     /// Counts an attempt being sent.

@@ -206,6 +206,8 @@ async fn the_breaker_opens_fails_fast_half_opens_and_closes() {
     );
     assert_eq!(started.elapsed(), Duration::ZERO);
     assert_eq!(backend.hits(), 3);
+    let response = err.into_response();
+    assert_eq!(response.headers()[http::header::RETRY_AFTER], "5", "the breaker's open_for");
 
     // After the wait a probe goes through; it fails, so the breaker opens again.
     tokio::time::advance(Duration::from_secs(5)).await;
@@ -305,6 +307,8 @@ async fn calls_over_the_concurrency_limit_are_refused_at_once() {
         (StatusCode::SERVICE_UNAVAILABLE, "upstream_overloaded")
     );
     assert_eq!(started.elapsed(), Duration::ZERO, "refused, not queued");
+    let response = err.into_response();
+    assert_eq!(response.headers()[http::header::RETRY_AFTER], "1");
     assert!(first.await.unwrap().is_ok() && second.await.unwrap().is_ok());
     get(&upstreams).await.unwrap();
 }
