@@ -121,6 +121,11 @@ impl Relay {
                     upstream
                 }
             };
+            // A hedged upstream races two attempts and keeps the first answer: that is the
+            // router's pass-through handler's job, which buffers nothing but the response head.
+            if upstream.cluster().policy().hedge.is_some() {
+                continue;
+            }
             let prefix = route.path.trim_end_matches('/').to_owned();
             for pattern in proxy::patterns(&prefix) {
                 if paths.insert(pattern.clone(), Some(routes.len())).is_err() {
@@ -142,6 +147,9 @@ impl Relay {
                 // router decide every path rather than guess.
                 return Ok(None);
             }
+        }
+        if routes.is_empty() {
+            return Ok(None);
         }
         Ok(Some(Self { gateway, paths, routes, limits: config.limits.clone(), authenticator }))
     }

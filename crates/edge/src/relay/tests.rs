@@ -70,7 +70,8 @@ async fn gateway_over(endpoints: &[String], settings: &str, route: &str) -> Sock
     .unwrap();
     let upstreams = Upstreams::from_config(&config).unwrap();
     let app = stack::gateway("relay-test", Routes::new(), &config, &upstreams).unwrap();
-    assert!(app.relay().is_some(), "the gateway has a relay");
+    let hedged = settings.contains(".hedge]");
+    assert_eq!(app.relay().is_some(), !hedged, "a hedged upstream's routes are the router's");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(server::serve(listener, app, Duration::from_secs(5), std::future::pending()));
@@ -402,5 +403,26 @@ async fn a_pipelined_request_waiting_its_turn_does_not_cancel_the_one_before() {
     let mut buf = Vec::new();
     for _ in 0..2 {
         assert_eq!(read_answer(&mut stream, &mut buf, false).await.status, 200);
+    }
+}
+
+#[tokio::test]
+async fn a_hedged_pass_through_route_is_served_by_the_router_and_hedges() {
+    let slow = start_backend(Router::new().fallback(|| async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Json(json!({"who": "slow"}))
+    }))
+    .await;
+    let fast = echo_backend().await;
+    let settings = "balance = \"round_robin\"\n[upstreams.catalog.hedge]\ndelay = \"50ms\"\n";
+    let addr = gateway_over(&[slow, fast], settings, &format!("{CATALOG}\ntimeout = \"5s\"")).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    // Round robin sends one of the two first to the slow endpoint; both answer from the fast one.
+    for _ in 0..2 {
+        stream.write_all(b"GET /api/catalog/a HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let answer = read_answer(&mut stream, &mut buf, false).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.json()["path"], "/a", "the echo (fast) endpoint answered");
     }
 }
