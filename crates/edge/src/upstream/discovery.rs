@@ -159,7 +159,8 @@ impl DiscoveryConfig {
 /// always sent). Stops when `update` returns `false` (the upstream was dropped).
 ///
 /// A file's lines are taken as written (an IP literal is normalised, a host name is kept for the
-/// HTTP client to resolve per connection); `https://` lines keep their scheme. Aborting the
+/// HTTP client to resolve per connection); `https://` lines are skipped like static `https://`
+/// endpoints are refused, as upstream calls speak plain HTTP. Aborting the
 /// returned handle stops the watcher at once, without waiting for the next change.
 pub(crate) fn spawn(
     upstream: String,
@@ -490,14 +491,14 @@ fn parse_file(upstream: &str, path: &Path, text: &str) -> Vec<String> {
     endpoints.into_iter().collect()
 }
 
-/// `http://host:port`, `https://host:port` or `host:port` (taken as http) to a base URL.
+/// `http://host:port` or `host:port` (taken as http) to a base URL.
 fn parse_endpoint(line: &str) -> Result<String, String> {
+    // Upstream calls speak plain HTTP (static endpoints are held to the same rule): an
+    // `https://` endpoint would only ever fail to connect.
     let (scheme, rest) = if let Some(rest) = line.strip_prefix("http://") {
         ("http", rest)
-    } else if let Some(rest) = line.strip_prefix("https://") {
-        ("https", rest)
     } else if line.contains("://") {
-        return Err("only http:// and https:// endpoints are supported".to_owned());
+        return Err("only http:// endpoints are supported".to_owned());
     } else {
         ("http", line)
     };
