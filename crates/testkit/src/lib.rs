@@ -74,6 +74,37 @@ pub async fn hanging_server() -> MockServer {
     MockServer::start(Router::new().fallback(std::future::pending::<()>)).await
 }
 
+/// An upstream that takes one request and never answers, and says when the request arrived
+/// and when the caller closed the connection: for tests that a call is cancelled.
+#[derive(Debug)]
+pub struct SilentUpstream {
+    /// Its base URL.
+    pub url: String,
+    /// Resolves when the request has been read.
+    pub asked: tokio::sync::oneshot::Receiver<()>,
+    /// Resolves when the caller has closed the connection.
+    pub closed: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// Starts a [`SilentUpstream`] on `127.0.0.1:0`.
+pub async fn silent_upstream() -> SilentUpstream {
+    use tokio::io::AsyncReadExt;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+    let url = format!("http://{}", listener.local_addr().expect("a bound listener has an address"));
+    let (asked, asked_rx) = tokio::sync::oneshot::channel();
+    let (closed, closed_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let Ok((mut stream, _)) = listener.accept().await else { return };
+        let mut buf = [0_u8; 4096];
+        let _ = stream.read(&mut buf).await;
+        let _ = asked.send(());
+        while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+        let _ = closed.send(());
+    });
+    SilentUpstream { url, asked: asked_rx, closed: closed_rx }
+}
+
 /// A response read whole.
 #[derive(Debug)]
 pub struct TestResponse {

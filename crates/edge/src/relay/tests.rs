@@ -358,28 +358,16 @@ async fn the_relay_retries_a_refused_endpoint_elsewhere_and_its_breaker_opens() 
 
 #[tokio::test]
 async fn a_client_that_leaves_takes_its_upstream_call_with_it() {
-    // An upstream that takes the request, never answers, and reports when the relay closes
-    // the connection.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream = format!("http://{}", listener.local_addr().unwrap());
-    let (asked, asked_rx) = tokio::sync::oneshot::channel();
-    let (closed, closed_rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let (mut stream, _) = listener.accept().await.unwrap();
-        let mut buf = [0_u8; 4096];
-        let _ = stream.read(&mut buf).await;
-        let _ = asked.send(());
-        while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
-        let _ = closed.send(());
-    });
+    let silent = portico_testkit::silent_upstream().await;
+    let upstream = silent.url.clone();
     // The route waits 30 s and the request deadline is the default 10 s: only the client
     // leaving can end the call within the test.
     let addr = gateway(&upstream, &format!("{CATALOG}\ntimeout = \"30s\"")).await;
     let mut client = TcpStream::connect(addr).await.unwrap();
     client.write_all(b"GET /api/catalog/slow HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
-    tokio::time::timeout(Duration::from_secs(5), asked_rx).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), silent.asked).await.unwrap().unwrap();
     drop(client);
-    tokio::time::timeout(Duration::from_secs(5), closed_rx)
+    tokio::time::timeout(Duration::from_secs(5), silent.closed)
         .await
         .expect("the upstream call was cancelled when the client left")
         .unwrap();

@@ -473,20 +473,8 @@ async fn a_grpc_read_that_finds_an_endpoint_down_is_retried_on_another() {
 async fn a_client_that_disconnects_cancels_the_upstream_calls_it_was_waiting_for() {
     use crate::access::{Access, Routes};
 
-    // An upstream that takes the request, never answers, and reports when the gateway closes
-    // the connection.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (asked, asked_rx) = tokio::sync::oneshot::channel();
-    let (closed, closed_rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let (mut stream, _) = listener.accept().await.unwrap();
-        let mut buf = [0_u8; 4096];
-        let _ = stream.read(&mut buf).await;
-        let _ = asked.send(());
-        while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
-        let _ = closed.send(());
-    });
+    let silent = portico_testkit::silent_upstream().await;
+    let url = silent.url.clone();
     // Nothing times out for 30 s: only the disconnect can end the call within the test.
     let text = format!(
         "[limits]\nrequest_timeout = \"30s\"\n[upstreams.x]\nendpoints = [\"{url}\"]\ntimeout = \"30s\"\n"
@@ -508,9 +496,9 @@ async fn a_client_that_disconnects_cancels_the_upstream_calls_it_was_waiting_for
 
     let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
     client.write_all(b"GET /page HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
-    tokio::time::timeout(Duration::from_secs(5), asked_rx).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), silent.asked).await.unwrap().unwrap();
     drop(client);
-    tokio::time::timeout(Duration::from_secs(5), closed_rx)
+    tokio::time::timeout(Duration::from_secs(5), silent.closed)
         .await
         .expect("the upstream call was cancelled when the client left")
         .unwrap();
