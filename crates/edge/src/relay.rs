@@ -448,43 +448,48 @@ impl Relay {
                     exchange(upstream, &endpoint, &head, body_rest, body, is_head, idempotent);
                 timeout_at(deadline, exchange).await
             };
-            let error = match exchanged {
+            let failure = match &exchanged {
                 Ok(Ok(response)) => {
-                    let failure = (response.status >= 500)
-                        .then_some(cluster::Failure::Status(response.status));
-                    balancer.record(&mut claim, failure);
-                    break (response, claim);
+                    (response.status >= 500).then_some(cluster::Failure::Status(response.status))
                 }
                 // Not the endpoint's doing: the claim goes back without a verdict.
                 Ok(Err(Failure::Client)) => return (499, Next::Close),
+                Ok(Err(Failure::Connect(_))) => Some(cluster::Failure::Connect),
+                Ok(Err(Failure::Upstream(_))) => Some(cluster::Failure::Reset),
+                Err(_elapsed) => Some(cluster::Failure::Timeout),
+            };
+            balancer.record(&mut claim, failure);
+            // Another endpoint may take it when the failure is one a retry can fix (connect,
+            // reset, 502, 503), the request is idempotent and replayable from the head alone,
+            // and the budget and the deadline allow. A 5xx answer's connection is closed unread.
+            if let Some(failure) = failure
+                && failure.is_retryable()
+                && idempotent
+                && body_rest == 0
+                && attempts < balancer.policy().retry.attempts
+            {
+                let wait = balancer.backoff(attempts);
+                if Instant::now() + wait < deadline && balancer.may_retry() {
+                    tracing::debug!(
+                        upstream = upstream.name(),
+                        endpoint = endpoint.authority(),
+                        ?failure,
+                        "retrying on another endpoint"
+                    );
+                    previous = Some(endpoint);
+                    drop((claim, exchanged));
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            }
+            let error = match exchanged {
+                Ok(Ok(response)) => break (response, claim),
                 Err(_elapsed) => {
-                    balancer.record(&mut claim, Some(cluster::Failure::Timeout));
                     let error = EdgeError::upstream_timeout(upstream.name());
                     return self.answer(client, error.into_response(), &id, body_rest > 0).await;
                 }
-                Ok(Err(Failure::Connect(error))) => {
-                    balancer.record(&mut claim, Some(cluster::Failure::Connect));
-                    // Nothing was sent: another endpoint may take it, if the request can be
-                    // replayed from the head alone and the budget and the deadline allow.
-                    let wait = balancer.backoff(attempts);
-                    if idempotent
-                        && body_rest == 0
-                        && attempts < balancer.policy().retry.attempts
-                        && Instant::now() + wait < deadline
-                        && balancer.may_retry()
-                    {
-                        tracing::debug!(upstream = upstream.name(), endpoint = endpoint.authority(), %error, "connect failed; retrying");
-                        previous = Some(endpoint);
-                        drop(claim);
-                        tokio::time::sleep(wait).await;
-                        continue;
-                    }
-                    error
-                }
-                Ok(Err(Failure::Upstream(error))) => {
-                    balancer.record(&mut claim, Some(cluster::Failure::Reset));
-                    error
-                }
+                Ok(Err(Failure::Connect(error) | Failure::Upstream(error))) => error,
+                Ok(Err(Failure::Client)) => return (499, Next::Close),
             };
             tracing::warn!(upstream = upstream.name(), %error, "upstream unavailable");
             let error = EdgeError::upstream_unavailable(upstream.name(), error);

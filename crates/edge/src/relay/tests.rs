@@ -414,3 +414,32 @@ async fn a_hedged_pass_through_route_is_served_by_the_router_and_hedges() {
         assert_eq!(answer.json()["path"], "/a", "the echo (fast) endpoint answered");
     }
 }
+
+#[tokio::test]
+async fn the_relay_retries_a_503_elsewhere_for_reads_and_passes_it_through_for_writes() {
+    let unavailable = start_backend(
+        Router::new().fallback(|| async { (http::StatusCode::SERVICE_UNAVAILABLE, "try later") }),
+    )
+    .await;
+    let echo = echo_backend().await;
+    let settings = "balance = \"round_robin\"\n[upstreams.catalog.breaker]\n\
+                    consecutive_failures = 1000\nmin_calls = 1000\n[upstreams.catalog.outlier]\n\
+                    consecutive_failures = 1000\n";
+    let addr = gateway_over(&[unavailable, echo], settings, CATALOG).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    // Round robin's first turn is the 503 endpoint: a POST is not repeated, the 503 passes.
+    stream
+        .write_all(b"POST /api/catalog/a HTTP/1.1\r\nHost: x\r\ncontent-length: 2\r\n\r\nhi")
+        .await
+        .unwrap();
+    let answer = read_answer(&mut stream, &mut buf, false).await;
+    assert_eq!((answer.status, answer.body.as_slice()), (503, b"try later".as_slice()));
+    // Reads whose turn is the 503 endpoint are retried on the other one.
+    for _ in 0..4 {
+        stream.write_all(b"GET /api/catalog/a HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let answer = read_answer(&mut stream, &mut buf, false).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.json()["path"], "/a");
+    }
+}

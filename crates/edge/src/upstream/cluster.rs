@@ -55,7 +55,7 @@ impl Failure {
     /// Whether another attempt may succeed where this one failed: the request never reached
     /// the service (connect), or the service said it could not take it (502, 503). A 500 or a
     /// timeout will most likely repeat, and a timeout has spent the time anyway.
-    fn is_retryable(self) -> bool {
+    pub(crate) fn is_retryable(self) -> bool {
         matches!(self, Self::Connect | Self::Reset | Self::Status(502 | 503))
     }
 
