@@ -1,7 +1,12 @@
 //! What every sample HTTP service shares: `GET /healthz` and problem+json answers for unknown
 //! routes and methods, so a gateway never has to parse axum's plain-text defaults.
 
+use std::time::Duration;
+
+use axum::extract::Request;
 use axum::http::{Method, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -14,6 +19,30 @@ pub(crate) fn finish(routes: Router) -> Router {
         .route("/healthz", get(healthz))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
+}
+
+/// The header a Portico gateway sends with the time it will still wait for the answer, in ms.
+const DEADLINE_HEADER: &str = "x-portico-timeout-ms";
+
+/// Honours the caller's deadline: once the time it sent in [`DEADLINE_HEADER`] has passed,
+/// nobody will read the answer, so the service stops working on it (the handler's future is
+/// dropped) and says so with a 504.
+pub(crate) async fn within_deadline(request: Request, next: Next) -> Response {
+    let left = request
+        .headers()
+        .get(DEADLINE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let Some(ms) = left else { return next.run(request).await };
+    match tokio::time::timeout(Duration::from_millis(ms), next.run(request)).await {
+        Ok(response) => response,
+        Err(_elapsed) => Problem::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "deadline_exceeded",
+            "the caller's deadline passed before the answer was ready",
+        )
+        .into_response(),
+    }
 }
 
 async fn healthz() -> Json<Value> {

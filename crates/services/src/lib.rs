@@ -336,6 +336,8 @@ fn spawn_http(
         tracing::warn!(%service, %addr, %faults, "injected faults");
         router.layer(faults::http_layer(service, faults))
     };
+    // Outermost, so an injected delay is cut short too.
+    let router = router.layer(axum::middleware::from_fn(http::within_deadline));
     let name = service.name();
     tasks.spawn(async move {
         let served = axum::serve(listener, router).with_graceful_shutdown(stopped(signal)).await;

@@ -109,3 +109,21 @@ async fn grpc_latency_delays_the_answer() {
     assert_eq!(level.sku, "SKU-00001");
     services.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_service_stops_at_the_deadline_its_caller_sends() {
+    let services = Services::start(config(&["recommendations=latency:5s"])).await.expect("start");
+    let started = Instant::now();
+    let response = reqwest::Client::new()
+        .get(format!("http://{}/recommendations/p-00042", services.recommendations))
+        .header("x-portico-timeout-ms", "100")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status().as_u16(), 504);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["code"], "deadline_exceeded");
+    // Far sooner than the injected 5 s: the service gave up when its caller did.
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    services.shutdown().await;
+}
