@@ -129,16 +129,6 @@ async fn forward_inner(target: &Target, request: Request) -> Result<Response, Ed
     let (parts, body) = request.into_parts();
     let name = target.upstream.name();
     let uri = &parts.uri;
-    let mut path = Vec::with_capacity(uri.path().len() + 64);
-    push_upstream_path(
-        &mut path,
-        &target.prefix,
-        target.rewrite.as_deref(),
-        uri.path(),
-        uri.query(),
-    );
-    let path = String::from_utf8(path)
-        .map_err(|_| EdgeError::bad_request("the path cannot be forwarded"))?;
 
     let mut headers = parts.headers;
     let host = headers.remove(header::HOST);
@@ -160,17 +150,24 @@ async fn forward_inner(target: &Target, request: Request) -> Result<Response, Ed
         idempotent,
         read: idempotent
             && (parts.method == http::Method::GET || parts.method == http::Method::HEAD),
-        key: &path,
+        key: uri.path(),
         deadline: deadline::for_call(target.timeout),
     };
     let mut body = Some(body);
     let method = parts.method;
     let client = target.upstream.client();
     let attempt = |endpoint: &Arc<Endpoint>, deadline: tokio::time::Instant| {
-        let uri = http::Uri::try_from(format!("{}{path}", endpoint.url()));
+        // The upstream URL in one allocation: the endpoint, then the rewritten path.
+        let mut url = Vec::with_capacity(endpoint.url().len() + uri.path().len() + 64);
+        url.extend_from_slice(endpoint.url().as_bytes());
+        let (prefix, rewrite) = (&target.prefix, target.rewrite.as_deref());
+        push_upstream_path(&mut url, prefix, rewrite, uri.path(), uri.query());
+        let uri = http::Uri::from_maybe_shared(bytes::Bytes::from(url));
         let mut request = http::Request::new(body.take().unwrap_or_else(Body::empty));
         *request.method_mut() = method.clone();
-        *request.headers_mut() = headers.clone();
+        // Only a call that may be repeated needs its headers kept for the next attempt.
+        *request.headers_mut() =
+            if idempotent { headers.clone() } else { std::mem::take(&mut headers) };
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         request.headers_mut().insert(deadline::HEADER, deadline::header_value(remaining));
         let sent = uri.map(|uri| {
