@@ -433,9 +433,9 @@ impl Relay {
             head.splice(host_at..host_at + host_len, line);
             host_len = authority.len() + 8;
             balancer.sent();
-            let endpoint = claim.endpoint().clone();
+            let endpoint = claim.endpoint();
             let exchanged = if body_rest == 0 {
-                let exchange = exchange(upstream, &endpoint, &head, 0, None, is_head, idempotent);
+                let exchange = exchange(upstream, endpoint, &head, 0, None, is_head, idempotent);
                 // A client that leaves while its answer is awaited takes the upstream call with
                 // it (nginx's `proxy_ignore_client_abort off`).
                 match unless_client_leaves(&client.stream, timeout_at(deadline, exchange)).await {
@@ -445,7 +445,7 @@ impl Relay {
             } else {
                 let body = Some(&mut client.stream);
                 let exchange =
-                    exchange(upstream, &endpoint, &head, body_rest, body, is_head, idempotent);
+                    exchange(upstream, endpoint, &head, body_rest, body, is_head, idempotent);
                 timeout_at(deadline, exchange).await
             };
             let failure = match &exchanged {
@@ -472,11 +472,11 @@ impl Relay {
                 if Instant::now() + wait < deadline && balancer.may_retry() {
                     tracing::debug!(
                         upstream = upstream.name(),
-                        endpoint = endpoint.authority(),
+                        endpoint = claim.endpoint().authority(),
                         ?failure,
                         "retrying on another endpoint"
                     );
-                    previous = Some(endpoint);
+                    previous = Some(claim.endpoint().clone());
                     drop((claim, exchanged));
                     tokio::time::sleep(wait).await;
                     continue;
