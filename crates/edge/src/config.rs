@@ -6,13 +6,37 @@
 //! (`deny_unknown_fields`), so a typo is an error that names the key rather than a silently
 //! ignored setting, and every default lives in a `Default` impl.
 
-use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    path::Path,
+    time::Duration,
+};
 
 use serde::Deserialize;
 
 use crate::upstream::policy::{
     self, Balance, BreakerConfig, HealthCheckConfig, HedgeConfig, OutlierConfig, RetryConfig,
 };
+
+mod cidr;
+
+pub use cidr::{Cidr, CidrParseError};
+
+/// Paths the gateway serves itself, on every gateway: no `[[routes]]` entry may claim one of them
+/// or a path below one.
+///
+/// A route at `/` is still allowed: the gateway's own endpoints are matched before any
+/// pass-through route, so they are always answered by the gateway, never relayed.
+pub const RESERVED_PATHS: [&str; 4] = ["/metrics", "/healthz", "/readyz", "/openapi.json"];
+
+/// The most header fields [`Limits::max_headers`] may allow: the relay parses a request head
+/// into a fixed array of this many fields.
+pub const MAX_HEADERS_CEILING: usize = 128;
+
+/// The deepest JSON nesting [`Limits::max_json_depth`] may allow: deeper documents are not
+/// plausible API payloads, and the parsers recurse once per level.
+pub const MAX_JSON_DEPTH_CEILING: usize = 128;
 
 /// A whole gateway's configuration.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -39,11 +63,23 @@ pub struct GatewayConfig {
 pub struct ListenConfig {
     /// The client-facing address.
     pub public: SocketAddr,
+    /// Peers (load balancers, ingress proxies) whose forwarding headers are believed, as
+    /// networks (`10.0.0.0/8`) or single addresses (`192.168.1.7`). Empty by default: no peer
+    /// is trusted to say who the client is.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        Self { public: SocketAddr::from(([127, 0, 0, 1], 8080)) }
+        Self { public: SocketAddr::from(([127, 0, 0, 1], 8080)), trusted_proxies: Vec::new() }
+    }
+}
+
+impl ListenConfig {
+    /// Whether a peer at `ip` is one of [`trusted_proxies`](Self::trusted_proxies). An
+    /// IPv4-mapped IPv6 peer (`::ffff:10.0.0.1`) counts as its IPv4 address.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(ip))
     }
 }
 
@@ -59,6 +95,19 @@ pub struct Limits {
     /// How long a client may take to send the request head (slowloris protection).
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// The longest request line (method, target and version), in bytes; longer ones get 414.
+    pub max_request_line_bytes: usize,
+    /// The longest single header field (name and value), in bytes; longer ones get 431. With
+    /// `[auth]`, it must hold `authorization: Bearer ` and a token of `auth.max_token_bytes`.
+    pub max_header_bytes: usize,
+    /// The largest request head (request line and every header field), in bytes; larger ones
+    /// get 431.
+    pub max_head_bytes: usize,
+    /// The most header fields in a request; more get 431. At most 128.
+    pub max_headers: usize,
+    /// The deepest nesting of the JSON bodies the gateway parses itself (composed routes);
+    /// pass-through bodies are not parsed. At most 128.
+    pub max_json_depth: usize,
 }
 
 impl Default for Limits {
@@ -67,7 +116,82 @@ impl Default for Limits {
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
+            max_request_line_bytes: 8 * 1024,
+            max_header_bytes: 16 * 1024,
+            max_head_bytes: 32 * 1024,
+            max_headers: 100,
+            max_json_depth: 32,
         }
+    }
+}
+
+impl Limits {
+    /// Checks each limit and how they bound one another.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_body_bytes == 0 {
+            return Err(invalid("limits.max_body_bytes", "must be greater than 0"));
+        }
+        for (key, value) in [
+            ("limits.max_request_line_bytes", self.max_request_line_bytes),
+            ("limits.max_header_bytes", self.max_header_bytes),
+            ("limits.max_head_bytes", self.max_head_bytes),
+            ("limits.max_headers", self.max_headers),
+            ("limits.max_json_depth", self.max_json_depth),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if self.max_headers > MAX_HEADERS_CEILING {
+            return Err(invalid(
+                "limits.max_headers",
+                format!(
+                    "{} is more than {MAX_HEADERS_CEILING}, the most header fields the relay parses",
+                    self.max_headers
+                ),
+            ));
+        }
+        if self.max_json_depth > MAX_JSON_DEPTH_CEILING {
+            return Err(invalid(
+                "limits.max_json_depth",
+                format!("{} is more than {MAX_JSON_DEPTH_CEILING}", self.max_json_depth),
+            ));
+        }
+        // A head holds its request line and each of its fields, so neither may exceed it:
+        // the larger limit could never be reached.
+        for (key, value) in [
+            ("limits.max_request_line_bytes", self.max_request_line_bytes),
+            ("limits.max_header_bytes", self.max_header_bytes),
+        ] {
+            if value > self.max_head_bytes {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{value} is more than limits.max_head_bytes ({}), which includes it",
+                        self.max_head_bytes
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that one header field can carry the longest bearer token `auth` accepts: a
+    /// smaller limit would refuse valid tokens with 431 before they reach verification.
+    fn validate_against_auth(&self, auth: &crate::auth::AuthConfig) -> Result<(), ConfigError> {
+        // Counted as the limit counts a field: name and value, without `: ` or CRLF.
+        let needed = ("authorization".len() + "Bearer ".len()).saturating_add(auth.max_token_bytes);
+        if self.max_header_bytes < needed {
+            return Err(invalid(
+                "limits.max_header_bytes",
+                format!(
+                    "{} cannot hold a bearer token of auth.max_token_bytes ({}) in an \
+                     `Authorization` header: it must be at least {needed}",
+                    self.max_header_bytes, auth.max_token_bytes
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -207,6 +331,58 @@ pub struct RouteConfig {
     /// Scopes the caller must all hold (implies an authenticated caller).
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Forward the client's `Authorization` header to the upstream (off by default: bearer
+    /// tokens stay at the edge). When on, a non-Bearer scheme (e.g. Basic) is passed through
+    /// uninspected on this route.
+    #[serde(default)]
+    pub forward_authorization: bool,
+}
+
+// === impl RouteConfig ===
+
+impl RouteConfig {
+    /// The path as routes are compared: without a trailing `/`, except for `/` itself.
+    pub fn normalised_path(&self) -> &str {
+        normalise(&self.path)
+    }
+}
+
+/// `path` without its trailing `/`s, except for `/` itself.
+fn normalise(path: &str) -> &str {
+    match path.trim_end_matches('/') {
+        "" => "/",
+        trimmed => trimmed,
+    }
+}
+
+/// Whether `path` is a literal path prefix already in normal form: it starts with `/`, has no
+/// empty (`//`), `.` or `..` segment, and nothing that a request path would be decoded,
+/// normalised or split at (`%`, `\`, `?`, `#`), nor pattern syntax (`{}`, `*`) or whitespace.
+///
+/// Routes are matched on the request's path as sent; a prefix that only matches after
+/// normalisation would match differently from how it reads.
+fn is_normal_path(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else { return false };
+    if path.contains(['%', '\\', '?', '#', '{', '}', '*'])
+        || path.contains(|c: char| c.is_whitespace() || c.is_control())
+    {
+        return false;
+    }
+    // One trailing `/` is allowed (`/api/` is `/api`); everything before it must be segments.
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    rest.is_empty() || rest.split('/').all(|segment| !matches!(segment, "" | "." | ".."))
+}
+
+/// Whether normalised `inner` is `outer` or lies below it by whole segments: `/api/catalog` is
+/// below `/api` (and everything is below `/`), `/apix` is not.
+fn at_or_below(outer: &str, inner: &str) -> bool {
+    outer == "/"
+        || inner.strip_prefix(outer).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Whether two normalised prefixes both match some request path.
+fn overlaps(a: &str, b: &str) -> bool {
+    at_or_below(a, b) || at_or_below(b, a)
 }
 
 /// Merges `[defaults.upstream]`'s inherited keys into every `[upstreams.*]` table: a key the
@@ -294,9 +470,7 @@ impl GatewayConfig {
 
     /// Checks what the types cannot: references between sections and well-formed values.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.limits.max_body_bytes == 0 {
-            return Err(invalid("limits.max_body_bytes", "must be greater than 0"));
-        }
+        self.limits.validate()?;
         for (key, value) in [
             ("limits.request_timeout", self.limits.request_timeout),
             ("limits.header_read_timeout", self.limits.header_read_timeout),
@@ -339,11 +513,38 @@ impl GatewayConfig {
         }
         for (i, route) in self.routes.iter().enumerate() {
             let key = format!("routes[{i}]");
-            if !route.path.starts_with('/') || route.path.contains(['{', '}', '*']) {
+            if !is_normal_path(&route.path) {
                 return Err(invalid(
                     format!("{key}.path"),
-                    format!("`{}` must be a literal path prefix starting with `/`", route.path),
+                    format!(
+                        "`{}` must be a normalised literal path prefix starting with `/` (no \
+                         `//`, `.` or `..` segments, no `%`, `\\`, `?`, `#`, `{{}}` or `*`)",
+                        route.path
+                    ),
                 ));
+            }
+            let path = route.normalised_path();
+            if let Some(reserved) = RESERVED_PATHS.iter().find(|r| at_or_below(r, path)) {
+                return Err(invalid(
+                    format!("{key}.path"),
+                    format!("`{reserved}` is reserved for the gateway's own endpoint"),
+                ));
+            }
+            // Each pair is reported once, on the later route, naming the earlier one.
+            for (j, earlier) in self.routes[..i].iter().enumerate() {
+                let other = earlier.normalised_path();
+                if other == path {
+                    return Err(invalid(
+                        format!("{key}.path"),
+                        format!("`{}` duplicates routes[{j}].path", route.path),
+                    ));
+                }
+                if overlaps(other, path) {
+                    return Err(invalid(
+                        format!("{key}.path"),
+                        format!("`{}` overlaps routes[{j}].path (`{}`)", route.path, earlier.path),
+                    ));
+                }
             }
             match self.upstreams.get(&route.upstream) {
                 None => {
@@ -360,8 +561,16 @@ impl GatewayConfig {
                 }
                 Some(_) => {}
             }
-            if route.rewrite.as_deref().is_some_and(|r| !r.starts_with('/')) {
-                return Err(invalid(format!("{key}.rewrite"), "must start with `/`"));
+            if let Some(rewrite) = &route.rewrite
+                && !is_normal_path(rewrite)
+            {
+                return Err(invalid(
+                    format!("{key}.rewrite"),
+                    format!(
+                        "`{rewrite}` must be a normalised literal path starting with `/` (no \
+                         `//`, `.` or `..` segments, no `%`, `\\`, `?`, `#`, `{{}}` or `*`)"
+                    ),
+                ));
             }
             if let Some(access) = &route.access
                 && crate::access::Access::from_config(access, &route.scopes).is_none()
@@ -377,6 +586,7 @@ impl GatewayConfig {
         }
         if let Some(auth) = &self.auth {
             auth.validate()?;
+            self.limits.validate_against_auth(auth)?;
         }
         Ok(())
     }
@@ -530,6 +740,259 @@ mod tests {
         ))
         .unwrap_err();
         assert!(err.to_string().contains("p1 to p99"), "{err}");
+    }
+
+    /// The smallest `[auth]` section that validates; `max_token_bytes` is left to the caller.
+    const AUTH: &str = r#"
+        [auth]
+        issuer = "http://127.0.0.1:7006"
+        audience = "web"
+        jwks_url = "http://127.0.0.1:7006/.well-known/jwks.json"
+    "#;
+
+    /// `EXAMPLE` with `routes` (TOML, `[[routes]]` tables) in place of its one route.
+    fn with_routes(routes: &str) -> String {
+        let (head, _) = EXAMPLE.split_once("[[routes]]").unwrap();
+        format!("{head}\n{routes}")
+    }
+
+    fn route(path: &str) -> String {
+        // A literal string, so that a backslash in `path` reaches the validation as written.
+        format!("[[routes]]\npath = '{path}'\nupstream = \"catalog\"\n")
+    }
+
+    fn error_of(text: &str) -> String {
+        GatewayConfig::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn example_configs_in_the_repo_validate() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/config");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                GatewayConfig::from_file(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+                checked += 1;
+            }
+        }
+        assert!(checked >= 3, "found only {checked} configs in {dir}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_networks_or_addresses() {
+        assert!(GatewayConfig::default().listen.trusted_proxies.is_empty());
+        assert!(!GatewayConfig::default().listen.is_trusted("127.0.0.1".parse().unwrap()));
+
+        let text = EXAMPLE.replace(
+            "public = \"127.0.0.1:9000\"",
+            "public = \"127.0.0.1:9000\"\n\
+             trusted_proxies = [\"10.0.0.0/8\", \"192.168.1.7\", \"::1/128\"]",
+        );
+        let listen = GatewayConfig::from_toml(&text).unwrap().listen;
+        let shown: Vec<String> = listen.trusted_proxies.iter().map(Cidr::to_string).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "192.168.1.7/32", "::1/128"]);
+        for (ip, trusted) in [
+            ("10.20.30.40", true),
+            ("::ffff:10.20.30.40", true),
+            ("192.168.1.7", true),
+            ("::ffff:192.168.1.7", true),
+            ("192.168.1.8", false),
+            ("::1", true),
+            ("::2", false),
+            ("11.0.0.1", false),
+        ] {
+            assert_eq!(listen.is_trusted(ip.parse().unwrap()), trusted, "{ip}");
+        }
+    }
+
+    #[test]
+    fn bad_trusted_proxies_are_named() {
+        for bad in ["10.0.0.0/33", "::1/129", "proxy.internal", "10.0.0.0/x"] {
+            let text = format!("[listen]\ntrusted_proxies = [\"{bad}\"]\n");
+            let err = error_of(&text);
+            assert!(err.contains("trusted_proxies") && err.contains(bad), "{bad}: {err}");
+        }
+        // Host bits are masked rather than refused.
+        let config =
+            GatewayConfig::from_toml("[listen]\ntrusted_proxies = [\"10.1.2.3/8\"]\n").unwrap();
+        assert_eq!(config.listen.trusted_proxies[0].to_string(), "10.0.0.0/8");
+    }
+
+    #[test]
+    fn head_limits_have_defaults_and_can_be_set() {
+        let limits = GatewayConfig::from_toml(EXAMPLE).unwrap().limits;
+        assert_eq!(
+            (
+                limits.max_request_line_bytes,
+                limits.max_header_bytes,
+                limits.max_head_bytes,
+                limits.max_headers,
+                limits.max_json_depth
+            ),
+            (8192, 16384, 32768, 100, 32)
+        );
+        let text = "[limits]\nmax_request_line_bytes = 4096\nmax_header_bytes = 4096\n\
+                    max_head_bytes = 4096\nmax_headers = 128\nmax_json_depth = 128\n";
+        let limits = GatewayConfig::from_toml(text).unwrap().limits;
+        assert_eq!(
+            (limits.max_head_bytes, limits.max_headers, limits.max_json_depth),
+            (4096, 128, 128)
+        );
+    }
+
+    #[test]
+    fn bad_head_limits_are_named() {
+        for key in [
+            "max_request_line_bytes",
+            "max_header_bytes",
+            "max_head_bytes",
+            "max_headers",
+            "max_json_depth",
+        ] {
+            let err = error_of(&format!("[limits]\n{key} = 0\n"));
+            assert!(
+                err.contains(&format!("limits.{key}")) && err.contains("greater than 0"),
+                "{err}"
+            );
+        }
+        for (text, key, says) in [
+            ("max_headers = 129", "limits.max_headers", "128"),
+            ("max_json_depth = 129", "limits.max_json_depth", "128"),
+            ("max_header_bytes = 40000", "limits.max_header_bytes", "limits.max_head_bytes"),
+            ("max_request_line_bytes = 40000", "limits.max_request_line_bytes", "max_head_bytes"),
+            (
+                "max_head_bytes = 10000\nmax_header_bytes = 10001",
+                "limits.max_header_bytes",
+                "(10000)",
+            ),
+        ] {
+            let err = error_of(&format!("[limits]\n{text}\n"));
+            assert!(err.contains(key) && err.contains(says), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_header_field_must_hold_the_longest_bearer_token() {
+        // `authorization` (13) + `Bearer ` (7) + the default 8192-byte token.
+        let text = format!("[limits]\nmax_header_bytes = 8211\n{AUTH}");
+        let err = error_of(&text);
+        assert!(err.contains("`limits.max_header_bytes`"), "{err}");
+        assert!(
+            err.contains("auth.max_token_bytes (8192)") && err.contains("at least 8212"),
+            "{err}"
+        );
+        GatewayConfig::from_toml(&format!("[limits]\nmax_header_bytes = 8212\n{AUTH}")).unwrap();
+
+        // A smaller token limit lowers the minimum; without `[auth]` there is none.
+        let text = format!("[limits]\nmax_header_bytes = 1000\n{AUTH}max_token_bytes = 980\n");
+        GatewayConfig::from_toml(&text).unwrap();
+        let text = format!("[limits]\nmax_header_bytes = 1000\n{AUTH}max_token_bytes = 981\n");
+        assert!(error_of(&text).contains("at least 1001"));
+        GatewayConfig::from_toml("[limits]\nmax_header_bytes = 100\n").unwrap();
+    }
+
+    #[test]
+    fn forward_authorization_is_off_unless_set() {
+        let config = GatewayConfig::from_toml(EXAMPLE).unwrap();
+        assert!(!config.routes[0].forward_authorization);
+        let text =
+            EXAMPLE.replace("rewrite = \"/\"", "rewrite = \"/\"\nforward_authorization = true");
+        assert!(GatewayConfig::from_toml(&text).unwrap().routes[0].forward_authorization);
+    }
+
+    #[test]
+    fn duplicate_routes_are_refused_naming_both() {
+        let text = with_routes(&format!(
+            "{}{}{}",
+            route("/api/catalog"),
+            route("/other"),
+            route("/api/catalog/")
+        ));
+        let err = error_of(&text);
+        assert!(err.contains("`routes[2].path`"), "{err}");
+        assert!(err.contains("`/api/catalog/` duplicates routes[0].path"), "{err}");
+        let err = error_of(&with_routes(&format!("{}{}", route("/"), route("/"))));
+        assert!(err.contains("`routes[1].path`") && err.contains("duplicates routes[0].path"));
+    }
+
+    #[test]
+    fn overlapping_routes_are_refused_naming_both() {
+        for (first, second) in
+            [("/api", "/api/catalog"), ("/api/catalog", "/api"), ("/", "/api"), ("/api/", "/")]
+        {
+            let err = error_of(&with_routes(&format!("{}{}", route(first), route(second))));
+            assert!(err.contains("`routes[1].path`"), "{first} {second}: {err}");
+            assert!(
+                err.contains(&format!("`{second}` overlaps routes[0].path (`{first}`)")),
+                "{first} {second}: {err}"
+            );
+        }
+        // Prefixes that share characters but not a whole segment own different paths.
+        let text = with_routes(&format!("{}{}{}", route("/api"), route("/apix"), route("/ap")));
+        GatewayConfig::from_toml(&text).unwrap();
+    }
+
+    #[test]
+    fn route_paths_and_rewrites_must_be_normalised() {
+        for bad in [
+            "api",
+            "",
+            "//api",
+            "/api//catalog",
+            "/api/./catalog",
+            "/api/..",
+            "/.",
+            "/api/%2e%2e",
+            "/api\\catalog",
+            "/api?x=1",
+            "/api#top",
+            "/api/{id}",
+            "/api/*",
+            "/api catalog",
+        ] {
+            let err = error_of(&with_routes(&route(bad)));
+            assert!(
+                err.contains("`routes[0].path`") && err.contains("normalised literal path prefix"),
+                "{bad:?}: {err}"
+            );
+            let text = EXAMPLE.replace("rewrite = \"/\"", &format!("rewrite = {bad:?}"));
+            let err = error_of(&text);
+            assert!(
+                err.contains("`routes[0].rewrite`") && err.contains("normalised"),
+                "{bad:?}: {err}"
+            );
+        }
+        for good in ["/", "/api/", "/v1/catalog", "/api/v1.2/x", "/.well-known-ish", "/a..b"] {
+            GatewayConfig::from_toml(&with_routes(&route(good)))
+                .unwrap_or_else(|e| panic!("{good}: {e}"));
+            let text = EXAMPLE.replace("rewrite = \"/\"", &format!("rewrite = {good:?}"));
+            GatewayConfig::from_toml(&text).unwrap_or_else(|e| panic!("rewrite {good}: {e}"));
+        }
+    }
+
+    #[test]
+    fn reserved_paths_are_not_routes() {
+        for (path, reserved) in [
+            ("/metrics", "/metrics"),
+            ("/metrics/", "/metrics"),
+            ("/metrics/x", "/metrics"),
+            ("/healthz", "/healthz"),
+            ("/readyz/deep", "/readyz"),
+            ("/openapi.json", "/openapi.json"),
+        ] {
+            let err = error_of(&with_routes(&route(path)));
+            assert!(err.contains("`routes[0].path`"), "{path}: {err}");
+            assert!(
+                err.contains(&format!("`{reserved}` is reserved for the gateway's own endpoint")),
+                "{path}: {err}"
+            );
+        }
+        // `/` is allowed (the gateway answers its own endpoints first), and so are neighbours.
+        for path in ["/", "/metricsx", "/api/metrics", "/openapi.jsonx"] {
+            GatewayConfig::from_toml(&with_routes(&route(path)))
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
+        }
     }
 
     #[test]
