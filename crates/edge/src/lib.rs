@@ -15,6 +15,7 @@
 //!   HTTP/1.1 fast path, byte for byte over pooled upstream connections.
 //! - [`request_id`], [`limits`], [`rescue`] — the shared layers, assembled by [`stack`].
 //! - [`fields`] — sparse fieldsets (`?fields=`); [`params`] — checks on ids copied upstream.
+//! - [`path`] — the canonical request path (dot-segments, merged slashes, escapes) routed on.
 //! - [`health`], [`server`] — probes, and serving with timeouts and graceful shutdown.
 //! - [`openapi`] — serving a gateway's OpenAPI document.
 
@@ -30,6 +31,7 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod params;
+pub mod path;
 pub mod proxy;
 pub mod relay;
 pub mod request_id;
