@@ -15,6 +15,7 @@
 //!   HTTP/1.1 fast path, byte for byte over pooled upstream connections.
 //! - [`request_id`], [`limits`], [`rescue`] — the shared layers, assembled by [`stack`].
 //! - [`fields`] — sparse fieldsets (`?fields=`); [`params`] — checks on ids copied upstream.
+//! - [`json`] — JSON request bodies the gateway parses itself, refused when nested too deeply.
 //! - [`health`], [`server`] — probes, and serving with timeouts and graceful shutdown.
 //! - [`openapi`] — serving a gateway's OpenAPI document.
 
@@ -26,6 +27,7 @@ pub mod deadline;
 pub mod error;
 pub mod fields;
 pub mod health;
+pub mod json;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;

@@ -7,11 +7,11 @@ use std::{collections::HashMap, sync::Arc};
 
 use axum::{
     Json,
-    extract::{FromRequest, Path, Request, State, rejection::JsonRejection},
+    extract::{FromRequest, Path, Request, State},
     http::{HeaderValue, StatusCode, header},
-    response::{IntoResponse, Response},
+    response::IntoResponse,
 };
-use portico_edge::{EdgeError, compose, params};
+use portico_edge::{EdgeError, compose, json, params};
 
 use super::stock_levels;
 use crate::{
@@ -24,24 +24,20 @@ use crate::{
 
 /// The body of `POST /partner/v1/orders`. A body that is not JSON of the right shape is a 400
 /// `invalid_order` with the parser's explanation, like any other fault in an order; other
-/// rejections (wrong media type, too large) keep their own status.
+/// rejections (wrong media type, too large, nested too deeply) keep their own status and code.
 #[derive(Debug)]
 pub struct OrderBody(PlaceOrder);
 
 impl<S: Send + Sync> FromRequest<S> for OrderBody {
-    type Rejection = Response;
+    type Rejection = EdgeError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<PlaceOrder>::from_request(request, state).await {
-            Ok(Json(order)) => Ok(Self(order)),
-            Err(JsonRejection::JsonDataError(e)) => {
-                Err(validate::invalid_order(e.body_text()).into_response())
+        match json::Json::<PlaceOrder>::from_request(request, state).await {
+            Ok(json::Json(order)) => Ok(Self(order)),
+            Err(error) if error.code() == json::INVALID_JSON => {
+                Err(validate::invalid_order(error.problem().detail.unwrap_or_default().to_owned()))
             }
-            Err(JsonRejection::JsonSyntaxError(e)) => {
-                Err(validate::invalid_order(e.body_text()).into_response())
-            }
-            // The edge's problem normaliser turns these into problem+json.
-            Err(other) => Err(other.into_response()),
+            Err(other) => Err(other),
         }
     }
 }
@@ -138,7 +134,9 @@ pub async fn place_order(
             .collect(),
     };
     let placed: backend::Order =
-        compose::required("order", state.orders.post("/orders").json(&new).fetch()).await?;
+        compose::required("order", state.orders.post("/orders").json(&new).fetch())
+            .await
+            .map_err(refused_lines)?;
     // The id goes into a header and, later, into an upstream path: it must be an id.
     let location = params::id("id", &placed.id)
         .ok()
@@ -151,6 +149,31 @@ pub async fn place_order(
         [(header::LOCATION, location)],
         Json(Order::new(placed, order.reference)),
     ))
+}
+
+/// The orders service's refusal of the lines the partner sent, as this API's own problem.
+///
+/// Our checks above mirror the service's (line count, quantities; SKUs and stock against the
+/// catalog and the inventory), so what it still refuses is about the order as sent: lines
+/// priced in different currencies (400), stock that ran out since we looked (409), SKUs it
+/// does not sell (422). The partner can fix those; nothing was ordered. Anything else it
+/// answers, including a 404, stays our failure.
+fn refused_lines(error: EdgeError) -> EdgeError {
+    match error.upstream_answered() {
+        Some(StatusCode::BAD_REQUEST) => error.client_caused(
+            "invalid_order",
+            "the order cannot be placed as sent (for example, its lines are priced in \
+different currencies); nothing was ordered",
+        ),
+        Some(StatusCode::CONFLICT) => error.client_caused(
+            "insufficient_stock",
+            "not enough stock for some lines any more; nothing was ordered",
+        ),
+        Some(StatusCode::UNPROCESSABLE_ENTITY) => {
+            error.client_caused("unknown_sku", "some SKUs cannot be ordered; nothing was ordered")
+        }
+        _ => error,
+    }
 }
 
 /// One of the calling partner's orders.

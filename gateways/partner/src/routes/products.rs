@@ -4,10 +4,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use axum::{
-    extract::{Query, State},
-    http::StatusCode,
-};
+use axum::extract::{Query, State};
 use portico_edge::{Composed, Degraded, EdgeError, compose};
 use serde::Deserialize;
 
@@ -63,10 +60,10 @@ pub async fn products(
         compose::required("products", state.catalog.get("/products").query(&params).fetch())
             .await
             .map_err(|error| {
-                // Our checks mirror the catalog's for `limit`, so its 400 to a request with a cursor
-                // means the cursor: the partner's mistake to fix, not a failure of ours.
-                if cursor.is_some() && error.upstream_answered() == Some(StatusCode::BAD_REQUEST) {
-                    validate::invalid_cursor()
+                // Our checks mirror the catalog's for `limit`, so its 400 to a request with a
+                // cursor means the cursor: the partner's mistake to fix, not a failure of ours.
+                if cursor.is_some() {
+                    error.client_caused("invalid_cursor", validate::INVALID_CURSOR)
                 } else {
                     error
                 }

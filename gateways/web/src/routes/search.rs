@@ -17,6 +17,10 @@ use crate::{
 /// The longest query accepted.
 const MAX_QUERY: usize = 200;
 
+/// The detail of a 400 `invalid_cursor`.
+const INVALID_CURSOR: &str =
+    "`cursor` is invalid or has expired; start the search again without it";
+
 #[derive(Debug, Deserialize, Serialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SearchQuery {
@@ -59,10 +63,20 @@ pub async fn search(
     if query.limit.is_some_and(|l| !(1..=100).contains(&l)) {
         return Err(EdgeError::invalid("invalid_parameter", "`limit` must be 1–100"));
     }
-    // The catalog validates the cursor and filters; a 4xx from it would be our bug, so only
-    // well-formed values are passed on.
+    // `q` and `limit` are checked above as the catalog checks them, and it takes any filter;
+    // what only the catalog can judge is the cursor, which is opaque and expires with the
+    // query it was issued for. So its 400 to a request with a cursor is the client's to fix
+    // (start again), not a failure of ours; any other 4xx stays a 502.
     let results: SearchResults =
-        compose::required("search", state.catalog.get("/search").query(&query).fetch()).await?;
+        compose::required("search", state.catalog.get("/search").query(&query).fetch())
+            .await
+            .map_err(|error| {
+                if query.cursor.is_some() {
+                    error.client_caused("invalid_cursor", INVALID_CURSOR)
+                } else {
+                    error
+                }
+            })?;
 
     let ids: Vec<String> = results.items.iter().map(|p| p.id.clone()).collect();
     let skus: Vec<String> = results.items.iter().map(|p| p.sku.clone()).collect();
