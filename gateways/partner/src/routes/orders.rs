@@ -49,23 +49,24 @@ impl<S: Send + Sync> FromRequest<S> for OrderBody {
     responses(
         (status = 201, description = "The order was placed", body = Order,
          headers(("Location" = String, description = "`/partner/v1/orders/{id}` of the new order"))),
-        (status = 400, description = "A malformed order (`invalid_order`)", body = portico_edge::error::Problem),
-        (status = 401, description = "No credentials (`unauthenticated`), a token that is \
-invalid, expired or for another gateway (`invalid_token`), or an unknown API key \
-(`invalid_api_key`)", body = portico_edge::error::Problem,
-         headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"portico\"` \
-(with `error=\"invalid_token\"` for a refused token), or `ApiKey realm=\"portico\"` for a \
-refused key"))),
-        (status = 403, description = "Not a partner (a shopper's token), or a partner without \
-`orders:write` (`forbidden`)", body = portico_edge::error::Problem),
+        (status = 400, description = "A malformed order (`invalid_order`, naming the fault), \
+including one the orders service refuses as sent, such as lines priced in different \
+currencies; or a body nested deeper than the limit, 32 levels by default (`json_too_deep`), refused before it is \
+parsed. Nothing was ordered", body = portico_edge::error::Problem,
+         content_type = "application/problem+json"),
+        portico_edge::openapi::PartnerUnauthorized,
+        portico_edge::openapi::Forbidden,
         (status = 409, description = "Not enough stock for some lines (`insufficient_stock`, \
-naming the SKUs); nothing was ordered", body = portico_edge::error::Problem),
-        (status = 413, description = "The body is too large", body = portico_edge::error::Problem),
+naming the SKUs when known); nothing was ordered", body = portico_edge::error::Problem,
+         content_type = "application/problem+json"),
+        portico_edge::openapi::PayloadTooLarge,
+        portico_edge::openapi::UnsupportedMediaType,
         (status = 422, description = "Some SKUs do not exist (`unknown_sku`, naming them); \
-nothing was ordered", body = portico_edge::error::Problem),
-        (status = 502, description = "A backend failed; the order was not confirmed", body = portico_edge::error::Problem),
-        (status = 503, description = "A required backend is failing (its circuit breaker is open, `upstream_circuit_open`) or at its concurrency limit (`upstream_overloaded`); try again shortly", body = portico_edge::error::Problem),
-        (status = 504, description = "A backend was too slow; the order was not confirmed", body = portico_edge::error::Problem),
+nothing was ordered", body = portico_edge::error::Problem,
+         content_type = "application/problem+json"),
+        portico_edge::openapi::UpstreamFailure,
+        portico_edge::openapi::Unavailable,
+        portico_edge::openapi::UpstreamTimeout,
     ))]
 pub async fn place_order(
     State(state): State<Arc<AppState>>,
@@ -182,20 +183,16 @@ different currencies); nothing was ordered",
     security(("api_key" = ["orders:read"]), ("bearer" = ["orders:read"])),
     responses(
         (status = 200, description = "The order", body = Order),
-        (status = 400, description = "A malformed id (`invalid_id`)", body = portico_edge::error::Problem),
-        (status = 401, description = "No credentials (`unauthenticated`), a token that is \
-invalid, expired or for another gateway (`invalid_token`), or an unknown API key \
-(`invalid_api_key`)", body = portico_edge::error::Problem,
-         headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"portico\"` \
-(with `error=\"invalid_token\"` for a refused token), or `ApiKey realm=\"portico\"` for a \
-refused key"))),
-        (status = 403, description = "Not a partner (a shopper's token), or a partner without \
-`orders:read` (`forbidden`)", body = portico_edge::error::Problem),
+        (status = 400, description = "A malformed id (`invalid_id`)", body = portico_edge::error::Problem,
+         content_type = "application/problem+json"),
+        portico_edge::openapi::PartnerUnauthorized,
+        portico_edge::openapi::Forbidden,
         (status = 404, description = "No such order for this partner (`not_found`), whether it \
-does not exist or is another partner's", body = portico_edge::error::Problem),
-        (status = 502, description = "The orders service failed", body = portico_edge::error::Problem),
-        (status = 503, description = "A required backend is failing (its circuit breaker is open, `upstream_circuit_open`) or at its concurrency limit (`upstream_overloaded`); try again shortly", body = portico_edge::error::Problem),
-        (status = 504, description = "The orders service was too slow", body = portico_edge::error::Problem),
+does not exist or is another partner's", body = portico_edge::error::Problem,
+         content_type = "application/problem+json"),
+        portico_edge::openapi::UpstreamFailure,
+        portico_edge::openapi::Unavailable,
+        portico_edge::openapi::UpstreamTimeout,
     ))]
 pub async fn get_order(
     State(state): State<Arc<AppState>>,

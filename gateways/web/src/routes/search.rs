@@ -41,13 +41,14 @@ pub struct SearchQuery {
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "Matching products and facets", body = SearchPage),
-        (status = 400, description = "Missing or malformed query", body = portico_edge::error::Problem),
-        (status = 401, description = "A token was sent and is invalid or expired, or is for \
-another gateway (`invalid_token`); without one the results are served", body = portico_edge::error::Problem,
-         headers(("WWW-Authenticate" = String, description = "`Bearer` with `error=\"invalid_token\"`"))),
-        (status = 502, description = "The catalog failed", body = portico_edge::error::Problem),
-        (status = 503, description = "The catalog is failing (`upstream_circuit_open`) or at its concurrency limit (`upstream_overloaded`); try again shortly", body = portico_edge::error::Problem),
-        (status = 504, description = "The catalog was too slow", body = portico_edge::error::Problem),
+        (status = 400, description = "Missing or malformed query (`bad_request`, \
+`invalid_parameter`), or a `cursor` that is invalid or has expired (`invalid_cursor`): start \
+again without it", body = portico_edge::error::Problem,
+         content_type = "application/problem+json"),
+        portico_edge::openapi::InvalidToken,
+        portico_edge::openapi::UpstreamFailure,
+        portico_edge::openapi::Unavailable,
+        portico_edge::openapi::UpstreamTimeout,
     ))]
 pub async fn search(
     State(state): State<Arc<AppState>>,
