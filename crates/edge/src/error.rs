@@ -160,6 +160,29 @@ impl EdgeError {
         .with_retry_after(whole_seconds(retry_after))
     }
 
+    /// The client's mistake after all: an upstream's 400, 404, 409 or 422 to a value the
+    /// client sent (a cursor, an id, an order's lines) becomes the same status with this
+    /// gateway's own `code` and `detail`, sourced to the client, so it is logged at debug and
+    /// not as an upstream failure. Any other error, including other upstream 4xx (a 401 or 403
+    /// means our credentials or our bug), is returned unchanged.
+    ///
+    /// Call it only where the upstream's answer can be about the client's value: the rule is
+    /// the handler's to know, the conversion is the same everywhere.
+    #[must_use]
+    pub fn client_caused(self, code: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
+        let title = match self.upstream_status {
+            Some(StatusCode::BAD_REQUEST) => "Bad request",
+            Some(StatusCode::NOT_FOUND) => "Not found",
+            Some(StatusCode::CONFLICT) => "Conflict",
+            Some(StatusCode::UNPROCESSABLE_ENTITY) => "Unprocessable entity",
+            _ => return self,
+        };
+        let status = self.upstream_status.unwrap_or(self.status);
+        // The upstream and its answer stay on the error for the log line; the client sees
+        // only the gateway's code and detail.
+        Self { status, code, title, detail: Some(detail.into()), source: Source::Client, ..self }
+    }
+
     /// Sets the `Retry-After` seconds of the response.
     #[must_use]
     pub fn with_retry_after(mut self, seconds: u16) -> Self {
@@ -344,6 +367,41 @@ mod tests {
         let body = body_of(EdgeError::internal("bug: index out of range").into_response()).await;
         assert_eq!(body["status"], 500);
         assert!(body.get("detail").is_none());
+    }
+
+    #[test]
+    fn client_caused_keeps_the_status_class_of_a_client_mistake() {
+        for status in [
+            StatusCode::BAD_REQUEST,
+            StatusCode::NOT_FOUND,
+            StatusCode::CONFLICT,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ] {
+            let error = EdgeError::upstream_status("catalog", status)
+                .client_caused("invalid_cursor", "start again");
+            assert_eq!(error.status(), status);
+            assert_eq!(error.code(), "invalid_cursor");
+            assert_eq!(error.source_kind(), Source::Client);
+            assert_eq!(error.problem().detail, Some("start again"));
+            assert_eq!(error.problem().status, status.as_u16());
+        }
+    }
+
+    #[test]
+    fn client_caused_leaves_other_failures_alone() {
+        let others = [
+            EdgeError::upstream_status("catalog", StatusCode::FORBIDDEN),
+            EdgeError::upstream_status("catalog", StatusCode::UNAUTHORIZED),
+            EdgeError::upstream_status("catalog", StatusCode::INTERNAL_SERVER_ERROR),
+            EdgeError::upstream_timeout("catalog"),
+            EdgeError::upstream_unavailable("catalog", "refused"),
+            EdgeError::bad_request("x"),
+        ];
+        for error in others {
+            let (status, code, source) = (error.status(), error.code(), error.source_kind());
+            let error = error.client_caused("invalid_cursor", "start again");
+            assert_eq!((error.status(), error.code(), error.source_kind()), (status, code, source));
+        }
     }
 
     #[test]

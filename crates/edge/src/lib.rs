@@ -16,6 +16,7 @@
 //! - [`request_id`], [`limits`], [`rescue`] — the shared layers, assembled by [`stack`].
 //! - [`fields`] — sparse fieldsets (`?fields=`); [`params`] — checks on ids copied upstream.
 //! - [`path`] — the canonical request path (dot-segments, merged slashes, escapes) routed on.
+//! - [`json`] — JSON request bodies the gateway parses itself, refused when nested too deeply.
 //! - [`health`], [`server`] — probes, and serving with timeouts and graceful shutdown.
 //! - [`openapi`] — serving a gateway's OpenAPI document.
 
@@ -27,6 +28,7 @@ pub mod deadline;
 pub mod error;
 pub mod fields;
 pub mod health;
+pub mod json;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;

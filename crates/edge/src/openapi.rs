@@ -1,11 +1,27 @@
 //! Serving a gateway's OpenAPI document: rendered once when the app is built, then served as
 //! bytes at `/openapi.json` on every request without re-serialising.
+//!
+//! It also holds the error responses every gateway documents alike (401 by kind of caller, 403,
+//! 413, 415, 502, 503, 504): the edge produces them, so the edge describes them, once. A route
+//! lists them by name in its `#[utoipa::path(responses(...))]` beside the answers only it gives
+//! (its 200, its 400 naming its own checks, its 404):
+//!
+//! ```ignore
+//! responses(
+//!     (status = 200, description = "The page", body = Page),
+//!     (status = 400, description = "A malformed id (`invalid_id`)", body = Problem),
+//!     InvalidToken, UpstreamFailure, Unavailable, UpstreamTimeout,
+//! )
+//! ```
 
 use axum::http::header;
 use bytes::Bytes;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::access::{Access, Routes};
+use crate::{
+    access::{Access, Routes},
+    error::Problem,
+};
 
 /// The document as pretty JSON, the form `/openapi.json` serves and `openapi/` keeps.
 pub fn pretty(document: &utoipa::openapi::OpenApi) -> String {
@@ -45,3 +61,118 @@ pub fn routes(document: &utoipa::openapi::OpenApi) -> Routes {
         async move { ([(header::CONTENT_TYPE, "application/json")], body) }
     })
 }
+
+// === Shared error responses ===
+//
+// Each is a problem+json body. The field is private and never read: these types only describe
+// responses (the field's type is the body's schema); the edge builds the real ones from
+// `EdgeError`.
+
+/// 401 where credentials are required from a shopper (a user's token).
+#[derive(Debug, utoipa::IntoResponses)]
+#[response(
+    status = 401,
+    description = "No token (`unauthenticated`), or an invalid or expired one, or one for \
+another gateway (`invalid_token`)",
+    content_type = "application/problem+json",
+    headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"portico\"`, with \
+`error=\"invalid_token\"` when a token was refused"))
+)]
+#[allow(dead_code)] // see above: a description, never built
+pub struct Unauthorized(Problem<'static>);
+
+/// 401 on a public route that also accepts a token: only a token that was sent and refused.
+#[derive(Debug, utoipa::IntoResponses)]
+#[response(
+    status = 401,
+    description = "A token was sent and is invalid or expired, or is for another gateway \
+(`invalid_token`); without a token the same request is served anonymously",
+    content_type = "application/problem+json",
+    headers(("WWW-Authenticate" = String, description = "`Bearer` with `error=\"invalid_token\"`"))
+)]
+#[allow(dead_code)] // see above: a description, never built
+pub struct InvalidToken(Problem<'static>);
+
+/// 401 on a partner route: an API key or a client-credentials token is required.
+#[derive(Debug, utoipa::IntoResponses)]
+#[response(
+    status = 401,
+    description = "No credentials (`unauthenticated`), a token that is invalid, expired or for \
+another gateway (`invalid_token`), or an unknown API key (`invalid_api_key`)",
+    content_type = "application/problem+json",
+    headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"portico\"` (with \
+`error=\"invalid_token\"` for a refused token), or `ApiKey realm=\"portico\"` for a refused key"))
+)]
+#[allow(dead_code)] // see above: a description, never built
+pub struct PartnerUnauthorized(Problem<'static>);
+
+/// 403: a known caller who may not do this.
+#[derive(Debug, utoipa::IntoResponses)]
+#[response(
+    status = 403,
+    description = "The caller is known but may not do this (`forbidden`): not the kind of \
+caller the route is for (a shopper's token on a partner route, a partner's on a shopper's), or \
+without the scope the operation's `security` names",
+    content_type = "application/problem+json"
+)]
+#[allow(dead_code)] // see above: a description, never built
+pub struct Forbidden(Problem<'static>);
+
+/// 413: the body is over the gateway's size limit.
+#[derive(Debug, utoipa::IntoResponses)]
+#[response(
+    status = 413,
+    description = "The body is larger than the gateway accepts (`payload_too_large`)",
+    content_type = "application/problem+json"
+)]
+#[allow(dead_code)] // see above: a description, never built
+pub struct PayloadTooLarge(Problem<'static>);
+
+/// 415: a body the gateway parses was not sent as JSON.
+#[derive(Debug, utoipa::IntoResponses)]
+#[response(
+    status = 415,
+    description = "The body is not declared as JSON (`unsupported_media_type`); send \
+`Content-Type: application/json`",
+    content_type = "application/problem+json"
+)]
+#[allow(dead_code)] // see above: a description, never built
+pub struct UnsupportedMediaType(Problem<'static>);
+
+/// 502: a backend failed.
+#[derive(Debug, utoipa::IntoResponses)]
+#[response(
+    status = 502,
+    description = "A backend service failed, could not be reached, or gave an answer the \
+gateway cannot use (`upstream_error`, `upstream_unavailable`); a change the request asked for \
+was not confirmed",
+    content_type = "application/problem+json"
+)]
+#[allow(dead_code)] // see above: a description, never built
+pub struct UpstreamFailure(Problem<'static>);
+
+/// 503: a required backend is refusing calls for now, or credentials cannot be checked.
+#[derive(Debug, utoipa::IntoResponses)]
+#[response(
+    status = 503,
+    description = "A required backend is failing (its circuit breaker is open, \
+`upstream_circuit_open`) or at its concurrency limit (`upstream_overloaded`), or credentials \
+cannot be checked right now (`auth_unavailable`); try again shortly",
+    content_type = "application/problem+json",
+    headers(("Retry-After" = u16, description = "Seconds after which a retry may succeed, when \
+known"))
+)]
+#[allow(dead_code)] // see above: a description, never built
+pub struct Unavailable(Problem<'static>);
+
+/// 504: a backend or the whole request ran past its deadline.
+#[derive(Debug, utoipa::IntoResponses)]
+#[response(
+    status = 504,
+    description = "A backend service did not answer in time (`upstream_timeout`), or the \
+whole request ran past its deadline (`gateway_timeout`); a change the request asked for was \
+not confirmed",
+    content_type = "application/problem+json"
+)]
+#[allow(dead_code)] // see above: a description, never built
+pub struct UpstreamTimeout(Problem<'static>);

@@ -126,13 +126,23 @@ fn order(id: &str, customer_id: &str, lines: &Value) -> Value {
 }
 
 /// The orders service: records what it is asked to place; knows `o-1` (acme's) and `o-2`
-/// (globex's).
+/// (globex's). A first line of quantity 11, 12 or 13 makes it refuse the order with a 400,
+/// 409 or 403.
 async fn orders(placed: Placed, received: Received) -> MockServer {
     async fn place(
         State(placed): State<Placed>,
         Json(body): Json<Value>,
     ) -> (StatusCode, Json<Value>) {
         placed.lock().unwrap().push(body.clone());
+        let refusal = match body["lines"][0]["quantity"].as_u64() {
+            Some(11) => Some((StatusCode::BAD_REQUEST, "invalid_order")),
+            Some(12) => Some((StatusCode::CONFLICT, "out_of_stock")),
+            Some(13) => Some((StatusCode::FORBIDDEN, "forbidden")),
+            _ => None,
+        };
+        if let Some((status, code)) = refusal {
+            return (status, Json(json!({"status": status.as_u16(), "code": code})));
+        }
         let customer = body["customer_id"].as_str().unwrap();
         (StatusCode::CREATED, Json(order("o-100", customer, &body["lines"])))
     }
@@ -497,6 +507,40 @@ async fn malformed_orders_are_400_invalid_order() {
         .await
         .assert_problem(400, "invalid_order");
     assert!(backends.placed().is_empty());
+}
+
+#[tokio::test]
+async fn deeply_nested_orders_are_refused_before_parsing() {
+    let backends = Backends::healthy().await;
+    // 40 levels in all (the order, its lines, a line, then 37 arrays): the depth check answers
+    // before serde sees a byte.
+    let deep = format!("{}{}", "[".repeat(37), "]".repeat(37));
+    let body = format!(r#"{{"lines": [{{"sku": "SKU-00001", "quantity": 1, "x": {deep}}}]}}"#);
+    let problem = backends
+        .post_order_raw(&[key(ACME_NEW_KEY)], &body)
+        .await
+        .assert_problem(400, "json_too_deep");
+    assert_eq!(problem["detail"], "the JSON body is nested deeper than 32 levels");
+    // Brackets inside strings are text, not nesting: this body gets as far as the order checks.
+    let text = "[".repeat(40);
+    let body =
+        format!(r#"{{"reference": "{text}", "lines": [{{"sku": "SKU-00001", "quantity": 0}}]}}"#);
+    let problem = backends
+        .post_order_raw(&[key(ACME_NEW_KEY)], &body)
+        .await
+        .assert_problem(400, "invalid_order");
+    assert!(problem["detail"].as_str().unwrap().contains("quantity 0"), "{problem}");
+    assert!(backends.placed().is_empty());
+}
+
+#[tokio::test]
+async fn orders_the_service_refuses_for_their_lines_are_the_partners_to_fix() {
+    let backends = Backends::healthy().await;
+    let order = |quantity: u32| json!({"lines": [{"sku": "SKU-00001", "quantity": quantity}]});
+    backends.post_order(&order(11)).await.assert_problem(400, "invalid_order");
+    backends.post_order(&order(12)).await.assert_problem(409, "insufficient_stock");
+    // A 403 is not about the lines: the orders service refused us, which is our failure.
+    backends.post_order(&order(13)).await.assert_problem(502, "upstream_error");
 }
 
 #[tokio::test]

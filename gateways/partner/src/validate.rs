@@ -43,12 +43,13 @@ pub fn cursor(raw: Option<&str>) -> Result<Option<&str>, EdgeError> {
     if ok { Ok(Some(raw)) } else { Err(invalid_cursor()) }
 }
 
+/// The detail of a 400 `invalid_cursor`.
+pub const INVALID_CURSOR: &str =
+    "`cursor` was not issued by this API; pass a `next_cursor` unchanged, or start without one";
+
 /// The 400 for a cursor this API did not issue.
 pub fn invalid_cursor() -> EdgeError {
-    EdgeError::invalid(
-        "invalid_cursor",
-        "`cursor` was not issued by this API; pass a `next_cursor` unchanged, or start without one",
-    )
+    EdgeError::invalid("invalid_cursor", INVALID_CURSOR)
 }
 
 /// A 400 `invalid_order` naming what is wrong with the order.

@@ -44,15 +44,26 @@ async fn catalog() -> MockServer {
         let items: Vec<Value> = keys.split(',').filter_map(number).map(fixtures::product).collect();
         Json(json!({"items": items, "next_cursor": null, "total": items.len()}))
     }
-    async fn search(Query(q): Query<HashMap<String, String>>) -> Json<Value> {
+    /// The cursor `stale` gets the catalog's 400 `invalid_cursor`, `forbidden` a 403.
+    async fn search(
+        Query(q): Query<HashMap<String, String>>,
+    ) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
         assert_eq!(q.get("q").map(String::as_str), Some("jacket"), "the query is passed on");
-        Json(json!({
+        let problem = |status: StatusCode, code: &str| {
+            (status, Json(json!({"status": status.as_u16(), "code": code})))
+        };
+        match q.get("cursor").map(String::as_str) {
+            Some("stale") => return Err(problem(StatusCode::BAD_REQUEST, "invalid_cursor")),
+            Some("forbidden") => return Err(problem(StatusCode::FORBIDDEN, "forbidden")),
+            _ => {}
+        }
+        Ok(Json(json!({
             "items": [fixtures::product(1), fixtures::product(2)],
             "next_cursor": "Mg", "total": 7,
             "facets": {"category": [{"value": "outdoor", "count": 7}],
                        "brand": [{"value": "Northwind", "count": 7}],
                        "price_band": [{"value": "0-25", "count": 7}]},
-        }))
+        })))
     }
     MockServer::start(
         Router::new()
@@ -338,6 +349,25 @@ async fn search_validates_its_query() {
 }
 
 // === orders: the signed-in customer's own ===
+
+#[tokio::test]
+async fn a_stale_cursor_is_the_clients_to_fix_and_other_refusals_stay_502() {
+    let backends = Backends::healthy().await;
+    let problem = call(backends.app(), get_req("/api/search?q=jacket&cursor=stale"))
+        .await
+        .assert_problem(400, "invalid_cursor");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("start the search again without it"), "{detail}");
+    // A 403 is not about anything the shopper sent: our failure, as before.
+    call(backends.app(), get_req("/api/search?q=jacket&cursor=forbidden"))
+        .await
+        .assert_problem(502, "upstream_error");
+    // A cursor the catalog accepts pages on normally.
+    assert_eq!(
+        call(backends.app(), get_req("/api/search?q=jacket&cursor=Mg")).await.status,
+        StatusCode::OK
+    );
+}
 
 #[tokio::test]
 async fn order_history_shows_products_of_each_line() {

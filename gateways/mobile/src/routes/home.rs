@@ -22,13 +22,12 @@ const FEATURED: &str = "10";
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "The home screen; `degraded` names missing parts", body = Home),
-        (status = 400, description = "Unknown field in `fields`", body = portico_edge::error::Problem),
-        (status = 401, description = "A token was sent and is invalid or expired, or is for \
-another gateway (`invalid_token`); without one the screen is served", body = portico_edge::error::Problem,
-         headers(("WWW-Authenticate" = String, description = "`Bearer` with `error=\"invalid_token\"`"))),
-        (status = 502, description = "The catalog failed", body = portico_edge::error::Problem),
-        (status = 503, description = "A required backend is failing (its circuit breaker is open, `upstream_circuit_open`) or at its concurrency limit (`upstream_overloaded`); try again shortly", body = portico_edge::error::Problem),
-        (status = 504, description = "The catalog was too slow", body = portico_edge::error::Problem),
+        (status = 400, description = "Unknown field in `fields`", body = portico_edge::error::Problem,
+         content_type = "application/problem+json"),
+        portico_edge::openapi::InvalidToken,
+        portico_edge::openapi::UpstreamFailure,
+        portico_edge::openapi::Unavailable,
+        portico_edge::openapi::UpstreamTimeout,
     ))]
 pub async fn home(
     State(state): State<Arc<AppState>>,

@@ -7,11 +7,11 @@ use std::{collections::HashMap, sync::Arc};
 
 use axum::{
     Json,
-    extract::{FromRequest, Path, Request, State, rejection::JsonRejection},
+    extract::{FromRequest, Path, Request, State},
     http::{HeaderValue, StatusCode, header},
-    response::{IntoResponse, Response},
+    response::IntoResponse,
 };
-use portico_edge::{EdgeError, compose, params};
+use portico_edge::{EdgeError, compose, json, params};
 
 use super::stock_levels;
 use crate::{
@@ -24,24 +24,20 @@ use crate::{
 
 /// The body of `POST /partner/v1/orders`. A body that is not JSON of the right shape is a 400
 /// `invalid_order` with the parser's explanation, like any other fault in an order; other
-/// rejections (wrong media type, too large) keep their own status.
+/// rejections (wrong media type, too large, nested too deeply) keep their own status and code.
 #[derive(Debug)]
 pub struct OrderBody(PlaceOrder);
 
 impl<S: Send + Sync> FromRequest<S> for OrderBody {
-    type Rejection = Response;
+    type Rejection = EdgeError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<PlaceOrder>::from_request(request, state).await {
-            Ok(Json(order)) => Ok(Self(order)),
-            Err(JsonRejection::JsonDataError(e)) => {
-                Err(validate::invalid_order(e.body_text()).into_response())
+        match json::Json::<PlaceOrder>::from_request(request, state).await {
+            Ok(json::Json(order)) => Ok(Self(order)),
+            Err(error) if error.code() == json::INVALID_JSON => {
+                Err(validate::invalid_order(error.problem().detail.unwrap_or_default().to_owned()))
             }
-            Err(JsonRejection::JsonSyntaxError(e)) => {
-                Err(validate::invalid_order(e.body_text()).into_response())
-            }
-            // The edge's problem normaliser turns these into problem+json.
-            Err(other) => Err(other.into_response()),
+            Err(other) => Err(other),
         }
     }
 }
@@ -53,23 +49,24 @@ impl<S: Send + Sync> FromRequest<S> for OrderBody {
     responses(
         (status = 201, description = "The order was placed", body = Order,
          headers(("Location" = String, description = "`/partner/v1/orders/{id}` of the new order"))),
-        (status = 400, description = "A malformed order (`invalid_order`)", body = portico_edge::error::Problem),
-        (status = 401, description = "No credentials (`unauthenticated`), a token that is \
-invalid, expired or for another gateway (`invalid_token`), or an unknown API key \
-(`invalid_api_key`)", body = portico_edge::error::Problem,
-         headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"portico\"` \
-(with `error=\"invalid_token\"` for a refused token), or `ApiKey realm=\"portico\"` for a \
-refused key"))),
-        (status = 403, description = "Not a partner (a shopper's token), or a partner without \
-`orders:write` (`forbidden`)", body = portico_edge::error::Problem),
+        (status = 400, description = "A malformed order (`invalid_order`, naming the fault), \
+including one the orders service refuses as sent, such as lines priced in different \
+currencies; or a body nested deeper than the limit, 32 levels by default (`json_too_deep`), refused before it is \
+parsed. Nothing was ordered", body = portico_edge::error::Problem,
+         content_type = "application/problem+json"),
+        portico_edge::openapi::PartnerUnauthorized,
+        portico_edge::openapi::Forbidden,
         (status = 409, description = "Not enough stock for some lines (`insufficient_stock`, \
-naming the SKUs); nothing was ordered", body = portico_edge::error::Problem),
-        (status = 413, description = "The body is too large", body = portico_edge::error::Problem),
+naming the SKUs when known); nothing was ordered", body = portico_edge::error::Problem,
+         content_type = "application/problem+json"),
+        portico_edge::openapi::PayloadTooLarge,
+        portico_edge::openapi::UnsupportedMediaType,
         (status = 422, description = "Some SKUs do not exist (`unknown_sku`, naming them); \
-nothing was ordered", body = portico_edge::error::Problem),
-        (status = 502, description = "A backend failed; the order was not confirmed", body = portico_edge::error::Problem),
-        (status = 503, description = "A required backend is failing (its circuit breaker is open, `upstream_circuit_open`) or at its concurrency limit (`upstream_overloaded`); try again shortly", body = portico_edge::error::Problem),
-        (status = 504, description = "A backend was too slow; the order was not confirmed", body = portico_edge::error::Problem),
+nothing was ordered", body = portico_edge::error::Problem,
+         content_type = "application/problem+json"),
+        portico_edge::openapi::UpstreamFailure,
+        portico_edge::openapi::Unavailable,
+        portico_edge::openapi::UpstreamTimeout,
     ))]
 pub async fn place_order(
     State(state): State<Arc<AppState>>,
@@ -138,7 +135,9 @@ pub async fn place_order(
             .collect(),
     };
     let placed: backend::Order =
-        compose::required("order", state.orders.post("/orders").json(&new).fetch()).await?;
+        compose::required("order", state.orders.post("/orders").json(&new).fetch())
+            .await
+            .map_err(refused_lines)?;
     // The id goes into a header and, later, into an upstream path: it must be an id.
     let location = params::id("id", &placed.id)
         .ok()
@@ -153,26 +152,47 @@ pub async fn place_order(
     ))
 }
 
+/// The orders service's refusal of the lines the partner sent, as this API's own problem.
+///
+/// Our checks above mirror the service's (line count, quantities; SKUs and stock against the
+/// catalog and the inventory), so what it still refuses is about the order as sent: lines
+/// priced in different currencies (400), stock that ran out since we looked (409), SKUs it
+/// does not sell (422). The partner can fix those; nothing was ordered. Anything else it
+/// answers, including a 404, stays our failure.
+fn refused_lines(error: EdgeError) -> EdgeError {
+    match error.upstream_answered() {
+        Some(StatusCode::BAD_REQUEST) => error.client_caused(
+            "invalid_order",
+            "the order cannot be placed as sent (for example, its lines are priced in \
+different currencies); nothing was ordered",
+        ),
+        Some(StatusCode::CONFLICT) => error.client_caused(
+            "insufficient_stock",
+            "not enough stock for some lines any more; nothing was ordered",
+        ),
+        Some(StatusCode::UNPROCESSABLE_ENTITY) => {
+            error.client_caused("unknown_sku", "some SKUs cannot be ordered; nothing was ordered")
+        }
+        _ => error,
+    }
+}
+
 /// One of the calling partner's orders.
 #[utoipa::path(get, path = "/partner/v1/orders/{id}", tag = "partner",
     params(("id" = String, Path, description = "Order id, as returned when it was placed")),
     security(("api_key" = ["orders:read"]), ("bearer" = ["orders:read"])),
     responses(
         (status = 200, description = "The order", body = Order),
-        (status = 400, description = "A malformed id (`invalid_id`)", body = portico_edge::error::Problem),
-        (status = 401, description = "No credentials (`unauthenticated`), a token that is \
-invalid, expired or for another gateway (`invalid_token`), or an unknown API key \
-(`invalid_api_key`)", body = portico_edge::error::Problem,
-         headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"portico\"` \
-(with `error=\"invalid_token\"` for a refused token), or `ApiKey realm=\"portico\"` for a \
-refused key"))),
-        (status = 403, description = "Not a partner (a shopper's token), or a partner without \
-`orders:read` (`forbidden`)", body = portico_edge::error::Problem),
+        (status = 400, description = "A malformed id (`invalid_id`)", body = portico_edge::error::Problem,
+         content_type = "application/problem+json"),
+        portico_edge::openapi::PartnerUnauthorized,
+        portico_edge::openapi::Forbidden,
         (status = 404, description = "No such order for this partner (`not_found`), whether it \
-does not exist or is another partner's", body = portico_edge::error::Problem),
-        (status = 502, description = "The orders service failed", body = portico_edge::error::Problem),
-        (status = 503, description = "A required backend is failing (its circuit breaker is open, `upstream_circuit_open`) or at its concurrency limit (`upstream_overloaded`); try again shortly", body = portico_edge::error::Problem),
-        (status = 504, description = "The orders service was too slow", body = portico_edge::error::Problem),
+does not exist or is another partner's", body = portico_edge::error::Problem,
+         content_type = "application/problem+json"),
+        portico_edge::openapi::UpstreamFailure,
+        portico_edge::openapi::Unavailable,
+        portico_edge::openapi::UpstreamTimeout,
     ))]
 pub async fn get_order(
     State(state): State<Arc<AppState>>,

@@ -4,10 +4,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use axum::{
-    extract::{Query, State},
-    http::StatusCode,
-};
+use axum::extract::{Query, State};
 use portico_edge::{Composed, Degraded, EdgeError, compose};
 use serde::Deserialize;
 
@@ -37,18 +34,13 @@ pub struct FeedQuery {
         (status = 200, description = "One page of products; `degraded` names missing parts \
 (also in the `portico-degraded` header)", body = Feed),
         (status = 400, description = "`limit` out of range (`invalid_parameter`) or a cursor \
-this API did not issue (`invalid_cursor`)", body = portico_edge::error::Problem),
-        (status = 401, description = "No credentials (`unauthenticated`), a token that is \
-invalid, expired or for another gateway (`invalid_token`), or an unknown API key \
-(`invalid_api_key`)", body = portico_edge::error::Problem,
-         headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"portico\"` \
-(with `error=\"invalid_token\"` for a refused token), or `ApiKey realm=\"portico\"` for a \
-refused key"))),
-        (status = 403, description = "Not a partner (a shopper's token), or a partner without \
-`catalog:read` (`forbidden`)", body = portico_edge::error::Problem),
-        (status = 502, description = "The catalog failed", body = portico_edge::error::Problem),
-        (status = 503, description = "A required backend is failing (its circuit breaker is open, `upstream_circuit_open`) or at its concurrency limit (`upstream_overloaded`); try again shortly", body = portico_edge::error::Problem),
-        (status = 504, description = "The catalog was too slow", body = portico_edge::error::Problem),
+this API did not issue (`invalid_cursor`)", body = portico_edge::error::Problem,
+         content_type = "application/problem+json"),
+        portico_edge::openapi::PartnerUnauthorized,
+        portico_edge::openapi::Forbidden,
+        portico_edge::openapi::UpstreamFailure,
+        portico_edge::openapi::Unavailable,
+        portico_edge::openapi::UpstreamTimeout,
     ))]
 pub async fn products(
     State(state): State<Arc<AppState>>,
@@ -63,10 +55,10 @@ pub async fn products(
         compose::required("products", state.catalog.get("/products").query(&params).fetch())
             .await
             .map_err(|error| {
-                // Our checks mirror the catalog's for `limit`, so its 400 to a request with a cursor
-                // means the cursor: the partner's mistake to fix, not a failure of ours.
-                if cursor.is_some() && error.upstream_answered() == Some(StatusCode::BAD_REQUEST) {
-                    validate::invalid_cursor()
+                // Our checks mirror the catalog's for `limit`, so its 400 to a request with a
+                // cursor means the cursor: the partner's mistake to fix, not a failure of ours.
+                if cursor.is_some() {
+                    error.client_caused("invalid_cursor", validate::INVALID_CURSOR)
                 } else {
                     error
                 }

@@ -31,18 +31,13 @@ pub struct StockQuery {
     security(("api_key" = ["stock:read"]), ("bearer" = ["stock:read"])),
     responses(
         (status = 200, description = "Stock of the known SKUs; unknown ones are listed", body = StockReport),
-        (status = 400, description = "No SKUs, more than 100, or a malformed one", body = portico_edge::error::Problem),
-        (status = 401, description = "No credentials (`unauthenticated`), a token that is \
-invalid, expired or for another gateway (`invalid_token`), or an unknown API key \
-(`invalid_api_key`)", body = portico_edge::error::Problem,
-         headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"portico\"` \
-(with `error=\"invalid_token\"` for a refused token), or `ApiKey realm=\"portico\"` for a \
-refused key"))),
-        (status = 403, description = "Not a partner (a shopper's token), or a partner without \
-`stock:read` (`forbidden`)", body = portico_edge::error::Problem),
-        (status = 502, description = "The inventory failed", body = portico_edge::error::Problem),
-        (status = 503, description = "A required backend is failing (its circuit breaker is open, `upstream_circuit_open`) or at its concurrency limit (`upstream_overloaded`); try again shortly", body = portico_edge::error::Problem),
-        (status = 504, description = "The inventory was too slow", body = portico_edge::error::Problem),
+        (status = 400, description = "No SKUs, more than 100, or a malformed one", body = portico_edge::error::Problem,
+         content_type = "application/problem+json"),
+        portico_edge::openapi::PartnerUnauthorized,
+        portico_edge::openapi::Forbidden,
+        portico_edge::openapi::UpstreamFailure,
+        portico_edge::openapi::Unavailable,
+        portico_edge::openapi::UpstreamTimeout,
     ))]
 pub async fn stock(
     State(state): State<Arc<AppState>>,

@@ -29,15 +29,11 @@ const MAX_BATCH: usize = 100;
     security(("bearer" = ["orders:read"])),
     responses(
         (status = 200, description = "The caller's orders with their products", body = OrderHistory),
-        (status = 401, description = "No token (`unauthenticated`), or an invalid or expired \
-one, or one for another gateway (`invalid_token`)", body = portico_edge::error::Problem,
-         headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"portico\"`, \
-with `error=\"invalid_token\"` when a token was refused"))),
-        (status = 403, description = "Not a user token, or one without `orders:read` \
-(`forbidden`)", body = portico_edge::error::Problem),
-        (status = 502, description = "The orders service failed", body = portico_edge::error::Problem),
-        (status = 503, description = "The orders service is failing (`upstream_circuit_open`) or at its concurrency limit (`upstream_overloaded`); try again shortly", body = portico_edge::error::Problem),
-        (status = 504, description = "The orders service was too slow", body = portico_edge::error::Problem),
+        portico_edge::openapi::Unauthorized,
+        portico_edge::openapi::Forbidden,
+        portico_edge::openapi::UpstreamFailure,
+        portico_edge::openapi::Unavailable,
+        portico_edge::openapi::UpstreamTimeout,
     ))]
 pub async fn order_history(
     State(state): State<Arc<AppState>>,
@@ -70,18 +66,16 @@ pub async fn order_history(
     responses(
         (status = 200, description = "The order with its products; `degraded` names missing \
 parts", body = OrderDetail),
-        (status = 400, description = "A malformed id (`invalid_id`)", body = portico_edge::error::Problem),
-        (status = 401, description = "No token (`unauthenticated`), or an invalid or expired \
-one, or one for another gateway (`invalid_token`)", body = portico_edge::error::Problem,
-         headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"portico\"`, \
-with `error=\"invalid_token\"` when a token was refused"))),
-        (status = 403, description = "Not a user token, or one without `orders:read` \
-(`forbidden`)", body = portico_edge::error::Problem),
+        (status = 400, description = "A malformed id (`invalid_id`)", body = portico_edge::error::Problem,
+         content_type = "application/problem+json"),
+        portico_edge::openapi::Unauthorized,
+        portico_edge::openapi::Forbidden,
         (status = 404, description = "No such order for this customer (`not_found`), whether \
-it does not exist or is someone else's", body = portico_edge::error::Problem),
-        (status = 502, description = "The orders service failed", body = portico_edge::error::Problem),
-        (status = 503, description = "A required backend is failing (its circuit breaker is open, `upstream_circuit_open`) or at its concurrency limit (`upstream_overloaded`); try again shortly", body = portico_edge::error::Problem),
-        (status = 504, description = "The orders service was too slow", body = portico_edge::error::Problem),
+it does not exist or is someone else's", body = portico_edge::error::Problem,
+         content_type = "application/problem+json"),
+        portico_edge::openapi::UpstreamFailure,
+        portico_edge::openapi::Unavailable,
+        portico_edge::openapi::UpstreamTimeout,
     ))]
 pub async fn get_order(
     State(state): State<Arc<AppState>>,

@@ -17,6 +17,10 @@ use crate::{
 /// The longest query accepted.
 const MAX_QUERY: usize = 200;
 
+/// The detail of a 400 `invalid_cursor`.
+const INVALID_CURSOR: &str =
+    "`cursor` is invalid or has expired; start the search again without it";
+
 #[derive(Debug, Deserialize, Serialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SearchQuery {
@@ -37,13 +41,14 @@ pub struct SearchQuery {
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "Matching products and facets", body = SearchPage),
-        (status = 400, description = "Missing or malformed query", body = portico_edge::error::Problem),
-        (status = 401, description = "A token was sent and is invalid or expired, or is for \
-another gateway (`invalid_token`); without one the results are served", body = portico_edge::error::Problem,
-         headers(("WWW-Authenticate" = String, description = "`Bearer` with `error=\"invalid_token\"`"))),
-        (status = 502, description = "The catalog failed", body = portico_edge::error::Problem),
-        (status = 503, description = "The catalog is failing (`upstream_circuit_open`) or at its concurrency limit (`upstream_overloaded`); try again shortly", body = portico_edge::error::Problem),
-        (status = 504, description = "The catalog was too slow", body = portico_edge::error::Problem),
+        (status = 400, description = "Missing or malformed query (`bad_request`, \
+`invalid_parameter`), or a `cursor` that is invalid or has expired (`invalid_cursor`): start \
+again without it", body = portico_edge::error::Problem,
+         content_type = "application/problem+json"),
+        portico_edge::openapi::InvalidToken,
+        portico_edge::openapi::UpstreamFailure,
+        portico_edge::openapi::Unavailable,
+        portico_edge::openapi::UpstreamTimeout,
     ))]
 pub async fn search(
     State(state): State<Arc<AppState>>,
@@ -59,10 +64,20 @@ pub async fn search(
     if query.limit.is_some_and(|l| !(1..=100).contains(&l)) {
         return Err(EdgeError::invalid("invalid_parameter", "`limit` must be 1–100"));
     }
-    // The catalog validates the cursor and filters; a 4xx from it would be our bug, so only
-    // well-formed values are passed on.
+    // `q` and `limit` are checked above as the catalog checks them, and it takes any filter;
+    // what only the catalog can judge is the cursor, which is opaque and expires with the
+    // query it was issued for. So its 400 to a request with a cursor is the client's to fix
+    // (start again), not a failure of ours; any other 4xx stays a 502.
     let results: SearchResults =
-        compose::required("search", state.catalog.get("/search").query(&query).fetch()).await?;
+        compose::required("search", state.catalog.get("/search").query(&query).fetch())
+            .await
+            .map_err(|error| {
+                if query.cursor.is_some() {
+                    error.client_caused("invalid_cursor", INVALID_CURSOR)
+                } else {
+                    error
+                }
+            })?;
 
     let ids: Vec<String> = results.items.iter().map(|p| p.id.clone()).collect();
     let skus: Vec<String> = results.items.iter().map(|p| p.sku.clone()).collect();
