@@ -19,7 +19,7 @@ use portico_edge::{
     Composed, Degraded, GatewayConfig, Upstreams,
     access::{Access, Routes},
     fields::FieldSet,
-    path, proxy,
+    path, pipeline,
     request_id::RequestId,
     stack,
 };
@@ -131,11 +131,11 @@ fn realistic_headers() -> HeaderMap {
 fn header_rewriting(c: &mut Criterion) {
     let headers = realistic_headers();
     let mut group = configure(c, "headers");
-    group.bench_function("strip_hop_by_hop_15", |b| {
+    group.bench_function("forwarding_policy_15", |b| {
         b.iter_batched(
             || headers.clone(),
             |mut h| {
-                proxy::strip_hop_by_hop(&mut h);
+                pipeline::drop_unforwarded(&mut h, false);
                 h
             },
             BatchSize::SmallInput,

@@ -166,12 +166,18 @@ impl Denied {
     }
 }
 
+impl From<Denied> for crate::error::EdgeError {
+    fn from(denied: Denied) -> Self {
+        match denied {
+            Denied::Unauthenticated => auth::unauthenticated(),
+            Denied::Forbidden(scope) => auth::forbidden(scope.as_deref()),
+        }
+    }
+}
+
 impl IntoResponse for Denied {
     fn into_response(self) -> Response {
-        match self {
-            Self::Unauthenticated => auth::unauthenticated(),
-            Self::Forbidden(scope) => auth::forbidden(scope.as_deref()),
-        }
+        crate::error::EdgeError::from(self).into_response()
     }
 }
 
@@ -215,10 +221,20 @@ impl AccessTable {
 
     /// The rule for a request to `matched` (the route pattern, if a route matched).
     pub fn lookup(&self, matched: Option<&MatchedPath>, method: &Method) -> Lookup<'_> {
-        let Some(matched) = matched else {
-            return Lookup::NoRoute;
-        };
-        let Some(rules) = self.routes.get(matched.as_str()) else {
+        match matched {
+            Some(matched) => self.lookup_pattern(matched.as_str(), method),
+            None => Lookup::NoRoute,
+        }
+    }
+
+    /// Every route pattern with a rule.
+    pub fn patterns(&self) -> impl Iterator<Item = &str> {
+        self.routes.keys().map(String::as_str)
+    }
+
+    /// The rule for a request to the route `pattern`.
+    pub fn lookup_pattern(&self, pattern: &str, method: &Method) -> Lookup<'_> {
+        let Some(rules) = self.routes.get(pattern) else {
             return Lookup::Undeclared;
         };
         // HEAD is served by GET handlers, so it follows GET's rule.
@@ -274,12 +290,6 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
     /// Every method of `method_router` at `path`, callable as `access` says.
     pub fn any(mut self, path: &str, access: Access, method_router: MethodRouter<S>) -> Self {
         self.table.declare(path, None, access);
-        self.router = self.router.route(path, method_router);
-        self
-    }
-
-    /// A route with no rule: it admits nobody (pass-through routes whose config says nothing).
-    pub(crate) fn undeclared(mut self, path: &str, method_router: MethodRouter<S>) -> Self {
         self.router = self.router.route(path, method_router);
         self
     }

@@ -36,12 +36,15 @@ pub struct EdgeError {
     title: &'static str,
     detail: Option<Cow<'static, str>>,
     source: Source,
-    upstream: Option<String>,
+    upstream: Option<Box<str>>,
     upstream_status: Option<StatusCode>,
     cause: Option<Cause>,
     /// Seconds after which a retry may succeed, sent as `Retry-After` (RFC 9110 §10.2.3).
     /// (Sixteen bits: it packs beside the statuses, keeping the error small on the hot path.)
     retry_after: Option<u16>,
+    /// The `WWW-Authenticate` challenge of a 401 or 403 (RFC 6750 §3); boxed, as only
+    /// refusals of credentials carry one and the error stays small on the hot path.
+    challenge: Option<Box<HeaderValue>>,
 }
 
 // === impl EdgeError ===
@@ -58,7 +61,42 @@ impl EdgeError {
             upstream_status: None,
             cause: None,
             retry_after: None,
+            challenge: None,
         }
+    }
+
+    /// 400 `invalid_path`: the request path cannot be normalised safely (an encoded slash or
+    /// backslash, a NUL, a bad escape, or dot-segments that climb above `/`).
+    pub fn invalid_path(detail: &'static str) -> Self {
+        Self::invalid("invalid_path", detail)
+    }
+
+    /// 400 `invalid_host`: an HTTP/1.1 request without exactly one `Host` (RFC 9112 §3.2).
+    pub fn invalid_host(detail: &'static str) -> Self {
+        Self::invalid("invalid_host", detail)
+    }
+
+    /// 414: the request line is longer than the gateway accepts.
+    pub fn uri_too_long(limit: usize) -> Self {
+        Self::new(StatusCode::URI_TOO_LONG, "uri_too_long", "URI too long", Source::Client)
+            .with_detail(format!("the request line exceeds the limit of {limit} bytes"))
+    }
+
+    /// 431: a header field, or the whole request head, is larger than the gateway accepts.
+    pub fn header_too_large(detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "header_too_large",
+            "Request header fields too large",
+            Source::Client,
+        )
+        .with_detail(detail)
+    }
+
+    /// 400 `invalid_body`: the client's body broke its framing or ended early. The client's
+    /// fault: never counted against the upstream it was being relayed to.
+    pub fn invalid_body() -> Self {
+        Self::invalid("invalid_body", "the request body is malformed or ended early")
     }
 
     /// 400: the request is malformed; `detail` tells the client what to fix.
@@ -125,8 +163,13 @@ impl EdgeError {
     /// 502: an upstream answered with an error status. The status is kept (see
     /// [`EdgeError::upstream_status`]) so a handler can decide that, say, a 400 for a cursor the
     /// client sent is the client's mistake after all.
+    /// An upstream's own 504 (it timed out on something behind it) stays a 504.
     pub fn upstream_status(upstream: &str, status: StatusCode) -> Self {
-        let mut error = Self::upstream_failed(upstream, format!("answered {status}"));
+        let mut error = if status == StatusCode::GATEWAY_TIMEOUT {
+            Self::upstream_timeout(upstream).with_cause(format!("answered {status}"))
+        } else {
+            Self::upstream_failed(upstream, format!("answered {status}"))
+        };
         error.upstream_status = Some(status);
         error
     }
@@ -183,6 +226,13 @@ impl EdgeError {
         Self { status, code, title, detail: Some(detail.into()), source: Source::Client, ..self }
     }
 
+    /// Sets the `WWW-Authenticate` challenge of the response.
+    #[must_use]
+    pub fn with_challenge(mut self, challenge: HeaderValue) -> Self {
+        self.challenge = Some(Box::new(challenge));
+        self
+    }
+
     /// Sets the `Retry-After` seconds of the response.
     #[must_use]
     pub fn with_retry_after(mut self, seconds: u16) -> Self {
@@ -214,6 +264,14 @@ impl EdgeError {
         Self::new(status, code, status.canonical_reason().unwrap_or("Error"), source)
     }
 
+    /// The same error, attributed to `source` (an identity provider that cannot be reached
+    /// is an upstream's failure, not the gateway's).
+    #[must_use]
+    pub fn from_source(mut self, source: Source) -> Self {
+        self.source = source;
+        self
+    }
+
     /// Replaces the client-facing explanation.
     #[must_use]
     pub fn with_detail(mut self, detail: impl Into<Cow<'static, str>>) -> Self {
@@ -223,7 +281,7 @@ impl EdgeError {
 
     #[must_use]
     fn with_upstream(mut self, upstream: &str) -> Self {
-        self.upstream = Some(upstream.to_owned());
+        self.upstream = Some(upstream.into());
         self
     }
 
@@ -301,6 +359,9 @@ impl IntoResponse for EdgeError {
         let mut response = problem_response(self.status, &self.problem());
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(challenge) = self.challenge {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, *challenge);
         }
         response
     }

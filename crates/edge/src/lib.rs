@@ -13,7 +13,9 @@
 //! - [`error`] — one error type that knows its source, rendered as RFC 7807 problem+json.
 //! - [`proxy`] — declarative pass-through routes with streaming bodies; [`relay`] — their
 //!   HTTP/1.1 fast path, byte for byte over pooled upstream connections.
-//! - [`request_id`], [`limits`], [`rescue`] — the shared layers, assembled by [`stack`].
+//! - [`pipeline`] — the one edge pipeline every request passes, whatever its transport, and
+//!   the forwarding policy; [`stack`] assembles a gateway behind it.
+//! - [`request_id`], [`limits`], [`rescue`] — steps of the pipeline, usable as layers alone.
 //! - [`fields`] — sparse fieldsets (`?fields=`); [`params`] — checks on ids copied upstream.
 //! - [`path`] — the canonical request path (dot-segments, merged slashes, escapes) routed on.
 //! - [`json`] — JSON request bodies the gateway parses itself, refused when nested too deeply.
@@ -34,6 +36,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod params;
 pub mod path;
+pub mod pipeline;
 pub mod proxy;
 pub mod relay;
 pub mod request_id;

@@ -21,6 +21,9 @@ use crate::{
 /// Requests refused by authentication or authorisation, by gateway and reason.
 pub const AUTH_FAILURES: &str = "portico_auth_failures_total";
 
+/// Client header fields the edge dropped, by gateway and `reason` (`underscore`).
+pub const HEADERS_DROPPED: &str = "portico_headers_dropped_total";
+
 /// Calls (attempts) sent to an upstream, by gateway and upstream.
 pub const UPSTREAM_REQUESTS: &str = "portico_upstream_requests_total";
 /// Failed upstream calls by `kind`: connect, reset, timeout, status_5xx (answers), and the

@@ -1,27 +1,36 @@
-//! Declarative pass-through routes: requests under a configured path prefix are forwarded to a
-//! named upstream with the prefix rewritten, bodies streamed both ways without buffering,
-//! hop-by-hop headers dropped and `X-Forwarded-*` set from the real peer.
+//! Pass-through routes on the router transport (HTTP/2 clients, chunked or `Expect` uploads,
+//! HTTP/1.0, and gateways whose router is wrapped): the request as the pipeline admitted it,
+//! its headers rendered by the forwarding policy, the body streamed both ways without
+//! buffering, every attempt through the upstream's `Cluster::call`.
 //!
-//! The gateway is the edge, so incoming `X-Forwarded-*` headers are replaced rather than
-//! appended to: a client must not be able to claim another address.
+//! The pass-through route itself (prefix, rewrite, access, upstream) is the pipeline's
+//! [`PassRoute`](crate::pipeline::PassRoute), built once and shared with the relay.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU8, Ordering},
+    },
+    task::{Context, Poll},
+};
 
 use axum::{
+    Router,
     body::Body,
-    extract::{ConnectInfo, Request, State},
+    extract::Request,
     response::{IntoResponse, Response},
     routing::any,
 };
-use http::{HeaderMap, HeaderName, HeaderValue, header};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, header};
 
 use crate::{
-    access::{self, Access, Routes},
-    config::{ConfigError, GatewayConfig},
     deadline,
     error::EdgeError,
+    pipeline::{PassRoute, is_forwarded_response_header, router::Forwarding},
     upstream::{
-        HttpUpstream, Upstreams, client_error,
+        client_error,
         cluster::{AttemptError, Call, Endpoint},
     },
 };
@@ -31,117 +40,39 @@ use crate::{
 #[derive(Clone, Copy, Debug)]
 pub struct Passthrough;
 
-/// Builds the routes of every configured pass-through route, each with the access its config
-/// declares; a route that declares none admits nobody.
-pub fn routes(config: &GatewayConfig, upstreams: &Upstreams) -> Result<Routes, ConfigError> {
-    let mut router = Routes::new();
-    for (i, route) in config.routes.iter().enumerate() {
-        let upstream = upstreams.http(&route.upstream).map_err(|_| ConfigError::Invalid {
-            key: format!("routes[{i}].upstream"),
-            message: format!("no http upstream named `{}`", route.upstream),
-        })?;
-        let prefix = route.path.trim_end_matches('/').to_owned();
-        let target = Arc::new(Target {
-            timeout: route.timeout.unwrap_or_else(|| upstream.timeout()),
-            upstream: upstream.clone(),
-            rewrite: route.rewrite.clone(),
-            prefix: prefix.clone(),
-        });
-        let [exact, below] = patterns(&prefix);
-        let access = route.access.as_deref().and_then(|a| Access::from_config(a, &route.scopes));
-        match access {
-            Some(access) => {
-                router = router
-                    .any(&exact, access.clone(), any(forward).with_state(target.clone()))
-                    .any(&below, access, any(forward).with_state(target));
-            }
-            None => {
-                tracing::warn!(path = %route.path, "route declares no access: it refuses every request");
-                router = router
-                    .undeclared(&exact, any(forward).with_state(target.clone()))
-                    .undeclared(&below, any(forward).with_state(target));
-            }
-        }
-    }
-    Ok(router)
+/// The router's routes of every pass-through route. They need no state: the pipeline hands
+/// each admitted request its route.
+pub(crate) fn router(routes: &[Arc<PassRoute>]) -> Router {
+    routes
+        .iter()
+        .flat_map(|route| route.patterns())
+        .fold(Router::new(), |router, pattern| router.route(&pattern, any(forward)))
 }
 
-static API_KEY: HeaderName = HeaderName::from_static("x-api-key");
-
-#[derive(Debug)]
-struct Target {
-    prefix: String,
-    rewrite: Option<String>,
-    upstream: HttpUpstream,
-    timeout: Duration,
-}
-
-/// The router patterns of a pass-through route with `prefix` (no trailing slash): the prefix
-/// itself and everything below it.
-pub(crate) fn patterns(prefix: &str) -> [String; 2] {
-    let exact = if prefix.is_empty() { "/".to_owned() } else { prefix.to_owned() };
-    [exact, format!("{prefix}/{{*rest}}")]
-}
-
-/// Appends the upstream path and query for an incoming `path` and `query` to `out`: the
-/// route's `prefix` replaced by `rewrite`, or the path unchanged without one.
-pub(crate) fn push_upstream_path(
-    out: &mut Vec<u8>,
-    prefix: &str,
-    rewrite: Option<&str>,
-    path: &str,
-    query: Option<&str>,
-) {
-    let start = out.len();
-    match rewrite {
-        None => out.extend_from_slice(path.as_bytes()),
-        Some(rewrite) => {
-            let rest = path.strip_prefix(prefix).unwrap_or(path);
-            out.extend_from_slice(rewrite.as_bytes());
-            match (rewrite.ends_with('/'), rest.starts_with('/')) {
-                (true, true) => out.extend_from_slice(&rest.as_bytes()[1..]),
-                (false, false) if !rest.is_empty() => {
-                    out.push(b'/');
-                    out.extend_from_slice(rest.as_bytes());
-                }
-                _ => out.extend_from_slice(rest.as_bytes()),
-            }
-        }
-    }
-    if out.len() == start {
-        out.push(b'/');
-    }
-    if let Some(query) = query {
-        out.push(b'?');
-        out.extend_from_slice(query.as_bytes());
-    }
-}
-
-async fn forward(State(target): State<Arc<Target>>, request: Request) -> Response {
-    match forward_inner(&target, request).await {
+async fn forward(mut request: Request) -> Response {
+    let Some(forwarding) = request.extensions_mut().remove::<Forwarding>() else {
+        // Only the pipeline routes requests here; anything else is a wiring bug.
+        return EdgeError::internal("a pass-through request that the pipeline did not admit")
+            .into_response();
+    };
+    match forward_inner(forwarding, request).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
-async fn forward_inner(target: &Target, request: Request) -> Result<Response, EdgeError> {
-    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+async fn forward_inner(forwarding: Forwarding, request: Request) -> Result<Response, EdgeError> {
+    let Forwarding { route, admitted, id } = forwarding;
     let (parts, body) = request.into_parts();
-    let name = target.upstream.name();
+    let name = route.upstream.name();
     let uri = &parts.uri;
-
     let mut headers = parts.headers;
-    let host = headers.remove(header::HOST);
-    strip_hop_by_hop(&mut headers);
-    set_forwarded(&mut headers, peer, host);
-    // The edge verified the key; it is a partner's secret and never leaves the gateway.
-    // (Bearer tokens stay: they are short-lived and bound to this gateway's audience.)
-    headers.remove(&API_KEY);
-    if let Some(caller) = access::caller() {
-        for (name, value) in access::identity_headers(&caller) {
-            headers.insert(name.clone(), value);
-        }
-    }
+    admitted.forwarded.render_map(
+        &mut headers,
+        &id,
+        admitted.principal.as_deref(),
+        route.forward_authorization,
+    );
 
     // Only a request without a body can be sent twice: a streamed body is read once.
     let bodiless = http_body::Body::size_hint(&body).exact() == Some(0);
@@ -151,18 +82,18 @@ async fn forward_inner(target: &Target, request: Request) -> Result<Response, Ed
         read: idempotent
             && (parts.method == http::Method::GET || parts.method == http::Method::HEAD),
         key: uri.path(),
-        deadline: deadline::for_call(target.timeout),
+        deadline: deadline::for_call(route.timeout),
     };
-    let mut body = Some(body);
+    let fault = Arc::new(AtomicU8::new(NO_FAULT));
+    let mut body = Some(Body::new(Watched { inner: body, fault: fault.clone() }));
     let method = parts.method;
-    let client = target.upstream.client();
+    let client = route.upstream.client();
     let attempt = |endpoint: &Arc<Endpoint>, deadline: tokio::time::Instant| {
         // The upstream URL in one allocation: the endpoint, then the rewritten path.
         let mut url = Vec::with_capacity(endpoint.url().len() + uri.path().len() + 64);
         url.extend_from_slice(endpoint.url().as_bytes());
-        let (prefix, rewrite) = (&target.prefix, target.rewrite.as_deref());
-        push_upstream_path(&mut url, prefix, rewrite, uri.path(), uri.query());
-        let uri = http::Uri::from_maybe_shared(bytes::Bytes::from(url));
+        route.push_upstream_path(&mut url, uri.path(), uri.query());
+        let uri = http::Uri::from_maybe_shared(Bytes::from(url));
         let mut request = http::Request::new(body.take().unwrap_or_else(Body::empty));
         *request.method_mut() = method.clone();
         // Only a call that may be repeated needs its headers kept for the next attempt.
@@ -174,31 +105,35 @@ async fn forward_inner(target: &Target, request: Request) -> Result<Response, Ed
             *request.uri_mut() = uri;
             client.request(request)
         });
+        let fault = fault.clone();
         async move {
             let Ok(sent) = sent else {
                 let error = EdgeError::bad_request("the path cannot be forwarded");
                 return Err(AttemptError { failure: None, error });
             };
-            sent.await.map_err(|e| {
-                if is_body_too_large(&e) {
-                    let error = EdgeError::from_status(
+            sent.await.map_err(|e| match fault.load(Ordering::Acquire) {
+                // The client's body failed, not the upstream: never held against it.
+                TOO_LARGE => AttemptError {
+                    failure: None,
+                    error: EdgeError::from_status(
                         http::StatusCode::PAYLOAD_TOO_LARGE,
                         "payload_too_large",
                     )
-                    .with_detail("the request body exceeds the configured limit");
-                    AttemptError { failure: None, error }
-                } else {
-                    client_error(name, e)
-                }
+                    .with_detail("the request body exceeds the configured limit"),
+                },
+                BROKEN => AttemptError { failure: None, error: EdgeError::invalid_body() },
+                _ => client_error(name, e),
             })
         }
     };
-    let span = tracing::info_span!("upstream", upstream = %name, route = %target.prefix);
+    let span = tracing::info_span!("upstream", upstream = %name, route = %route.prefix);
     let mut response =
-        tracing::Instrument::instrument(target.upstream.cluster().call(call, attempt), span)
-            .await?;
+        tracing::Instrument::instrument(route.upstream.cluster().call(call, attempt), span).await?;
 
-    strip_hop_by_hop(response.headers_mut());
+    strip_response_headers(response.headers_mut());
+    // The client speaks to the gateway, whatever version the upstream spoke: an HTTP/1.0
+    // backend must not cost an HTTP/1.1 client its keep-alive.
+    *response.version_mut() = http::Version::HTTP_11;
     // Only error responses need the mark (the normaliser looks at nothing else), and inserting
     // the first extension allocates: successes, the hot path, go without.
     if response.status().is_client_error() || response.status().is_server_error() {
@@ -207,7 +142,68 @@ async fn forward_inner(target: &Target, request: Request) -> Result<Response, Ed
     Ok(response.map(Body::new))
 }
 
-/// Whether a send failed because the client's body ran past the gateway's size limit.
+/// The forwarding policy on a response's headers: hop-by-hop headers, those its `Connection`
+/// lists, and the upstream's request id (the gateway echoes its own) are dropped.
+fn strip_response_headers(headers: &mut HeaderMap) {
+    let listed: Vec<Vec<u8>> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| crate::relay::tokens(v.as_bytes()))
+        .map(<[u8]>::to_vec)
+        .collect();
+    let listed: Vec<&[u8]> = listed.iter().map(Vec::as_slice).collect();
+    let framing = |name: &HeaderName| name == header::CONTENT_LENGTH;
+    let dropped: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| !framing(name) && !is_forwarded_response_header(name.as_str(), &listed))
+        .cloned()
+        .collect();
+    for name in dropped {
+        headers.remove(name);
+    }
+}
+
+const NO_FAULT: u8 = 0;
+const TOO_LARGE: u8 = 1;
+const BROKEN: u8 = 2;
+
+pin_project_lite::pin_project! {
+    /// The client's body on its way upstream, noting whether it failed — over the size limit,
+    /// broken framing, or a client that stopped sending — so that failure is the client's.
+    struct Watched {
+        #[pin]
+        inner: Body,
+        fault: Arc<AtomicU8>,
+    }
+}
+
+impl http_body::Body for Watched {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Err(error))) = &polled {
+            let fault = if is_body_too_large(error) { TOO_LARGE } else { BROKEN };
+            this.fault.store(fault, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Whether a body failed because it ran past the gateway's size limit.
 fn is_body_too_large(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(error);
     while let Some(e) = source {
@@ -217,47 +213,6 @@ fn is_body_too_large(error: &(dyn std::error::Error + 'static)) -> bool {
         source = e.source();
     }
     false
-}
-
-/// Headers that describe one connection, not the message, and so must not be forwarded
-/// (RFC 9110 §7.6.1), plus any the `Connection` header names.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
-
-/// Removes hop-by-hop headers.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(&HOP_BY_HOP) {
-        headers.remove(name);
-    }
-    headers.remove(header::UPGRADE);
-}
-
-fn set_forwarded(headers: &mut HeaderMap, peer: Option<SocketAddr>, host: Option<HeaderValue>) {
-    headers.remove(HeaderName::from_static("forwarded"));
-    match peer.and_then(|p| HeaderValue::from_str(&p.ip().to_string()).ok()) {
-        Some(ip) => headers.insert("x-forwarded-for", ip),
-        None => headers.remove("x-forwarded-for"),
-    };
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    match host {
-        Some(host) => headers.insert("x-forwarded-host", host),
-        None => headers.remove("x-forwarded-host"),
-    };
 }
 
 #[cfg(test)]

@@ -68,6 +68,11 @@ impl RequestId {
         Self(HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0")))
     }
 
+    /// The id as a header value.
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.0
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         // Both constructors only admit visible ASCII.
@@ -118,6 +123,11 @@ pub async fn within(
     served(&span, response.status().as_u16(), started);
     response.headers_mut().insert(HEADER_NAME.clone(), id.0);
     response
+}
+
+/// Runs `serve` with `id` as the task's current request id, where upstream calls find it.
+pub(crate) async fn scope<F: Future>(id: RequestId, serve: F) -> F::Output {
+    CURRENT.scope(id, serve).await
 }
 
 /// Writes the access-log line of a request answered with `status`, inside its span.

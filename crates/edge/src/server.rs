@@ -5,7 +5,9 @@
 //! This is hyper-util's connection builder rather than `axum::serve`, because `axum::serve`
 //! has no header-read timeout and hyper only enforces one when a timer is set.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible, future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration,
+};
 
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
@@ -20,7 +22,7 @@ use tokio::{
 };
 use tower::ServiceExt;
 
-use crate::{relay::Ended, stack::Gateway};
+use crate::{pipeline::router::Front, relay::Ended, stack::Gateway};
 
 /// How long shutdown waits for in-flight requests before it gives up on them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,9 +38,23 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let app: Gateway = app.into();
+    let front = app.front();
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
     builder.http2().timer(TokioTimer::new());
+    if let Some(front) = &front {
+        // hyper's own limits sit above the pipeline's, so a head over the configured limits
+        // reaches the pipeline and gets the same problem answer as on the relay; only a head
+        // beyond twice the limit is refused by hyper itself (431 without a body).
+        let limits = front.pipeline.limits();
+        builder
+            .http1()
+            .max_headers(crate::relay::MAX_FIELDS)
+            .max_buf_size((limits.max_head_bytes * 2).max(8192));
+        builder.http2().max_header_list_size(
+            u32::try_from(limits.max_head_bytes * 2 + 32 * 128).unwrap_or(u32::MAX),
+        );
+    }
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     // Relay connections drain on their own: each holds a sender, and the drain waits until
@@ -62,13 +78,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let router = app.router();
-        let service = TowerToHyperService::new(tower::service_fn(
-            move |mut request: http::Request<Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                router.clone().oneshot(request)
-            },
-        ));
+        let service = TowerToHyperService::new(connection_service(&app, front.as_ref(), peer));
         match app.relay() {
             None => {
                 let connection =
@@ -111,6 +121,35 @@ pub async fn serve(
         () = drain => tracing::debug!("drained"),
         () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out"),
     }
+}
+
+/// The service of one connection from `peer`: the pipeline in front of the router (the peer
+/// worked out once for the connection), or a bare router served as it is.
+fn connection_service(
+    app: &Gateway,
+    front: Option<&Front>,
+    peer: SocketAddr,
+) -> impl tower::Service<
+    http::Request<Incoming>,
+    Response = axum::response::Response,
+    Error = Infallible,
+    Future = Pin<Box<dyn Future<Output = Result<axum::response::Response, Infallible>> + Send>>,
+> + Clone
++ use<> {
+    let front = front.map(|front| (front.clone(), Arc::new(front.pipeline.peer(peer.ip()))));
+    let router = app.router();
+    tower::service_fn(move |mut request: http::Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let request = request.map(axum::body::Body::new);
+        let serve: Pin<Box<dyn Future<Output = _> + Send>> = match &front {
+            Some((front, client)) => {
+                let (front, client) = (front.clone(), client.clone());
+                Box::pin(async move { Ok(front.serve(request, &client).await) })
+            }
+            None => Box::pin(router.clone().oneshot(request)),
+        };
+        serve
+    })
 }
 
 /// Serves with `workers` threads, each running its own single-threaded runtime, its own

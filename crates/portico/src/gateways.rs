@@ -3,7 +3,7 @@
 use std::{future::Future, net::SocketAddr};
 
 pub use portico_edge::GatewayConfig;
-use portico_edge::{ConfigError, server, stack};
+use portico_edge::{ConfigError, pipeline::EdgeState, server, stack};
 
 /// One of the three client-tailored gateways.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -29,12 +29,22 @@ impl Gateway {
         }
     }
 
-    /// Its router, built from `config`.
+    /// Its router, built from `config`, with edge state of its own.
     pub fn app(self, config: &GatewayConfig) -> Result<stack::Gateway, ConfigError> {
+        self.app_in(config, &EdgeState::new(config)?)
+    }
+
+    /// Its router, built from `config`, sharing the process's edge state `edge` (every worker
+    /// of one process builds its gateway with the same state).
+    pub fn app_in(
+        self,
+        config: &GatewayConfig,
+        edge: &EdgeState,
+    ) -> Result<stack::Gateway, ConfigError> {
         match self {
-            Self::Mobile => portico_mobile::app(config),
-            Self::Web => portico_web::app(config),
-            Self::Partner => portico_partner::app(config),
+            Self::Mobile => portico_mobile::app_in(config, edge),
+            Self::Web => portico_web::app_in(config, edge),
+            Self::Partner => portico_partner::app_in(config, edge),
         }
     }
 

@@ -5,7 +5,7 @@
 //! (`portico_edge::server::serve_workers`): the model nginx uses, measured in `bench/`.
 
 use portico::{Error, gateways};
-use portico_edge::GatewayConfig;
+use portico_edge::{GatewayConfig, pipeline::EdgeState};
 
 use crate::cli::{CheckArgs, ProxyArgs, ServeArgs};
 
@@ -20,7 +20,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), Error> {
         gateway.name(),
         config.listen.public
     );
-    run_workers(config, args.workers, move |config| gateway.app(config)).await
+    // One edge state for the process (the JWKS cache), shared by every worker's gateway.
+    let edge = EdgeState::new(&config)?;
+    run_workers(config, args.workers, move |config| gateway.app_in(config, &edge)).await
 }
 
 pub async fn proxy(args: ProxyArgs) -> Result<(), Error> {

@@ -61,6 +61,37 @@ impl Drop for MockServer {
     }
 }
 
+/// A backend that answers every request with what it received, as JSON: `method`, `path`,
+/// `query`, `headers` (lowercase names; repeated ones joined with `, `) and `body_len` — for
+/// tests of what a gateway forwards.
+pub async fn echo_server() -> MockServer {
+    async fn echo(request: axum::extract::Request) -> axum::Json<serde_json::Value> {
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+        let mut headers = serde_json::Map::new();
+        for (name, value) in &parts.headers {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            match headers.get_mut(name.as_str()) {
+                Some(serde_json::Value::String(seen)) => {
+                    seen.push_str(", ");
+                    seen.push_str(&value);
+                }
+                _ => {
+                    headers.insert(name.to_string(), serde_json::Value::String(value));
+                }
+            }
+        }
+        axum::Json(serde_json::json!({
+            "method": parts.method.as_str(),
+            "path": parts.uri.path(),
+            "query": parts.uri.query(),
+            "headers": headers,
+            "body_len": body.len(),
+        }))
+    }
+    MockServer::start(Router::new().fallback(echo)).await
+}
+
 /// The URL of a loopback port nobody listens on: connections to it are refused.
 pub async fn refused_url() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");

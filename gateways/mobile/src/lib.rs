@@ -19,6 +19,7 @@ use std::sync::Arc;
 use portico_edge::{
     ConfigError, GatewayConfig, Upstreams,
     access::{Access, Routes},
+    pipeline::EdgeState,
     stack,
     upstream::{GrpcUpstream, HttpUpstream},
 };
@@ -73,7 +74,15 @@ struct AppState {
 }
 
 /// The mobile gateway: its routes inside the shared edge stack, compressed.
+///
+/// The gateway's per-process edge state (the JWKS cache) is its own; every worker of one
+/// process shares one through [`app_in`].
 pub fn app(config: &GatewayConfig) -> Result<stack::Gateway, ConfigError> {
+    app_in(config, &EdgeState::new(config)?)
+}
+
+/// [`app`] with the process's edge state, shared by every worker's gateway.
+pub fn app_in(config: &GatewayConfig, edge: &EdgeState) -> Result<stack::Gateway, ConfigError> {
     let upstreams = Upstreams::for_gateway(NAME, config)?;
     let state = Arc::new(AppState {
         catalog: upstreams.require_http("catalog")?,
@@ -87,7 +96,7 @@ pub fn app(config: &GatewayConfig) -> Result<stack::Gateway, ConfigError> {
         .get("/v1/products/{id}", Access::public(), routes::product::product)
         .with_state(state)
         .merge(portico_edge::openapi::routes(&ApiDoc::openapi()));
-    let gateway = stack::gateway(NAME, routes, config, &upstreams)?;
+    let gateway = stack::gateway_in(NAME, routes, config, &upstreams, edge)?;
     // Outermost, so every body — composed, passed through or a problem — is compressed when the
     // client accepts it; on mobile networks bytes are the cost that matters. (So any
     // pass-through route goes through the router, not the relay.)

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use portico_edge::{
     ConfigError, GatewayConfig, Upstreams,
     access::{Access, Routes},
+    pipeline::EdgeState,
     stack,
     upstream::{GrpcUpstream, HttpUpstream},
 };
@@ -91,7 +92,15 @@ struct AppState {
 }
 
 /// The partner gateway: its routes inside the shared edge stack.
+///
+/// The gateway's per-process edge state (the JWKS cache) is its own; every worker of one
+/// process shares one through [`app_in`].
 pub fn app(config: &GatewayConfig) -> Result<stack::Gateway, ConfigError> {
+    app_in(config, &EdgeState::new(config)?)
+}
+
+/// [`app`] with the process's edge state, shared by every worker's gateway.
+pub fn app_in(config: &GatewayConfig, edge: &EdgeState) -> Result<stack::Gateway, ConfigError> {
     let upstreams = Upstreams::for_gateway(NAME, config)?;
     let state = Arc::new(AppState {
         catalog: upstreams.require_http("catalog")?,
@@ -119,7 +128,7 @@ pub fn app(config: &GatewayConfig) -> Result<stack::Gateway, ConfigError> {
         )
         .with_state(state)
         .merge(portico_edge::openapi::routes(&ApiDoc::openapi()));
-    stack::gateway(NAME, routes, config, &upstreams)
+    stack::gateway_in(NAME, routes, config, &upstreams, edge)
 }
 
 #[cfg(test)]

@@ -2,9 +2,9 @@
 //! problem+json bodies that never say which check failed.
 
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderValue, StatusCode};
 
-use crate::error::{EdgeError, problem_response};
+use crate::error::{EdgeError, Source};
 
 /// Why a credential was refused. The variant is for logs and metrics ([`AuthError::reason`]);
 /// the client only learns that its token (or key) is invalid.
@@ -60,7 +60,7 @@ pub enum AuthError {
 const BEARER: &str = r#"Bearer realm="portico""#;
 /// Seconds a client should wait after a 503: an identity provider outage seldom heals within
 /// the second, and the gateway itself retries the JWKS on the next requests anyway.
-const RETRY_AFTER_SECS: &str = "5";
+const RETRY_AFTER_SECS: u16 = 5;
 
 // === impl AuthError ===
 
@@ -94,79 +94,65 @@ impl AuthError {
     }
 }
 
+impl From<AuthError> for EdgeError {
+    /// One generic answer per kind of credential, so a client cannot probe which check a
+    /// forged token fails; the reason goes to the log and the metrics.
+    fn from(error: AuthError) -> Self {
+        let status = error.status();
+        match error {
+            AuthError::ApiKey => EdgeError::from_status(status, "invalid_api_key")
+                .with_detail("the API key is invalid")
+                .with_challenge(HeaderValue::from_static(r#"ApiKey realm="portico""#)),
+            // The request's shape, not a secret check: saying what to fix is safe.
+            AuthError::InvalidRequest(why) => {
+                EdgeError::from_status(status, "invalid_request").with_detail(why).with_challenge(
+                    HeaderValue::from_static(r#"Bearer realm="portico", error="invalid_request""#),
+                )
+            }
+            // The identity provider cannot be reached: an upstream's failure, logged as one.
+            AuthError::KeysUnavailable => EdgeError::from_status(status, "auth_unavailable")
+                .with_detail("credentials cannot be verified right now; retry later")
+                .with_retry_after(RETRY_AFTER_SECS)
+                .from_source(Source::Upstream),
+            _ => EdgeError::from_status(status, "invalid_token")
+                .with_detail("the access token is invalid or expired")
+                .with_challenge(HeaderValue::from_static(
+                    r#"Bearer realm="portico", error="invalid_token""#,
+                )),
+        }
+    }
+}
+
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
-        // The reason goes to the log (at debug: refused credentials are routine, and a scanner
-        // must not flood the logs); the client gets one generic answer per kind of credential,
-        // so it cannot probe which check a forged token fails.
-        tracing::debug!(reason = self.reason(), error = %self, "credentials refused");
-        let status = self.status();
-        let (problem, challenge) = match self {
-            Self::ApiKey => (
-                EdgeError::from_status(status, "invalid_api_key")
-                    .with_detail("the API key is invalid"),
-                Some(HeaderValue::from_static(r#"ApiKey realm="portico""#)),
-            ),
-            Self::InvalidRequest(why) => (
-                // The request's shape, not a secret check: saying what to fix is safe.
-                EdgeError::from_status(status, "invalid_request").with_detail(why),
-                Some(HeaderValue::from_static(
-                    r#"Bearer realm="portico", error="invalid_request""#,
-                )),
-            ),
-            Self::KeysUnavailable => (
-                EdgeError::from_status(status, "auth_unavailable")
-                    .with_detail("credentials cannot be verified right now; retry later"),
-                None,
-            ),
-            _ => (
-                EdgeError::from_status(status, "invalid_token")
-                    .with_detail("the access token is invalid or expired"),
-                Some(HeaderValue::from_static(r#"Bearer realm="portico", error="invalid_token""#)),
-            ),
-        };
-        // Rendered directly rather than through `EdgeError::into_response`, which would log a
-        // 503 at error level on every request of an outage; the JWKS fetch failures are logged
-        // (at warn) where they happen.
-        let mut response = problem_response(problem.status(), &problem.problem());
-        let headers = response.headers_mut();
-        if let Some(challenge) = challenge {
-            headers.insert(header::WWW_AUTHENTICATE, challenge);
-        }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
-        }
-        response
+        EdgeError::from(self).into_response()
     }
 }
 
 /// 401 for a request with no credentials on a route that needs them. The challenge carries no
 /// error code (RFC 6750 §3.1: the client did not try to authenticate).
-pub fn unauthenticated() -> Response {
-    let problem = EdgeError::from_status(StatusCode::UNAUTHORIZED, "unauthenticated")
-        .with_detail("this route needs an access token or an API key");
-    let mut response = problem_response(problem.status(), &problem.problem());
-    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(BEARER));
-    response
+pub fn unauthenticated() -> EdgeError {
+    EdgeError::from_status(StatusCode::UNAUTHORIZED, "unauthenticated")
+        .with_detail("this route needs an access token or an API key")
+        .with_challenge(HeaderValue::from_static(BEARER))
 }
 
 /// 403 for an authenticated caller lacking `scope`, or (`None`) of a kind the route does not
 /// admit. A named scope is also given in the `insufficient_scope` challenge (RFC 6750 §3.1).
-pub fn forbidden(scope: Option<&str>) -> Response {
+pub fn forbidden(scope: Option<&str>) -> EdgeError {
     let detail = match scope {
         Some(scope) => format!("the caller lacks the scope `{scope}`"),
         None => "the caller may not call this route".to_owned(),
     };
     let problem = EdgeError::from_status(StatusCode::FORBIDDEN, "forbidden").with_detail(detail);
-    let mut response = problem_response(problem.status(), &problem.problem());
     // A scope that cannot be a quoted-string (RFC 6750 allows neither `"` nor `\` in scopes)
     // is left out of the challenge rather than mangled; the body still names it.
     let challenge = scope
         .filter(|s| !s.contains(['"', '\\']))
         .map(|s| format!(r#"{BEARER}, error="insufficient_scope", scope="{s}""#))
         .and_then(|c| HeaderValue::from_str(&c).ok());
-    if let Some(challenge) = challenge {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+    match challenge {
+        Some(challenge) => problem.with_challenge(challenge),
+        None => problem,
     }
-    response
 }

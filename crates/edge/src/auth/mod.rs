@@ -139,27 +139,46 @@ impl Authenticator {
         })
     }
 
-    /// The caller of a request: `Authorization: Bearer <jwt>` or `X-Api-Key: <key>`, or
-    /// `Ok(None)` when it sends neither. Ambiguous credentials (both, or one header twice) and
-    /// other `Authorization` schemes are an [`AuthError::InvalidRequest`].
+    /// Finds and verifies the credentials in `headers`: `Authorization: Bearer <jwt>` or
+    /// `X-Api-Key`. `Ok(None)` means no credentials were sent; sending both, or either twice,
+    /// is an invalid request (it would be unclear which one was checked).
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Principal>, AuthError> {
-        let authorization = single(headers, &header::AUTHORIZATION)?;
-        let api_key = single(headers, &API_KEY_HEADER)?;
+        let authorization = single(headers, &header::AUTHORIZATION)?.map(|v| v.as_bytes());
+        let api_key = single(headers, &API_KEY_HEADER)?.map(|v| v.as_bytes());
+        self.authenticate_values(authorization, api_key, false).await
+    }
+
+    /// [`Authenticator::authenticate`] over the raw values of the one `Authorization` and the
+    /// one `X-Api-Key` header (the edge pipeline has refused repeated ones already).
+    /// `other_schemes`: an `Authorization` that is not Bearer belongs to the upstream (a route
+    /// with `forward_authorization`) and is not inspected.
+    pub async fn authenticate_values(
+        &self,
+        authorization: Option<&[u8]>,
+        api_key: Option<&[u8]>,
+        other_schemes: bool,
+    ) -> Result<Option<Principal>, AuthError> {
+        let authorization = match authorization {
+            Some(value) => {
+                let value = std::str::from_utf8(value).map_err(|_| {
+                    AuthError::InvalidRequest("the Authorization header is not text")
+                })?;
+                match bearer_token(value) {
+                    Ok(token) => Some(token),
+                    Err(_) if other_schemes && !is_bearer(value) => None,
+                    Err(error) => return Err(error),
+                }
+            }
+            None => None,
+        };
         match (authorization, api_key) {
             (None, None) => Ok(None),
             (Some(_), Some(_)) => {
                 Err(AuthError::InvalidRequest("send either a bearer token or an API key, not both"))
             }
-            (Some(value), None) => {
-                let value = value.to_str().map_err(|_| {
-                    AuthError::InvalidRequest("the Authorization header is not text")
-                })?;
-                let token = bearer_token(value)?;
-                self.verify_token(token).await.map(Some)
-            }
+            (Some(token), None) => self.verify_token(token).await.map(Some),
             (None, Some(value)) => {
-                // A key that is not text matches no configured key; it is not a request error.
-                let key = value.to_str().map_err(|_| AuthError::ApiKey)?;
+                let key = std::str::from_utf8(value).map_err(|_| AuthError::ApiKey)?;
                 if key.is_empty() {
                     return Err(AuthError::InvalidRequest("the X-Api-Key header is empty"));
                 }
@@ -214,6 +233,11 @@ fn single<'a>(
         return Err(AuthError::InvalidRequest("a credential header is repeated"));
     }
     Ok(first)
+}
+
+/// Whether an `Authorization` value uses the Bearer scheme.
+fn is_bearer(value: &str) -> bool {
+    value.split_once(' ').map_or(value, |(scheme, _)| scheme).eq_ignore_ascii_case("bearer")
 }
 
 /// The token of an `Authorization: Bearer <token>` value (the scheme is case-insensitive,

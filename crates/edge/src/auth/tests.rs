@@ -835,12 +835,12 @@ async fn api_key_and_request_errors_have_their_own_codes() {
 
 #[tokio::test]
 async fn unauthenticated_and_forbidden_challenge_as_rfc_6750_says() {
-    let (status, headers, body) = problem(unauthenticated()).await;
+    let (status, headers, body) = problem(unauthenticated().into_response()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["code"], "unauthenticated");
     assert_eq!(headers[header::WWW_AUTHENTICATE], r#"Bearer realm="portico""#);
 
-    let (status, headers, body) = problem(forbidden(Some("orders:write"))).await;
+    let (status, headers, body) = problem(forbidden(Some("orders:write")).into_response()).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(body["code"], "forbidden");
     assert_eq!(
@@ -848,12 +848,12 @@ async fn unauthenticated_and_forbidden_challenge_as_rfc_6750_says() {
         r#"Bearer realm="portico", error="insufficient_scope", scope="orders:write""#
     );
 
-    let (status, headers, body) = problem(forbidden(None)).await;
+    let (status, headers, body) = problem(forbidden(None).into_response()).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(body["code"], "forbidden");
     assert!(!headers.contains_key(header::WWW_AUTHENTICATE));
 
     // A scope that cannot be quoted stays out of the header instead of breaking it.
-    let (_, headers, _) = problem(forbidden(Some("a\"b"))).await;
+    let (_, headers, _) = problem(forbidden(Some("a\"b")).into_response()).await;
     assert!(!headers.contains_key(header::WWW_AUTHENTICATE));
 }

@@ -10,10 +10,11 @@ use axum::{
 use portico_testkit::{MockServer, call, get, hanging_server, refused_url};
 use serde_json::json;
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
-use super::*;
-use crate::{access::Routes, stack};
+use axum::extract::ConnectInfo;
+
+use crate::{GatewayConfig, Upstreams, access::Routes, stack};
 
 /// A backend that echoes what it received: method, path, query, headers and body size.
 async fn echo_backend() -> MockServer {

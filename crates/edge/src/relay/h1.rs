@@ -1,33 +1,17 @@
-//! HTTP/1.1 message framing for the relay: which headers belong to one connection rather than
-//! the message, how long a body is, and where a chunked body ends (RFC 9112 §6–7).
+//! HTTP/1.1 message framing for the relay: header lists, how long a body is, and where a
+//! chunked body ends (RFC 9112 §6–7). Which headers cross the gateway is the forwarding
+//! policy's (`pipeline::forward`).
 //!
 //! The relay forwards bodies byte for byte; it only needs to know where each one ends, so the
 //! chunked decoder here follows the framing without copying or changing anything.
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1); never forwarded.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
-];
-
-/// Whether `name` is a hop-by-hop header (`transfer-encoding` is handled with the framing).
-pub(super) fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
-}
-
 /// The comma-separated tokens of a header value such as `Connection`, trimmed.
-pub(super) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|b| *b == b',').map(<[u8]>::trim_ascii).filter(|t| !t.is_empty())
 }
 
 /// A `Content-Length` value: decimal digits only (no sign, no spaces inside, no list).
-pub(super) fn parse_length(value: &[u8]) -> Option<u64> {
+pub(crate) fn parse_length(value: &[u8]) -> Option<u64> {
     let value = value.trim_ascii();
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
         return None;
@@ -252,10 +236,8 @@ mod tests {
     }
 
     #[test]
-    fn connection_tokens_and_hop_by_hop_names() {
+    fn connection_tokens() {
         let found: Vec<&[u8]> = tokens(b"keep-alive, X-Secret ,,close").collect();
         assert_eq!(found, [&b"keep-alive"[..], b"X-Secret", b"close"]);
-        assert!(is_hop_by_hop("Keep-Alive") && is_hop_by_hop("upgrade"));
-        assert!(!is_hop_by_hop("content-type"));
     }
 }

@@ -5,64 +5,59 @@
 //! The pool belongs to one worker (each worker builds its own gateway), so its lock is never
 //! contended; it is a lock only because connection tasks must be `Send`.
 
-use std::{io, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    io,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
 
 use tokio::net::TcpStream;
 
 use crate::{
-    config::{ConfigError, GatewayConfig},
-    upstream::{
-        Upstreams,
-        cluster::{Cluster, Endpoint, IdleConnection},
-    },
+    config::GatewayConfig,
+    upstream::cluster::{Cluster, Endpoint},
 };
 
 /// A named upstream as the relay sees it: the cluster shared with every other call to it
-/// (balancing, breakers, ejection, limits) and how its idle connections are kept.
+/// (balancing, breakers, ejection, limits) and the relay's own idle connections to each of
+/// its endpoints (by authority: an endpoint that discovery drops and brings back finds its
+/// connections again; one that never comes back leaves at most `max_idle` behind, expired on
+/// the next look).
 #[derive(Debug)]
 pub(super) struct Upstream {
     cluster: Arc<Cluster>,
     idle_timeout: Duration,
     max_idle: usize,
+    idle: Mutex<HashMap<Box<str>, Vec<IdleConnection>>>,
+}
+
+/// An idle keep-alive connection.
+#[derive(Debug)]
+struct IdleConnection {
+    stream: TcpStream,
+    since: Instant,
 }
 
 // === impl Upstream ===
 
 impl Upstream {
-    /// The upstream `name`, sharing the cluster of the gateway's HTTP upstream of that name.
-    pub(super) fn new(
-        name: &str,
-        config: &GatewayConfig,
-        upstreams: &Upstreams,
-    ) -> Result<Self, ConfigError> {
-        let upstream = upstreams.http(name).map_err(|_| ConfigError::Invalid {
-            key: "routes".into(),
-            message: format!("no http upstream named `{name}`"),
-        })?;
+    /// The relay's side of `cluster`, pooled as the config's upstream defaults say.
+    pub(super) fn new(cluster: Arc<Cluster>, config: &GatewayConfig) -> Self {
         let defaults = &config.defaults.upstream;
-        Ok(Self {
-            cluster: upstream.cluster().clone(),
+        Self {
+            cluster,
             idle_timeout: defaults.pool_idle_timeout,
             max_idle: defaults.pool_max_idle_per_endpoint,
-        })
-    }
-
-    pub(super) fn name(&self) -> &str {
-        self.cluster.name()
-    }
-
-    pub(super) fn cluster(&self) -> &Cluster {
-        &self.cluster
-    }
-
-    pub(super) fn timeout(&self) -> Duration {
-        self.cluster.policy().timeout
+            idle: Mutex::default(),
+        }
     }
 
     /// An idle connection to `endpoint` that the upstream has not closed, if there is one.
     pub(super) fn reuse(&self, endpoint: &Endpoint) -> Option<TcpStream> {
-        let mut idle = endpoint.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        while let Some(connection) = idle.pop() {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let stack = idle.get_mut(endpoint.authority())?;
+        while let Some(connection) = stack.pop() {
             if connection.since.elapsed() < self.idle_timeout && is_open(&connection.stream) {
                 return Some(connection.stream);
             }
@@ -83,9 +78,13 @@ impl Upstream {
 
     /// Returns a connection whose last response ended cleanly, for the next request.
     pub(super) fn release(&self, endpoint: &Endpoint, stream: TcpStream) {
-        let mut idle = endpoint.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if idle.len() < self.max_idle {
-            idle.push(IdleConnection { stream, since: std::time::Instant::now() });
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let stack = match idle.get_mut(endpoint.authority()) {
+            Some(stack) => stack,
+            None => idle.entry(endpoint.authority().into()).or_default(),
+        };
+        if stack.len() < self.max_idle {
+            stack.push(IdleConnection { stream, since: Instant::now() });
         }
     }
 }

@@ -21,7 +21,7 @@ use std::{
     future::Future,
     hash::{Hash, Hasher},
     sync::{
-        Arc, Mutex, OnceLock, RwLock,
+        Arc, Mutex, RwLock,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
@@ -103,13 +103,6 @@ pub(crate) struct Call<'a> {
     pub(crate) deadline: Instant,
 }
 
-/// An idle relay connection kept on its endpoint.
-#[derive(Debug)]
-pub(crate) struct IdleConnection {
-    pub(crate) stream: tokio::net::TcpStream,
-    pub(crate) since: std::time::Instant,
-}
-
 /// One endpoint: where it is, its calls in flight, and its health record.
 pub(crate) struct Endpoint {
     url: Arc<str>,
@@ -118,10 +111,6 @@ pub(crate) struct Endpoint {
     health: Mutex<Health>,
     breaker_state: Gauge,
     ejections: Counter,
-    /// The relay's idle keep-alive connections to this endpoint.
-    pub(crate) idle: Mutex<Vec<IdleConnection>>,
-    /// The gRPC channel to this endpoint, made on first use.
-    pub(crate) channel: OnceLock<tonic::transport::Channel>,
 }
 
 #[derive(Debug)]
@@ -148,6 +137,12 @@ impl Endpoint {
     #[cfg(test)]
     pub(crate) fn breaker_state(&self) -> State {
         self.lock().breaker.state()
+    }
+
+    /// Whether its circuit breaker is closed.
+    #[cfg(test)]
+    pub(crate) fn breaker_closed(&self) -> bool {
+        self.breaker_state() == State::Closed
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Health> {
@@ -278,12 +273,6 @@ pub(crate) struct Attempt {
     recorded: bool,
 }
 
-impl Attempt {
-    pub(crate) fn endpoint(&self) -> &Arc<Endpoint> {
-        &self.endpoint
-    }
-}
-
 impl Drop for Attempt {
     fn drop(&mut self) {
         self.endpoint.active.fetch_sub(1, Ordering::Relaxed);
@@ -340,8 +329,8 @@ impl Cluster {
         self.endpoints.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    /// Replaces the endpoint set (discovery). Endpoints that stay keep their breaker, outlier
-    /// record and idle connections; base URLs are normalised without a trailing `/`.
+    /// Replaces the endpoint set (discovery). Endpoints that stay keep their breaker and
+    /// outlier record (and their transports' connections, which are keyed by address); base URLs are normalised without a trailing `/`.
     pub(crate) fn set_endpoints(&self, urls: &[String]) {
         let current = self.snapshot();
         let mut next: Vec<Arc<Endpoint>> = Vec::with_capacity(urls.len());
@@ -395,8 +384,6 @@ impl Cluster {
             }),
             breaker_state: metrics::gauge!(names::UPSTREAM_BREAKER_STATE, &labels),
             ejections: metrics::counter!(names::UPSTREAM_EJECTIONS, &labels),
-            idle: Mutex::new(Vec::new()),
-            channel: OnceLock::new(),
         }
     }
 
@@ -729,10 +716,9 @@ impl Cluster {
                     }));
                     let failure = match &result {
                         Ok(answer) => answer.failure(),
-                        Err(e) if e.failure.is_none() => {
-                            self.record(&mut claim, None);
-                            return result;
-                        }
+                        // The request itself failed (a client's broken body, one that could
+                        // not be built): no verdict on the endpoint, which drops the claim.
+                        Err(e) if e.failure.is_none() => return result,
                         Err(e) => e.failure,
                     };
                     self.record(&mut claim, failure);

@@ -2,7 +2,12 @@
 //! upstream's cluster (balancing, breakers, retries of idempotent reads), the remaining deadline
 //! sent as `grpc-timeout`, and gRPC statuses mapped to [`EdgeError`]s.
 
-use std::{fmt, future::Future, sync::Arc};
+use std::{
+    collections::HashMap,
+    fmt,
+    future::Future,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use tonic::{
     Code, Status,
@@ -23,6 +28,9 @@ use crate::{
 #[derive(Clone)]
 pub struct GrpcUpstream {
     cluster: Arc<Cluster>,
+    /// The channel to each endpoint (by URL), made on first use: connections live with their
+    /// transport, the cluster only knows endpoints.
+    channels: Arc<Mutex<HashMap<Box<str>, Channel>>>,
 }
 
 impl<T> Classify for tonic::Response<T> {
@@ -59,7 +67,7 @@ impl GrpcUpstream {
         if let Some(discovery) = &upstream.discovery {
             cluster.discover(discovery)?;
         }
-        Ok(Self { cluster })
+        Ok(Self { cluster, channels: Arc::default() })
     }
 
     /// The upstream's configured name.
@@ -130,7 +138,7 @@ impl GrpcUpstream {
         let deadline = deadline::for_call(self.cluster.policy().timeout);
         let connect_timeout = self.cluster.policy().connect_timeout;
         let attempt = |endpoint: &Arc<cluster::Endpoint>, deadline: tokio::time::Instant| {
-            let channel = channel(endpoint, connect_timeout);
+            let channel = self.channel(endpoint, connect_timeout);
             let request = self.request(message.clone(), deadline);
             let sent = channel.map(|channel| call(channel, request));
             async move {
@@ -142,6 +150,25 @@ impl GrpcUpstream {
         };
         let call = Call { idempotent, read: idempotent, key: rpc, deadline };
         self.cluster.call(call, attempt).instrument(span).await.map(tonic::Response::into_inner)
+    }
+
+    /// The endpoint's channel, connected lazily on first use and shared by every call after it.
+    fn channel(
+        &self,
+        endpoint: &cluster::Endpoint,
+        connect_timeout: std::time::Duration,
+    ) -> Result<Channel, EdgeError> {
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(channel) = channels.get(endpoint.url()) {
+            return Ok(channel.clone());
+        }
+        let channel = Endpoint::from_shared(endpoint.url().to_owned())
+            .map_err(EdgeError::internal)?
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(endpoint.url().into(), channel.clone());
+        Ok(channel)
     }
 
     /// Wraps a message in a request carrying the remaining deadline (`grpc-timeout`), the
@@ -163,22 +190,6 @@ impl GrpcUpstream {
         }
         request
     }
-}
-
-/// The endpoint's channel, connected lazily on first use and shared by every call after it.
-fn channel(
-    endpoint: &cluster::Endpoint,
-    connect_timeout: std::time::Duration,
-) -> Result<Channel, EdgeError> {
-    if let Some(channel) = endpoint.channel.get() {
-        return Ok(channel.clone());
-    }
-    let channel = Endpoint::from_shared(endpoint.url().to_owned())
-        .map_err(EdgeError::internal)?
-        .connect_timeout(connect_timeout)
-        .tcp_nodelay(true)
-        .connect_lazy();
-    Ok(endpoint.channel.get_or_init(|| channel).clone())
 }
 
 impl fmt::Debug for GrpcUpstream {

@@ -1,0 +1,146 @@
+//! A request head as the pipeline reads it, from either transport: the router's parsed
+//! `HeaderMap` or the relay's raw `httparse` fields, and the one pass over its fields that
+//! gathers what every later step needs.
+
+use http::{HeaderMap, Method, Version};
+
+use super::Peer;
+
+/// The head of one request, borrowed from whichever transport parsed it.
+#[derive(Debug)]
+pub struct Head<'h> {
+    /// The method.
+    pub method: &'h Method,
+    /// The path of the target, as sent (before normalisation), without the query.
+    pub path: &'h str,
+    /// The query, without `?`.
+    pub query: Option<&'h str>,
+    /// The length of the whole request target, for the request-line limit.
+    pub target_len: usize,
+    /// The protocol version.
+    pub version: Version,
+    /// The target's authority: HTTP/2's `:authority`, or an absolute-form target's host.
+    pub authority: Option<&'h str>,
+    /// The header fields.
+    pub headers: Headers<'h>,
+    /// The connection's peer.
+    pub peer: &'h Peer,
+    /// The scheme the client used (`http`; `https` once TLS terminates here).
+    pub scheme: &'static str,
+}
+
+/// Header fields in the form a transport has them.
+#[derive(Clone, Copy, Debug)]
+pub enum Headers<'h> {
+    /// Parsed by hyper (the router).
+    Map(&'h HeaderMap),
+    /// Parsed by httparse (the relay), names as the client wrote them.
+    Raw(&'h [httparse::Header<'h>]),
+}
+
+impl<'h> Headers<'h> {
+    /// Every field, in order, repeated names included.
+    pub fn iter(self) -> impl Iterator<Item = (&'h str, &'h [u8])> {
+        let (map, raw) = match self {
+            Self::Map(map) => (Some(map.iter().map(|(n, v)| (n.as_str(), v.as_bytes()))), None),
+            Self::Raw(raw) => (None, Some(raw.iter().map(|h| (h.name, h.value)))),
+        };
+        map.into_iter().flatten().chain(raw.into_iter().flatten())
+    }
+}
+
+/// What one pass over a head's fields found.
+#[derive(Debug, Default)]
+pub(crate) struct Facts<'h> {
+    pub(crate) fields: usize,
+    /// Name plus value bytes of every field, plus 4 per field (`: ` and CRLF).
+    pub(crate) head_bytes: usize,
+    pub(crate) largest_field: usize,
+    pub(crate) host: Option<&'h [u8]>,
+    pub(crate) hosts: usize,
+    pub(crate) content_length: Option<u64>,
+    /// An unparsable `Content-Length`, or several that differ.
+    pub(crate) bad_length: bool,
+    pub(crate) transfer_encoding: bool,
+    pub(crate) expect: bool,
+    pub(crate) upgrade: bool,
+    /// `Connection: close`.
+    pub(crate) close: bool,
+    pub(crate) request_id: Option<&'h [u8]>,
+    pub(crate) authorization: Option<&'h [u8]>,
+    pub(crate) authorizations: usize,
+    pub(crate) api_key: Option<&'h [u8]>,
+    pub(crate) api_keys: usize,
+    /// Fields whose name has an underscore: dropped.
+    pub(crate) underscores: usize,
+    /// Any `X-Forwarded-*` field (only read again when the peer is trusted).
+    pub(crate) x_forwarded: bool,
+}
+
+impl<'h> Facts<'h> {
+    pub(crate) fn gather(head: &Head<'h>) -> Self {
+        let mut facts = Self::default();
+        for (name, value) in head.headers.iter() {
+            let size = name.len() + value.len();
+            facts.fields += 1;
+            facts.head_bytes += size + 4;
+            facts.largest_field = facts.largest_field.max(size);
+            if name.as_bytes().contains(&b'_') {
+                facts.underscores += 1;
+                continue;
+            }
+            // Dispatch on the length first: most fields are none of these.
+            match name.len() {
+                4 if name.eq_ignore_ascii_case("host") => {
+                    facts.hosts += 1;
+                    facts.host.get_or_insert(value);
+                }
+                14 if name.eq_ignore_ascii_case("content-length") => {
+                    match (crate::relay::parse_length(value), facts.content_length) {
+                        (Some(n), None) => facts.content_length = Some(n),
+                        (Some(n), Some(m)) if n == m => {}
+                        _ => facts.bad_length = true,
+                    }
+                }
+                17 if name.eq_ignore_ascii_case("transfer-encoding") => {
+                    facts.transfer_encoding = true;
+                }
+                6 if name.eq_ignore_ascii_case("expect") => facts.expect = true,
+                7 if name.eq_ignore_ascii_case("upgrade") => facts.upgrade = true,
+                10 if name.eq_ignore_ascii_case("connection") => {
+                    for token in crate::relay::tokens(value) {
+                        if token.eq_ignore_ascii_case(b"close") {
+                            facts.close = true;
+                        } else if token.eq_ignore_ascii_case(b"upgrade") {
+                            facts.upgrade = true;
+                        }
+                    }
+                }
+                12 if name.eq_ignore_ascii_case(crate::request_id::HEADER) => {
+                    facts.request_id = Some(value);
+                }
+                13 if name.eq_ignore_ascii_case("authorization") => {
+                    facts.authorizations += 1;
+                    facts.authorization.get_or_insert(value);
+                }
+                9 if name.eq_ignore_ascii_case("x-api-key") => {
+                    facts.api_keys += 1;
+                    facts.api_key.get_or_insert(value);
+                }
+                n if n > 12 && name.as_bytes()[..12].eq_ignore_ascii_case(b"x-forwarded-") => {
+                    facts.x_forwarded = true;
+                }
+                _ => {}
+            }
+        }
+        facts
+    }
+}
+
+/// Appends `name: value` CRLF to a raw head.
+pub(crate) fn push_header(head: &mut Vec<u8>, name: &str, value: &[u8]) {
+    head.extend_from_slice(name.as_bytes());
+    head.extend_from_slice(b": ");
+    head.extend_from_slice(value);
+    head.extend_from_slice(b"\r\n");
+}

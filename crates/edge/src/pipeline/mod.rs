@@ -1,0 +1,419 @@
+//! The one edge pipeline: every request, whichever transport carries it (the router over
+//! HTTP/1.1 and HTTP/2, or the HTTP/1.1 relay), passes the same steps in the same order, and
+//! every response passes the same outbound phase.
+//!
+//! | step | why it sits here |
+//! |---|---|
+//! | request id (later: trace context) | first, so every answer — even a 431 — carries an id and a log line |
+//! | head limits (414, 431) | before anything is looked at: a head over the limits is refused unread |
+//! | hygiene and path normalisation | `Host` (RFC 9112 §3.2), header names with `_` dropped, dot-segments removed, escaped slashes refused: routing, access rules and upstreams all see one path |
+//! | route match | on the normalised path: the route decides the access rule and the upstream |
+//! | body limit and deadline | a declared oversize is refused before a byte of it is read; the deadline counts from the head |
+//! | authentication | credentials are verified once, whatever the route |
+//! | route access rule | deny by default: a route that declared nothing admits nobody |
+//! | identity headers | only the gateway sets `x-portico-*`; what clients sent is never forwarded |
+//!
+//! The pipeline answers with a [`Verdict`]: admit (with the caller and the forwarding
+//! context), refuse (an [`EdgeError`], rendered by `error.rs` alone), or answer (what the edge
+//! answers itself: later a cache hit, a 304, a CORS preflight). Transports own framing and
+//! bytes; the pipeline owns every rule. A transport may skip work (the relay never builds a
+//! request object), never a step.
+//!
+//! The pipeline belongs to one worker's gateway; the state that must be counted once per
+//! process (the JWKS cache today; limiters and caches tomorrow) is [`EdgeState`], built once and
+//! handed to every worker.
+
+mod forward;
+mod head;
+pub(crate) mod router;
+mod routes;
+
+#[cfg(test)]
+mod tests;
+
+use std::{borrow::Cow, net::IpAddr, sync::Arc};
+
+use axum::response::Response;
+use http::{HeaderValue, Method};
+use metrics::Counter;
+
+pub(crate) use self::forward::{Forwarded, is_forwarded_response_header, render_identity_raw};
+pub(crate) use self::head::push_header;
+pub use self::head::{Head, Headers};
+pub use self::{
+    forward::drop_unforwarded,
+    routes::{PassRoute, Route},
+};
+use self::{head::Facts, routes::RouteTable};
+use crate::{
+    access::{Access, AccessTable, Denied},
+    auth::{Authenticator, Principal},
+    config::{Cidr, ConfigError, GatewayConfig, Limits},
+    error::EdgeError,
+    metrics as names,
+    request_id::RequestId,
+    upstream::Upstreams,
+};
+
+/// Edge state that lives once per process, shared by every worker's gateway: per-worker
+/// copies would let each worker admit what the process must admit once (a token whose keys
+/// one worker already fetched; later a rate limit or a cached answer). Owned by the gateway
+/// instance that builds it, never a `static`, so tests stay independent.
+#[derive(Clone, Debug, Default)]
+pub struct EdgeState {
+    authenticator: Option<Authenticator>,
+}
+
+impl EdgeState {
+    /// The state `config` asks for: the authenticator and its key cache, when `[auth]` is set.
+    pub fn new(config: &GatewayConfig) -> Result<Self, ConfigError> {
+        Ok(Self { authenticator: config.auth.as_ref().map(Authenticator::new).transpose()? })
+    }
+}
+
+/// The peer of a connection as the pipeline sees it, worked out once per connection.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    addr: IpAddr,
+    /// The address as `X-Forwarded-For` carries it.
+    text: HeaderValue,
+    /// Whether it is one of `listen.trusted_proxies`, whose forwarding headers are believed.
+    trusted: bool,
+    /// `listen.trusted_proxies`, to walk an `X-Forwarded-For` chain.
+    proxies: Arc<[Cidr]>,
+    /// Whether the request came over a connection (false for in-process calls, whose heads
+    /// never were on the wire: their framing rules have nothing to check).
+    wire: bool,
+}
+
+impl Peer {
+    /// A peer nobody trusts, for in-process calls that have no connection.
+    pub(crate) fn unknown() -> Self {
+        Self {
+            addr: IpAddr::from([0, 0, 0, 0]),
+            text: HeaderValue::from_static("unknown"),
+            trusted: false,
+            proxies: Arc::new([]),
+            wire: false,
+        }
+    }
+
+    /// The same peer, for an in-process call: no head came over a wire.
+    pub(crate) fn in_process(self) -> Self {
+        Self { wire: false, ..self }
+    }
+
+    /// The peer's address.
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+}
+
+/// What the pipeline says of a request.
+#[derive(Debug)]
+pub enum Verdict<T> {
+    /// Serve it, with this context.
+    Admit(T),
+    /// Refuse it with this error.
+    Refuse(EdgeError),
+    /// The edge answers it itself.
+    Answer(Response),
+}
+
+/// The steps up to the route match, with the request's id, which every answer carries.
+#[derive(Debug)]
+pub struct Inspection<'p, 'h> {
+    /// The request's id: a sane incoming one, or a fresh one.
+    pub id: RequestId,
+    /// Whether a body follows the head (declared, chunked, or an unreadable length): a
+    /// transport that refuses the request without reading it must close the connection.
+    pub body_follows: bool,
+    /// The request, inspected, or why it is refused.
+    pub verdict: Result<Inspected<'p, 'h>, EdgeError>,
+}
+
+/// A request whose head passed the limits and hygiene, matched to its route.
+#[derive(Debug)]
+pub struct Inspected<'p, 'h> {
+    /// The normalised path (borrowed when it was normal already).
+    pub path: Cow<'h, str>,
+    /// The route it matched.
+    pub route: Route<'p>,
+    /// What the head says, from the one pass over its headers.
+    pub(crate) facts: Facts<'h>,
+    /// The forwarding headers upstreams get.
+    pub(crate) forwarded: Forwarded,
+}
+
+/// The per-request context of an admitted request.
+#[derive(Clone, Debug)]
+pub struct Admitted {
+    /// The verified caller, if any.
+    pub principal: Option<Arc<Principal>>,
+    /// The forwarding headers upstreams get.
+    pub(crate) forwarded: Forwarded,
+}
+
+impl Admitted {
+    /// The client's address: the peer, or behind trusted proxies the rightmost address of
+    /// `X-Forwarded-For` that is not one of them (what rate limits will key on).
+    pub fn client(&self) -> IpAddr {
+        self.forwarded.client
+    }
+}
+
+/// The edge pipeline of one gateway (one per worker; its [`EdgeState`] is the process's).
+#[derive(Debug)]
+pub struct Pipeline {
+    gateway: &'static str,
+    limits: Limits,
+    trusted_proxies: Arc<[Cidr]>,
+    routes: RouteTable,
+    authenticator: Option<Authenticator>,
+    dropped_headers: Counter,
+}
+
+// === impl Pipeline ===
+
+impl Pipeline {
+    /// The pipeline of gateway `gateway`: `table` holds every route of its router (composed
+    /// endpoints, health, metrics, OpenAPI); the config's pass-through routes are added here.
+    /// Duplicate or overlapping routes are config errors naming both.
+    pub(crate) fn new(
+        gateway: &'static str,
+        config: &GatewayConfig,
+        table: AccessTable,
+        upstreams: &Upstreams,
+        state: &EdgeState,
+    ) -> Result<Self, ConfigError> {
+        let routes = RouteTable::new(config, table, upstreams)?;
+        let authenticator = state.authenticator.clone();
+        if authenticator.is_none()
+            && let Some((path, access)) = routes.rules().find(|(_, a)| a.requires_authentication())
+        {
+            return Err(ConfigError::Invalid {
+                key: "auth".into(),
+                message: format!(
+                    "route `{path}` admits `{access:?}` callers, so [auth] is required"
+                ),
+            });
+        }
+        let dropped_headers = metrics::counter!(
+            names::HEADERS_DROPPED,
+            "gateway" => gateway,
+            "reason" => "underscore"
+        );
+        Ok(Self {
+            gateway,
+            limits: config.limits.clone(),
+            trusted_proxies: config.listen.trusted_proxies.clone().into(),
+            routes,
+            authenticator,
+            dropped_headers,
+        })
+    }
+
+    /// The peer at `addr` (worked out once per connection).
+    pub fn peer(&self, addr: IpAddr) -> Peer {
+        let addr = addr.to_canonical();
+        let text = HeaderValue::from_str(&addr.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        let trusted = self.trusted_proxies.iter().any(|cidr| cidr.contains(addr));
+        Peer { addr, text, trusted, proxies: self.trusted_proxies.clone(), wire: true }
+    }
+
+    /// The gateway's name, as its metrics label it.
+    pub fn gateway(&self) -> &'static str {
+        self.gateway
+    }
+
+    /// The limits every transport enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The pass-through routes, in config order.
+    pub(crate) fn pass_routes(&self) -> &[Arc<PassRoute>] {
+        self.routes.pass_routes()
+    }
+
+    /// Request id, head limits, hygiene, path normalisation, route match and body limit: the
+    /// steps that need nothing but the head.
+    pub fn inspect<'p, 'h>(&'p self, head: &Head<'h>) -> Inspection<'p, 'h> {
+        let facts = Facts::gather(head);
+        let id = facts
+            .request_id
+            .and_then(|v| HeaderValue::from_bytes(v).ok())
+            .and_then(|v| RequestId::from_incoming(&v))
+            .unwrap_or_else(RequestId::generate);
+        let body_follows = facts.content_length.is_some_and(|n| n > 0)
+            || facts.transfer_encoding
+            || facts.bad_length;
+        let verdict = self.check(head, facts);
+        Inspection { id, body_follows, verdict }
+    }
+
+    fn check<'p, 'h>(
+        &'p self,
+        head: &Head<'h>,
+        facts: Facts<'h>,
+    ) -> Result<Inspected<'p, 'h>, EdgeError> {
+        let limits = &self.limits;
+        // Head limits: the request line, each field, the whole head, the count.
+        let line = head.method.as_str().len() + head.target_len + " HTTP/1.1".len() + 1;
+        if line > limits.max_request_line_bytes {
+            return Err(EdgeError::uri_too_long(limits.max_request_line_bytes));
+        }
+        if facts.largest_field > limits.max_header_bytes {
+            return Err(EdgeError::header_too_large(format!(
+                "a header field exceeds the limit of {} bytes",
+                limits.max_header_bytes
+            )));
+        }
+        if line + facts.head_bytes > limits.max_head_bytes {
+            return Err(EdgeError::header_too_large(format!(
+                "the request head exceeds the limit of {} bytes",
+                limits.max_head_bytes
+            )));
+        }
+        if facts.fields > limits.max_headers {
+            return Err(EdgeError::header_too_large(format!(
+                "the request has more than {} header fields",
+                limits.max_headers
+            )));
+        }
+        // Hygiene.
+        if head.version == http::Version::HTTP_11 && head.peer.wire && facts.hosts != 1 {
+            return Err(EdgeError::invalid_host(if facts.hosts == 0 {
+                "an HTTP/1.1 request needs a Host header"
+            } else {
+                "the request has more than one Host header"
+            }));
+        }
+        if facts.bad_length {
+            return Err(EdgeError::bad_request("the Content-Length header is invalid"));
+        }
+        if facts.authorizations > 1 || facts.api_keys > 1 {
+            let error = crate::auth::AuthError::InvalidRequest("a credential header is repeated");
+            return Err(self.auth_refused(error));
+        }
+        if facts.underscores > 0 {
+            // Dropped, as nginx does: a backend that reads `X_Portico_Subject` as
+            // `X-Portico-Subject` would otherwise take a forged identity.
+            self.dropped_headers.increment(facts.underscores as u64);
+        }
+        let path = crate::path::normalise(head.path)
+            .map_err(|error| EdgeError::invalid_path(error.detail()))?;
+        let route = self.routes.route(&path, head.method)?;
+        if let Some(length) = facts.content_length
+            && length > limits.max_body_bytes
+        {
+            return Err(EdgeError::payload_too_large(limits.max_body_bytes));
+        }
+        let forwarded = Forwarded::new(head, &facts);
+        Ok(Inspected { path, route, facts, forwarded })
+    }
+
+    /// Authentication and the route's access rule: the caller, or why it may not call.
+    pub async fn admit(&self, inspected: &Inspected<'_, '_>) -> Result<Admitted, EdgeError> {
+        let (rule, other_schemes) = match &inspected.route {
+            Route::Pass(route) => (route.access.as_ref(), route.forward_authorization),
+            Route::Router(rule) => (*rule, false),
+            // The router answers 405 without running a handler.
+            Route::OtherMethod => {
+                return Ok(Admitted { principal: None, forwarded: inspected.forwarded.clone() });
+            }
+        };
+        let facts = &inspected.facts;
+        let principal =
+            self.authorize(rule, facts.authorization, facts.api_key, other_schemes).await?;
+        Ok(Admitted { principal, forwarded: inspected.forwarded.clone() })
+    }
+
+    /// Verifies the credentials (if the gateway has `[auth]`) and checks the caller against
+    /// `rule` (`None`: the route declared nothing and admits nobody). Refusals are counted
+    /// and logged.
+    pub(crate) async fn authorize(
+        &self,
+        rule: Option<&Access>,
+        authorization: Option<&[u8]>,
+        api_key: Option<&[u8]>,
+        other_schemes: bool,
+    ) -> Result<Option<Arc<Principal>>, EdgeError> {
+        let Some(rule) = rule else {
+            return Err(self.denied(Denied::Forbidden(None)));
+        };
+        let principal = match &self.authenticator {
+            None => None,
+            Some(authenticator) => {
+                match authenticator.authenticate_values(authorization, api_key, other_schemes).await
+                {
+                    Ok(principal) => principal.map(Arc::new),
+                    Err(error) => return Err(self.auth_refused(error)),
+                }
+            }
+        };
+        if let Err(denied) = rule.check(principal.as_deref()) {
+            return Err(self.denied(denied));
+        }
+        Ok(principal)
+    }
+
+    fn auth_refused(&self, error: crate::auth::AuthError) -> EdgeError {
+        crate::metrics::auth_failure(self.gateway, error.reason());
+        tracing::info!(reason = error.reason(), "credentials refused");
+        error.into()
+    }
+
+    fn denied(&self, denied: Denied) -> EdgeError {
+        crate::metrics::auth_failure(self.gateway, denied.reason());
+        tracing::info!(reason = denied.reason(), "request refused");
+        denied.into()
+    }
+
+    /// The request's span, in which its access-log line is written.
+    pub(crate) fn span(id: &RequestId, method: &Method, path: &str) -> tracing::Span {
+        tracing::info_span!("request", id = id.as_str(), method = %method, path = path)
+    }
+}
+
+/// The outbound phase every response passes, on every transport: the request id echoed, the
+/// access-log line. (Later: RateLimit, CORS and caching headers.) One rule, two renderers.
+#[derive(Debug)]
+pub struct Outbound {
+    id: RequestId,
+    span: tracing::Span,
+    started: std::time::Instant,
+}
+
+impl Outbound {
+    /// The outbound phase of the request `id`, started at `started`.
+    pub fn new(id: RequestId, span: tracing::Span, started: std::time::Instant) -> Self {
+        Self { id, span, started }
+    }
+
+    /// The request's id.
+    pub fn id(&self) -> &RequestId {
+        &self.id
+    }
+
+    /// The request's span.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// Adds the outbound headers to a response's header map.
+    pub fn render_map(&self, headers: &mut http::HeaderMap) {
+        headers.insert(crate::request_id::HEADER, self.id.header_value().clone());
+    }
+
+    /// Appends the outbound headers to a raw response head.
+    pub fn render_raw(&self, head: &mut Vec<u8>) {
+        push_header(head, crate::request_id::HEADER, self.id.as_str().as_bytes());
+    }
+
+    /// Writes the access-log line once the response is on its way.
+    pub fn finish(self, status: u16) {
+        crate::request_id::served(&self.span, status, self.started);
+    }
+}

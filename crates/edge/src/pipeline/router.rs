@@ -1,0 +1,167 @@
+//! The router transport's side of the pipeline: hyper has parsed the request (HTTP/1.1 or
+//! HTTP/2); the pipeline runs before axum routes it, so routing sees the normalised path and
+//! no handler runs for a refused request.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{ConnectInfo, Request},
+    response::{IntoResponse, Response},
+};
+use http::{HeaderName, Uri, uri::PathAndQuery};
+use tower::ServiceExt;
+use tracing::Instrument;
+
+use super::{Admitted, Head, Headers, Outbound, Peer, Pipeline, Route};
+use crate::{json::MaxDepth, limits, request_id};
+
+/// The router behind the pipeline, as a service: what `Gateway::router` returns inside a
+/// `Router`, and what the server runs for every connection the relay does not keep.
+#[derive(Clone, Debug)]
+pub(crate) struct Front {
+    pub(crate) pipeline: Arc<Pipeline>,
+    pub(crate) inner: Router,
+}
+
+impl Front {
+    /// Serves one request from `peer` through the pipeline and the router.
+    pub(crate) async fn serve(self, request: Request, peer: &Peer) -> Response {
+        let Self { pipeline, inner } = self;
+        let started = std::time::Instant::now();
+        // The deadline counts from the head (hyper hands the request over once it is read).
+        let deadline = tokio::time::Instant::now() + pipeline.limits.request_timeout;
+        let (mut parts, body) = request.into_parts();
+        let uri = &parts.uri;
+        let head = Head {
+            method: &parts.method,
+            path: uri.path(),
+            query: uri.query(),
+            target_len: uri.path_and_query().map_or(1, |p| p.as_str().len()),
+            version: parts.version,
+            authority: uri.authority().map(http::uri::Authority::as_str),
+            headers: Headers::Map(&parts.headers),
+            peer,
+            scheme: "http",
+        };
+        let inspection = pipeline.inspect(&head);
+        let span = Pipeline::span(&inspection.id, &parts.method, uri.path());
+        let outbound = Outbound::new(inspection.id, span, started);
+        let admitted = match inspection.verdict {
+            Err(error) => Err(error),
+            Ok(inspected) => {
+                let admitted = pipeline.admit(&inspected).instrument(outbound.span().clone()).await;
+                admitted.map(|admitted| {
+                    let path = match inspected.path {
+                        std::borrow::Cow::Owned(path) => Some(path),
+                        std::borrow::Cow::Borrowed(_) => None,
+                    };
+                    let pass = match inspected.route {
+                        Route::Pass(route) => Some(route.clone()),
+                        Route::Router(_) | Route::OtherMethod => None,
+                    };
+                    (admitted, path, pass, inspected.facts.underscores > 0)
+                })
+            }
+        };
+        let (admitted, path, pass, underscores) = match admitted {
+            Ok(admitted) => admitted,
+            Err(error) => return finish(outbound, error.into_response()),
+        };
+
+        // Hygiene applied: the normalised path, no forged identity, no `_` names.
+        if let Some(path) = path {
+            parts.uri = with_path(&parts.uri, &path);
+        }
+        crate::access::strip_identity_headers(&mut parts.headers);
+        if underscores {
+            let names: Vec<HeaderName> =
+                parts.headers.keys().filter(|n| n.as_str().contains('_')).cloned().collect();
+            for name in names {
+                parts.headers.remove(name);
+            }
+        }
+        let principal = admitted.principal.clone();
+        if let Some(principal) = &principal {
+            parts.extensions.insert(principal.clone());
+        }
+        if !matches!(parts.method, http::Method::GET | http::Method::HEAD) {
+            parts.extensions.insert(MaxDepth(pipeline.limits.max_json_depth));
+        }
+        if let Some(route) = pass {
+            parts.extensions.insert(Forwarding { route, admitted, id: outbound.id().clone() });
+        }
+        let limit = usize::try_from(pipeline.limits.max_body_bytes).unwrap_or(usize::MAX);
+        let request =
+            Request::from_parts(parts, Body::new(http_body_util::Limited::new(body, limit)));
+
+        let work = inner.oneshot(request);
+        let work = crate::access::within(principal, async move {
+            match work.await {
+                Ok(response) => response,
+                Err(infallible) => match infallible {},
+            }
+        });
+        let work = crate::deadline::within(deadline, work);
+        let work = limits::with_deadline(pipeline.limits.request_timeout, work);
+        let work =
+            request_id::scope(outbound.id().clone(), work).instrument(outbound.span().clone());
+        let response = crate::rescue::normalise(work.await).await;
+        finish(outbound, response)
+    }
+}
+
+/// What a pass-through handler on the router needs from the pipeline.
+#[derive(Clone, Debug)]
+pub(crate) struct Forwarding {
+    pub(crate) route: Arc<super::PassRoute>,
+    pub(crate) admitted: Admitted,
+    pub(crate) id: request_id::RequestId,
+}
+
+fn finish(outbound: Outbound, mut response: Response) -> Response {
+    outbound.render_map(response.headers_mut());
+    outbound.finish(response.status().as_u16());
+    response
+}
+
+/// `uri` with its path replaced by `path` (the query kept).
+fn with_path(uri: &Uri, path: &str) -> Uri {
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = PathAndQuery::try_from(path_and_query).ok();
+    Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
+}
+
+impl tower::Service<Request> for Front {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        // In-process calls (tests, `oneshot`) carry the peer the server recorded, if any.
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or_else(Peer::unknown, |ConnectInfo(addr)| {
+                self.pipeline.peer(addr.ip()).in_process()
+            });
+        let front = self.clone();
+        Box::pin(async move { Ok(front.serve(request, &peer).await) })
+    }
+}

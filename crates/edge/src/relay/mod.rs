@@ -1,0 +1,529 @@
+//! The relay: the HTTP/1.1 transport of declarative pass-through routes.
+//!
+//! A pass-through route changes nothing in the message but a few headers, so serving it as a
+//! generic HTTP server and client would (and did: `bench/`) spend most of its time building
+//! and tearing down request objects. The relay works as nginx does: one task per client
+//! connection reads the request head into a buffer, writes the upstream request head straight
+//! from it, and relays the bodies byte for byte over a pooled keep-alive upstream connection
+//! that the same task drives — no request objects, no channel to a connection task.
+//!
+//! It is a transport, not a second gateway: every edge rule is the [`pipeline`](crate::pipeline)'s
+//! (the relay hands it the parsed head and acts on its verdict), the headers an upstream gets
+//! are the forwarding policy's raw rendering, and every attempt goes through the upstream's
+//! `Cluster::call` (balancing, breakers, retries, hedging). What the relay does not relay it
+//! hands, with the bytes it has read, to the general server: HTTP/2, upgrades, `Transfer-Encoding`
+//! or `Expect` on a request, HTTP/1.0, absolute-form targets, and every path the gateway's router
+//! owns. A handed-off connection stays with the general server.
+
+mod h1;
+mod io;
+mod pool;
+mod upstream;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use http::Method;
+use tokio::{
+    io::AsyncReadExt,
+    sync::watch,
+    time::{Instant, timeout_at},
+};
+
+pub(crate) use self::h1::{parse_length, tokens};
+pub use self::io::{ClientIo, Prefixed};
+use self::upstream::{Failure, UpstreamResponse};
+use crate::{
+    config::GatewayConfig,
+    error::EdgeError,
+    pipeline::{Head, Headers, Outbound, PassRoute, Peer, Pipeline, Route, render_identity_raw},
+    upstream::{
+        cluster::{AttemptError, Call, Endpoint, Failure as EndpointFailure},
+        policy::Balance,
+    },
+};
+
+/// How long an idle keep-alive client connection is kept (nginx's `keepalive_timeout`).
+const KEEP_ALIVE: Duration = Duration::from_secs(75);
+/// The most header fields httparse is given room for (`limits.max_headers` is at most this).
+pub(crate) const MAX_FIELDS: usize = 128;
+
+/// The relay of one gateway (one per worker: its upstream pools are that worker's).
+#[derive(Debug)]
+pub struct Relay {
+    pipeline: Arc<Pipeline>,
+    /// The connection pool of each pass-through route's upstream, by route index (routes to
+    /// one upstream share its pool).
+    pools: Vec<Arc<pool::Upstream>>,
+}
+
+/// How a client connection left the relay.
+pub(crate) enum Ended<S> {
+    /// It is closed, or about to be.
+    Closed,
+    /// It needs the general server; `Prefixed` replays what the relay has read.
+    HandOff(Prefixed<S>),
+}
+
+// === impl Relay ===
+
+impl Relay {
+    /// The relay for the pipeline's pass-through routes, or `None` when it has none.
+    pub(crate) fn new(pipeline: Arc<Pipeline>, config: &GatewayConfig) -> Option<Self> {
+        let routes = pipeline.pass_routes();
+        if routes.is_empty() {
+            return None;
+        }
+        let mut pools: Vec<Arc<pool::Upstream>> = Vec::with_capacity(routes.len());
+        for route in routes {
+            let shared = routes[..route.index]
+                .iter()
+                .position(|r| r.upstream.name() == route.upstream.name())
+                .map(|i| pools[i].clone());
+            pools.push(shared.unwrap_or_else(|| {
+                Arc::new(pool::Upstream::new(route.upstream.cluster().clone(), config))
+            }));
+        }
+        Some(Self { pipeline, pools })
+    }
+
+    /// Serves `stream` until the client closes it, the gateway stops (`stop` turns `true`)
+    /// or it needs the general server.
+    pub(crate) async fn serve_connection<S: ClientIo>(
+        &self,
+        stream: S,
+        peer: SocketAddr,
+        mut stop: watch::Receiver<bool>,
+    ) -> Ended<S> {
+        let peer = self.pipeline.peer(peer.ip());
+        let mut client = Client { stream, buf: Vec::new(), peer };
+        loop {
+            if client.buf.is_empty() {
+                // Idle: hold no buffer, so an idle connection costs almost nothing.
+                client.buf = Vec::new();
+                tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|stop| *stop) => return Ended::Closed,
+                    ready = client.stream.readable() => if ready.is_err() { return Ended::Closed },
+                    () = tokio::time::sleep(KEEP_ALIVE) => return Ended::Closed,
+                }
+            }
+            match self.serve_request(&mut client).await {
+                Next::KeepAlive => {}
+                Next::Close => return Ended::Closed,
+                Next::HandOff => {
+                    let Client { stream, buf, .. } = client;
+                    return Ended::HandOff(Prefixed::new(buf, stream));
+                }
+            }
+        }
+    }
+
+    /// Reads one request head and serves the request.
+    async fn serve_request<S: ClientIo>(&self, client: &mut Client<S>) -> Next {
+        let started = Instant::now();
+        let limits = self.pipeline.limits();
+        let head_deadline = started + limits.header_read_timeout;
+        let prepared = loop {
+            match self.prepare(client, started.into_std()) {
+                Prepare::Ready(prepared) => break prepared,
+                Prepare::HandOff => return Next::HandOff,
+                Prepare::Refuse { outbound, error, head_len, close } => {
+                    // The refused head is consumed: it is answered once, and a pipelined
+                    // request behind it is served next (unless a body we will not read
+                    // follows it).
+                    client.buf.drain(..head_len.min(client.buf.len()));
+                    return self.answer(client, error, outbound, close).await;
+                }
+                Prepare::Partial if client.buf.len() >= limits.max_head_bytes => {
+                    let line_ends = client.buf
+                        [..limits.max_request_line_bytes.min(client.buf.len())]
+                        .windows(2)
+                        .any(|w| w == b"\r\n");
+                    let error = if line_ends {
+                        EdgeError::header_too_large(format!(
+                            "the request head exceeds the limit of {} bytes",
+                            limits.max_head_bytes
+                        ))
+                    } else {
+                        EdgeError::uri_too_long(limits.max_request_line_bytes)
+                    };
+                    let outbound = self.outbound_without_head(started.into_std());
+                    return self.answer(client, error, outbound, true).await;
+                }
+                Prepare::Partial => {
+                    client.buf.reserve(4096);
+                    // A client that never finishes its head is disconnected (slowloris).
+                    match timeout_at(head_deadline, client.stream.read_buf(&mut client.buf)).await {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => return Next::Close,
+                    }
+                }
+            }
+        };
+        let close = prepared.close;
+        let next = self.relay(client, prepared, started).await;
+        if close { Next::Close } else { next }
+    }
+
+    fn outbound_without_head(&self, started: std::time::Instant) -> Outbound {
+        let id = crate::request_id::RequestId::generate();
+        let span = Pipeline::span(&id, &Method::GET, "-");
+        Outbound::new(id, span, started)
+    }
+
+    /// Parses the head in the client's buffer, runs the pipeline's head steps on it and, for
+    /// a relayed route, renders the upstream request head.
+    fn prepare<S>(&self, client: &Client<S>, started: std::time::Instant) -> Prepare {
+        let buf = &client.buf[..];
+        if buf.starts_with(b"PRI ") {
+            return Prepare::HandOff;
+        }
+        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        let mut parsed = httparse::Request::new(&mut fields);
+        let head_len = match parsed.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Prepare::Partial,
+            Err(error) => {
+                let error = match error {
+                    httparse::Error::TooManyHeaders => EdgeError::header_too_large(format!(
+                        "the request has more than {} header fields",
+                        self.pipeline.limits().max_headers
+                    )),
+                    _ => EdgeError::bad_request("the request is not valid HTTP/1.1"),
+                };
+                let outbound = self.outbound_without_head(started);
+                // Where this head ends is unknown: nothing after it can be trusted.
+                return Prepare::Refuse { outbound, error, head_len: buf.len(), close: true };
+            }
+        };
+        let (Some(method), Some(target), Some(1)) = (parsed.method, parsed.path, parsed.version)
+        else {
+            return Prepare::HandOff;
+        };
+        if method == "CONNECT" || !target.starts_with('/') {
+            return Prepare::HandOff;
+        }
+        // httparse admitted the method as a token; hyper refuses what `Method` does not.
+        let Ok(method) = Method::from_bytes(method.as_bytes()) else { return Prepare::HandOff };
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (target, None),
+        };
+        let head = Head {
+            method: &method,
+            path,
+            query,
+            target_len: target.len(),
+            version: http::Version::HTTP_11,
+            authority: None,
+            headers: Headers::Raw(parsed.headers),
+            peer: &client.peer,
+            scheme: "http",
+        };
+        let inspection = self.pipeline.inspect(&head);
+        let body_follows = inspection.body_follows;
+        let inspected = match inspection.verdict {
+            Ok(inspected) => inspected,
+            Err(error) => {
+                let span = Pipeline::span(&inspection.id, &method, path);
+                let outbound = Outbound::new(inspection.id, span, started);
+                return Prepare::Refuse { outbound, error, head_len, close: body_follows };
+            }
+        };
+        let Route::Pass(route) = inspected.route else { return Prepare::HandOff };
+        let facts = &inspected.facts;
+        // Framing the relay does not follow itself is the general server's.
+        if facts.transfer_encoding || facts.expect || facts.upgrade {
+            return Prepare::HandOff;
+        }
+        let span = Pipeline::span(&inspection.id, &method, &inspected.path);
+        let body_len = facts.content_length.unwrap_or(0);
+
+        // The upstream head, written straight from the client's. The `Host` line and the
+        // deadline go in per attempt.
+        let mut upstream_head = Vec::with_capacity(head_len + 256);
+        upstream_head.extend_from_slice(method.as_str().as_bytes());
+        upstream_head.push(b' ');
+        let target_at = upstream_head.len();
+        route.push_upstream_path(&mut upstream_head, &inspected.path, query);
+        let target_end = upstream_head.len();
+        upstream_head.extend_from_slice(b" HTTP/1.1\r\n");
+        inspected.forwarded.render_raw(
+            &mut upstream_head,
+            parsed.headers,
+            &inspection.id,
+            route.forward_authorization,
+        );
+        if body_len > 0 {
+            push_length(&mut upstream_head, body_len);
+        }
+        Prepare::Ready(Prepared {
+            head_len,
+            route: route.clone(),
+            upstream_head,
+            target: target_at..target_end,
+            body_len,
+            close: facts.close,
+            method: method.clone(),
+            authorization: facts.authorization.map(Bytes::copy_from_slice),
+            api_key: facts.api_key.map(Bytes::copy_from_slice),
+            outbound: Outbound::new(inspection.id, span, started),
+        })
+    }
+
+    /// Admits and relays one prepared request; returns what comes next.
+    async fn relay<S: ClientIo>(
+        &self,
+        client: &mut Client<S>,
+        request: Prepared,
+        started: Instant,
+    ) -> Next {
+        let Prepared {
+            head_len,
+            route,
+            mut upstream_head,
+            target,
+            body_len,
+            method,
+            authorization,
+            api_key,
+            outbound,
+            ..
+        } = request;
+        client.buf.drain(..head_len);
+        // A body the client still has to send is unread when we answer early: close then.
+        let body_pending = body_len > 0;
+        let admitted = self
+            .pipeline
+            .authorize(
+                route.access.as_ref(),
+                authorization.as_deref(),
+                api_key.as_deref(),
+                route.forward_authorization,
+            )
+            .await;
+        match admitted {
+            Ok(Some(principal)) => render_identity_raw(&mut upstream_head, &principal),
+            Ok(None) => {}
+            Err(error) => return self.answer(client, error, outbound, body_pending).await,
+        }
+        let deadline =
+            (started + self.pipeline.limits().request_timeout).min(Instant::now() + route.timeout);
+        // The body bytes already read go out with the head, in one write.
+        let in_buf = usize::try_from(body_len).unwrap_or(usize::MAX).min(client.buf.len());
+        let body_rest = body_len - in_buf as u64;
+        let pool = &self.pools[route.index];
+        let cluster = route.upstream.cluster();
+        // Only consistent hashing reads the key; the others should not pay for a copy.
+        let key = if cluster.policy().balance == Balance::ConsistentHash {
+            std::str::from_utf8(&upstream_head[target]).unwrap_or_default().to_owned()
+        } else {
+            String::new()
+        };
+        // A request whose whole body is in hand can be sent again; one still streaming from
+        // the client is sent once.
+        let idempotent = method.is_idempotent() && body_rest == 0;
+        let call = Call {
+            idempotent,
+            read: idempotent && (method == Method::GET || method == Method::HEAD),
+            key: &key,
+            deadline,
+        };
+        let exchange = Exchange {
+            pool,
+            name: route.upstream.name(),
+            head: &upstream_head,
+            body: &client.buf[..in_buf],
+            body_rest,
+            is_head: method == Method::HEAD,
+            idempotent,
+        };
+        let answered = if body_rest == 0 {
+            // A client that leaves while its answer is awaited takes the upstream call with
+            // it (nginx's `proxy_ignore_client_abort off`).
+            let call = exchange.run(cluster, call, None::<&mut S>);
+            match unless_client_leaves(&client.stream, call).await {
+                Some(answered) => answered,
+                None => {
+                    outbound.finish(499);
+                    return Next::Close;
+                }
+            }
+        } else {
+            exchange.run(cluster, call, Some(&mut client.stream)).await
+        };
+        client.buf.drain(..in_buf);
+        let response = match answered {
+            Ok(response) => response,
+            Err(error) => return self.answer(client, error, outbound, body_rest > 0).await,
+        };
+        let status = response.status;
+        let next =
+            upstream::forward_response(pool, response, client, &outbound, route.timeout).await;
+        outbound.finish(status);
+        next
+    }
+
+    /// Sends an answer of the gateway's own (a refusal or an error).
+    async fn answer<S: ClientIo>(
+        &self,
+        client: &mut Client<S>,
+        error: EdgeError,
+        outbound: Outbound,
+        close: bool,
+    ) -> Next {
+        let response = error.into_response();
+        let status = response.status().as_u16();
+        let sent = upstream::respond(&mut client.stream, response, &outbound, close).await;
+        outbound.finish(status);
+        match sent {
+            Ok(()) if !close => Next::KeepAlive,
+            _ => Next::Close,
+        }
+    }
+}
+
+/// One relayed request as the attempts of `Cluster::call` see it.
+struct Exchange<'a> {
+    pool: &'a pool::Upstream,
+    name: &'a str,
+    /// The upstream head but for the per-attempt lines.
+    head: &'a [u8],
+    /// The body bytes read with the head.
+    body: &'a [u8],
+    /// The body bytes still to come from the client.
+    body_rest: u64,
+    is_head: bool,
+    idempotent: bool,
+}
+
+impl Exchange<'_> {
+    /// Runs the call: every attempt writes the head with its endpoint's `Host` and the time
+    /// left, then the body; `client` (when the body is still streaming) is read by the one
+    /// attempt a non-idempotent call makes.
+    async fn run<S: ClientIo>(
+        &self,
+        cluster: &crate::upstream::cluster::Cluster,
+        call: Call<'_>,
+        mut client: Option<&mut S>,
+    ) -> Result<UpstreamResponse, EdgeError> {
+        let attempt = |endpoint: &Arc<Endpoint>, deadline: Instant| {
+            let authority = endpoint.authority().as_bytes();
+            let mut bytes =
+                Vec::with_capacity(self.head.len() + authority.len() + 64 + self.body.len());
+            bytes.extend_from_slice(self.head);
+            crate::pipeline::push_header(&mut bytes, "host", authority);
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let remaining = crate::deadline::header_value(remaining);
+            crate::pipeline::push_header(&mut bytes, crate::deadline::HEADER, remaining.as_bytes());
+            bytes.extend_from_slice(b"\r\n");
+            bytes.extend_from_slice(self.body);
+            let client = client.take();
+            let endpoint = endpoint.clone();
+            async move {
+                let exchanged = upstream::exchange(
+                    self.pool,
+                    endpoint,
+                    &bytes,
+                    self.body_rest,
+                    client,
+                    self.is_head,
+                    self.idempotent,
+                )
+                .await;
+                exchanged.map_err(|failure| match failure {
+                    // Not the endpoint's doing: no verdict on it.
+                    Failure::Client => {
+                        AttemptError { failure: None, error: EdgeError::invalid_body() }
+                    }
+                    Failure::Connect(error) => AttemptError {
+                        failure: Some(EndpointFailure::Connect),
+                        error: EdgeError::upstream_unavailable(self.name, error),
+                    },
+                    Failure::Upstream(error) => AttemptError {
+                        failure: Some(EndpointFailure::Reset),
+                        error: EdgeError::upstream_unavailable(self.name, error),
+                    },
+                })
+            }
+        };
+        cluster.call(call, attempt).await
+    }
+}
+
+fn push_length(head: &mut Vec<u8>, length: u64) {
+    crate::pipeline::push_header(head, "content-length", length.to_string().as_bytes());
+}
+
+/// A client connection being served.
+pub(crate) struct Client<S> {
+    stream: S,
+    /// What has been read of the client's requests and not yet used.
+    buf: Vec<u8>,
+    peer: Peer,
+}
+
+pub(crate) enum Next {
+    KeepAlive,
+    Close,
+    HandOff,
+}
+
+enum Prepare {
+    Ready(Prepared),
+    Partial,
+    HandOff,
+    /// The pipeline refused the request: answer it; `close` when a body we will not read
+    /// follows its head.
+    Refuse {
+        outbound: Outbound,
+        error: EdgeError,
+        head_len: usize,
+        close: bool,
+    },
+}
+
+struct Prepared {
+    head_len: usize,
+    route: Arc<PassRoute>,
+    /// The upstream request head so far: request line and headers, without the per-attempt
+    /// lines and the final CRLF.
+    upstream_head: Vec<u8>,
+    /// Where the request target is in `upstream_head`.
+    target: std::ops::Range<usize>,
+    body_len: u64,
+    close: bool,
+    method: Method,
+    authorization: Option<Bytes>,
+    api_key: Option<Bytes>,
+    outbound: Outbound,
+}
+
+/// How long the relay waits for an upstream answer before it starts watching for the client
+/// leaving: most answers come sooner, and the watch costs a syscall.
+const WATCH_CLIENT_AFTER: Duration = Duration::from_millis(20);
+
+/// Runs `work` (waiting for the upstream) unless the client closes its connection first; `None`
+/// then, and `work` is dropped with its upstream connection. Bytes from the client (a pipelined
+/// request) end the watch: they wait their turn.
+async fn unless_client_leaves<S: ClientIo, F: Future>(client: &S, work: F) -> Option<F::Output> {
+    let watch = async {
+        tokio::time::sleep(WATCH_CLIENT_AFTER).await;
+        let mut probe = [0_u8; 1];
+        if let Ok(n) = client.peek(&mut probe).await
+            && n > 0
+        {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        biased;
+        done = work => Some(done),
+        () = watch => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,392 @@
+//! The relay's side of one upstream exchange: the request head (and body) written over a
+//! pooled connection, the response head read and cleaned by the forwarding policy, the body
+//! relayed byte for byte; and the raw renderer of the gateway's own answers.
+
+use std::{io, sync::Arc, time::Duration};
+
+use axum::response::Response;
+use http::header;
+use http_body_util::BodyExt;
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpStream,
+    time::timeout,
+};
+
+use super::{
+    Client, ClientIo, Next,
+    h1::{self, Chunked, Framing},
+    pool,
+};
+use crate::{
+    pipeline::{Outbound, is_forwarded_response_header},
+    upstream::cluster::{Classify, Endpoint, Failure as EndpointFailure},
+};
+
+/// The largest response head, and the most header fields in one.
+const MAX_HEAD: usize = 32 * 1024;
+const MAX_HEADERS: usize = 128;
+/// The buffer a body is relayed through.
+pub(super) const BODY_CHUNK: usize = 16 * 1024;
+
+/// An upstream's response head, read, with what followed it in the same reads.
+pub(super) struct UpstreamResponse {
+    pub(super) endpoint: Arc<Endpoint>,
+    stream: TcpStream,
+    pub(super) status: u16,
+    /// The response head for the client, without the final CRLF.
+    head: Vec<u8>,
+    framing: Framing,
+    /// Whether the upstream keeps the connection open after this response.
+    reusable: bool,
+    /// Bytes read past the upstream's head.
+    rest: Vec<u8>,
+}
+
+impl Classify for UpstreamResponse {
+    fn failure(&self) -> Option<EndpointFailure> {
+        (self.status >= 500).then_some(EndpointFailure::Status(self.status))
+    }
+}
+
+/// How an exchange failed.
+pub(super) enum Failure {
+    /// The client's body broke off or failed its framing: the client's fault, never the
+    /// upstream's.
+    Client,
+    /// No connection could be opened: nothing was sent.
+    Connect(io::Error),
+    Upstream(io::Error),
+}
+
+/// Sends the request (head and body) upstream and reads the response head. A reused
+/// connection that the upstream closed in the meantime is replaced by a new one, once, when
+/// the request is idempotent (the upstream may have acted on it) and nothing of it needs to
+/// be re-read from the client.
+pub(super) async fn exchange<S: AsyncRead + Unpin>(
+    pool: &pool::Upstream,
+    endpoint: Arc<Endpoint>,
+    head: &[u8],
+    body_rest: u64,
+    mut client: Option<&mut S>,
+    is_head: bool,
+    idempotent: bool,
+) -> Result<UpstreamResponse, Failure> {
+    if let Some(stream) = pool.reuse(&endpoint) {
+        match send(stream, head, body_rest, client.as_deref_mut(), is_head).await {
+            Ok(response) => return Ok(response.with(endpoint)),
+            Err(Attempt::Stale(_)) if body_rest == 0 && idempotent => {}
+            Err(Attempt::Stale(error) | Attempt::Failed(error)) => {
+                return Err(Failure::Upstream(error));
+            }
+            Err(Attempt::Client) => return Err(Failure::Client),
+        }
+    }
+    let stream = pool.connect(&endpoint).await.map_err(Failure::Connect)?;
+    match send(stream, head, body_rest, client, is_head).await {
+        Ok(response) => Ok(response.with(endpoint)),
+        Err(Attempt::Stale(error) | Attempt::Failed(error)) => Err(Failure::Upstream(error)),
+        Err(Attempt::Client) => Err(Failure::Client),
+    }
+}
+
+enum Attempt {
+    /// Nothing came back before the connection failed: it may have been closed while idle.
+    Stale(io::Error),
+    Failed(io::Error),
+    Client,
+}
+
+/// A response head read off a connection, before it is tied to its endpoint.
+struct Received {
+    stream: TcpStream,
+    parsed: Parsed,
+    rest: Vec<u8>,
+}
+
+impl Received {
+    fn with(self, endpoint: Arc<Endpoint>) -> UpstreamResponse {
+        let Parsed { status, head, framing, reusable } = self.parsed;
+        UpstreamResponse {
+            endpoint,
+            stream: self.stream,
+            status,
+            head,
+            framing,
+            reusable,
+            rest: self.rest,
+        }
+    }
+}
+
+async fn send<S: AsyncRead + Unpin>(
+    mut stream: TcpStream,
+    head: &[u8],
+    mut body_rest: u64,
+    client: Option<&mut S>,
+    is_head: bool,
+) -> Result<Received, Attempt> {
+    stream.write_all(head).await.map_err(Attempt::Stale)?;
+    if body_rest > 0 {
+        // The rest of the body comes from the client's connection.
+        let Some(client) = client else { return Err(Attempt::Client) };
+        let mut chunk = vec![0_u8; BODY_CHUNK];
+        while body_rest > 0 {
+            let want = usize::try_from(body_rest).unwrap_or(BODY_CHUNK).min(BODY_CHUNK);
+            let n = match client.read(&mut chunk[..want]).await {
+                Ok(0) | Err(_) => return Err(Attempt::Client),
+                Ok(n) => n,
+            };
+            stream.write_all(&chunk[..n]).await.map_err(Attempt::Failed)?;
+            body_rest -= n as u64;
+        }
+    }
+    let mut buf = Vec::with_capacity(8192);
+    loop {
+        let n = stream
+            .read_buf(&mut buf)
+            .await
+            .map_err(|e| if buf.is_empty() { Attempt::Stale(e) } else { Attempt::Failed(e) })?;
+        if n == 0 {
+            let error =
+                io::Error::new(io::ErrorKind::UnexpectedEof, "closed before the response head");
+            return Err(if buf.is_empty() {
+                Attempt::Stale(error)
+            } else {
+                Attempt::Failed(error)
+            });
+        }
+        match parse_response(&buf, is_head) {
+            Ok(Some((consumed, parsed))) => {
+                buf.drain(..consumed);
+                return Ok(Received { stream, parsed, rest: buf });
+            }
+            Ok(None) if buf.len() < MAX_HEAD => buf.reserve(4096),
+            Ok(None) => {
+                return Err(Attempt::Failed(io::Error::other("the response head is too large")));
+            }
+            Err(error) => return Err(Attempt::Failed(error)),
+        }
+    }
+}
+
+struct Parsed {
+    status: u16,
+    head: Vec<u8>,
+    framing: Framing,
+    reusable: bool,
+}
+
+/// Parses the response head at the start of `buf`, skipping interim (1xx) responses; returns
+/// the bytes consumed and the head for the client, or `None` when more bytes are needed.
+fn parse_response(buf: &[u8], is_head: bool) -> io::Result<Option<(usize, Parsed)>> {
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+    let mut offset = 0;
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut headers);
+        let len = match parsed.parse(&buf[offset..]) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(invalid(&format!("invalid response head: {e}"))),
+        };
+        let status = parsed.code.unwrap_or(0);
+        if status == 101 {
+            return Err(invalid("an upgrade nobody asked for"));
+        }
+        if (100..200).contains(&status) {
+            offset += len;
+            continue;
+        }
+        let mut reusable = parsed.version == Some(1);
+        let mut chunked = None;
+        let mut length = None;
+        let mut listed: Vec<&[u8]> = Vec::new();
+        for h in parsed.headers.iter() {
+            if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                let last = h1::tokens(h.value).last().unwrap_or_default();
+                chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+            } else if h.name.eq_ignore_ascii_case("content-length") {
+                match (h1::parse_length(h.value), length) {
+                    (Some(n), None) => length = Some(n),
+                    (Some(n), Some(m)) if n == m => {}
+                    _ => return Err(invalid("invalid Content-Length")),
+                }
+            } else if h.name.eq_ignore_ascii_case("connection") {
+                for token in h1::tokens(h.value) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        reusable = false;
+                    } else {
+                        listed.push(token);
+                    }
+                }
+            }
+        }
+        let framing = if is_head || status == 204 || status == 304 {
+            Framing::Empty
+        } else {
+            match (chunked, length) {
+                (Some(true), _) => Framing::Chunked(Chunked::default()),
+                (Some(false), _) | (None, None) => Framing::UntilClose,
+                (None, Some(n)) => Framing::Length(n),
+            }
+        };
+        if matches!(framing, Framing::UntilClose) {
+            reusable = false;
+        }
+        let mut head = Vec::with_capacity(len + 64);
+        head.extend_from_slice(b"HTTP/1.1 ");
+        head.extend_from_slice(itoa3(status).as_slice());
+        head.push(b' ');
+        head.extend_from_slice(parsed.reason.unwrap_or_default().as_bytes());
+        head.extend_from_slice(b"\r\n");
+        for h in parsed.headers.iter() {
+            // Framing is the relay's: a chunked body is relayed chunked, any other keeps its
+            // length (or runs to the close).
+            let framing_header = h.name.eq_ignore_ascii_case("content-length")
+                || h.name.eq_ignore_ascii_case("transfer-encoding");
+            if framing_header {
+                if chunked.is_none() && h.name.eq_ignore_ascii_case("content-length") {
+                    push_header(&mut head, h.name, h.value);
+                }
+            } else if is_forwarded_response_header(h.name, &listed) {
+                push_header(&mut head, h.name, h.value);
+            }
+        }
+        if matches!(framing, Framing::Chunked(_)) {
+            head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        return Ok(Some((offset + len, Parsed { status, head, framing, reusable })));
+    }
+}
+
+fn itoa3(status: u16) -> [u8; 3] {
+    let status = status.min(999);
+    [b'0' + (status / 100) as u8, b'0' + (status / 10 % 10) as u8, b'0' + (status % 10) as u8]
+}
+
+/// Sends the upstream's response on to the client, body byte for byte, and returns the
+/// upstream connection to its pool when the response ended cleanly.
+pub(super) async fn forward_response<S: ClientIo>(
+    pool: &pool::Upstream,
+    response: UpstreamResponse,
+    client: &mut Client<S>,
+    outbound: &Outbound,
+    read_timeout: Duration,
+) -> Next {
+    let UpstreamResponse {
+        endpoint,
+        mut stream,
+        mut head,
+        mut framing,
+        mut reusable,
+        mut rest,
+        ..
+    } = response;
+    outbound.render_raw(&mut head);
+    let until_close = matches!(framing, Framing::UntilClose);
+    if until_close {
+        head.extend_from_slice(b"connection: close\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+
+    // What of the body came with the head goes out with it.
+    let (taken, mut done) = match take(&mut framing, &rest) {
+        Ok(progress) => progress,
+        Err(h1::Malformed) => return Next::Close,
+    };
+    if taken < rest.len() {
+        // More than the response: the upstream is not speaking HTTP/1.1 correctly.
+        reusable = false;
+    }
+    head.extend_from_slice(&rest[..taken]);
+    if client.stream.write_all(&head).await.is_err() {
+        return Next::Close;
+    }
+    rest.clear();
+    while !done {
+        if rest.capacity() < BODY_CHUNK {
+            rest.reserve(BODY_CHUNK);
+        }
+        let read = timeout(read_timeout, stream.read_buf(&mut rest)).await;
+        let Ok(Ok(n)) = read else { return Next::Close };
+        if n == 0 {
+            return Next::Close;
+        }
+        let (taken, finished) = match take(&mut framing, &rest) {
+            Ok(progress) => progress,
+            Err(h1::Malformed) => return Next::Close,
+        };
+        if taken < rest.len() {
+            reusable = false;
+        }
+        if client.stream.write_all(&rest[..taken]).await.is_err() {
+            return Next::Close;
+        }
+        rest.clear();
+        done = finished;
+    }
+    if until_close {
+        return Next::Close;
+    }
+    if reusable {
+        pool.release(&endpoint, stream);
+    }
+    Next::KeepAlive
+}
+
+/// How many of `bytes` belong to the body `framing` describes, and whether it has ended.
+fn take(framing: &mut Framing, bytes: &[u8]) -> Result<(usize, bool), h1::Malformed> {
+    Ok(match framing {
+        Framing::Empty => (0, true),
+        Framing::Length(left) => {
+            let n = usize::try_from(*left).unwrap_or(usize::MAX).min(bytes.len());
+            *left -= n as u64;
+            (n, *left == 0)
+        }
+        Framing::Chunked(chunked) => {
+            let n = chunked.advance(bytes)?;
+            (n, chunked.is_done())
+        }
+        Framing::UntilClose => (bytes.len(), false),
+    })
+}
+
+/// Writes a whole response of the gateway's own (the raw renderer of an answer or a refusal),
+/// with the outbound headers.
+pub(super) async fn respond<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    response: Response,
+    outbound: &Outbound,
+    close: bool,
+) -> io::Result<()> {
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let mut out = Vec::with_capacity(256 + body.len());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(parts.status.canonical_reason().unwrap_or_default().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_LENGTH && name != header::CONNECTION {
+            push_header(&mut out, name.as_str(), value.as_bytes());
+        }
+    }
+    outbound.render_raw(&mut out);
+    push_header(&mut out, "content-length", body.len().to_string().as_bytes());
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body);
+    stream.write_all(&out).await?;
+    if close {
+        let _ = stream.shutdown().await;
+    }
+    Ok(())
+}
+
+fn push_header(head: &mut Vec<u8>, name: &str, value: &[u8]) {
+    crate::pipeline::push_header(head, name, value);
+}
