@@ -195,9 +195,11 @@ async fn catalog_down_is_502_and_catalog_slow_is_504() {
 async fn unknown_and_malformed_products() {
     let backends = Backends::healthy().await;
     call(backends.app(), get_req("/v1/products/p-00999")).await.assert_problem(404, "not_found");
+    // An encoded slash never reaches the handler: the edge refuses the path itself.
     call(backends.app(), get_req("/v1/products/..%2Forders"))
         .await
-        .assert_problem(400, "invalid_id");
+        .assert_problem(400, "invalid_path");
+    call(backends.app(), get_req("/v1/products/p%20001")).await.assert_problem(400, "invalid_id");
 }
 
 #[tokio::test]

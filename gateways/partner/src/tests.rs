@@ -606,10 +606,12 @@ async fn another_partners_order_looks_exactly_like_a_missing_one() {
     missing.assert_problem(404, "not_found");
     assert_eq!(theirs.body, missing.body);
     assert_eq!(backends.get_as("globex", "/partner/v1/orders/o-2").await.status, StatusCode::OK);
+    // An encoded slash never reaches the handler: the edge refuses the path itself.
     backends
         .get_as("acme", "/partner/v1/orders/..%2F..%2Fadmin")
         .await
-        .assert_problem(400, "invalid_id");
+        .assert_problem(400, "invalid_path");
+    backends.get_as("acme", "/partner/v1/orders/o%202").await.assert_problem(400, "invalid_id");
 }
 
 // === who may call ===

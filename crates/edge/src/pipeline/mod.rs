@@ -314,26 +314,46 @@ impl Pipeline {
         Ok(Inspected { path, route, facts, forwarded })
     }
 
-    /// Authentication and the route's access rule: the caller, or why it may not call.
-    pub async fn admit(&self, inspected: &Inspected<'_, '_>) -> Result<Admitted, EdgeError> {
+    /// Authentication and the route's access rule: admitted with the caller, refused with
+    /// why, or answered by the edge itself.
+    pub async fn admit(&self, inspected: &Inspected<'_, '_>) -> Verdict<Admitted> {
         let (rule, other_schemes) = match &inspected.route {
             Route::Pass(route) => (route.access.as_ref(), route.forward_authorization),
             Route::Router(rule) => (*rule, false),
             // The router answers 405 without running a handler.
             Route::OtherMethod => {
-                return Ok(Admitted { principal: None, forwarded: inspected.forwarded.clone() });
+                let forwarded = inspected.forwarded.clone();
+                return Verdict::Admit(Admitted { principal: None, forwarded });
             }
         };
         let facts = &inspected.facts;
-        let principal =
-            self.authorize(rule, facts.authorization, facts.api_key, other_schemes).await?;
-        Ok(Admitted { principal, forwarded: inspected.forwarded.clone() })
+        match self.authorize(rule, facts.authorization, facts.api_key, other_schemes).await {
+            Ok(principal) => {
+                Verdict::Admit(Admitted { principal, forwarded: inspected.forwarded.clone() })
+            }
+            Err(error) => Verdict::Refuse(error),
+        }
+    }
+
+    /// [`Pipeline::admit`] for a pass-through route, from credentials a transport kept after
+    /// it let go of the head (the relay).
+    pub(crate) async fn admit_pass(
+        &self,
+        route: &PassRoute,
+        authorization: Option<&[u8]>,
+        api_key: Option<&[u8]>,
+    ) -> Verdict<Option<Arc<Principal>>> {
+        let rule = route.access.as_ref();
+        match self.authorize(rule, authorization, api_key, route.forward_authorization).await {
+            Ok(principal) => Verdict::Admit(principal),
+            Err(error) => Verdict::Refuse(error),
+        }
     }
 
     /// Verifies the credentials (if the gateway has `[auth]`) and checks the caller against
     /// `rule` (`None`: the route declared nothing and admits nobody). Refusals are counted
     /// and logged.
-    pub(crate) async fn authorize(
+    async fn authorize(
         &self,
         rule: Option<&Access>,
         authorization: Option<&[u8]>,

@@ -21,7 +21,7 @@ use http::{HeaderName, Uri, uri::PathAndQuery};
 use tower::ServiceExt;
 use tracing::Instrument;
 
-use super::{Admitted, Head, Headers, Outbound, Peer, Pipeline, Route};
+use super::{Admitted, Head, Headers, Outbound, Peer, Pipeline, Route, Verdict};
 use crate::{json::MaxDepth, limits, request_id};
 
 /// The router behind the pipeline, as a service: what `Gateway::router` returns inside a
@@ -55,26 +55,31 @@ impl Front {
         let inspection = pipeline.inspect(&head);
         let span = Pipeline::span(&inspection.id, &parts.method, uri.path());
         let outbound = Outbound::new(inspection.id, span, started);
-        let admitted = match inspection.verdict {
-            Err(error) => Err(error),
+        let verdict = match inspection.verdict {
+            Err(error) => Verdict::Refuse(error),
             Ok(inspected) => {
-                let admitted = pipeline.admit(&inspected).instrument(outbound.span().clone()).await;
-                admitted.map(|admitted| {
-                    let path = match inspected.path {
-                        std::borrow::Cow::Owned(path) => Some(path),
-                        std::borrow::Cow::Borrowed(_) => None,
-                    };
-                    let pass = match inspected.route {
-                        Route::Pass(route) => Some(route.clone()),
-                        Route::Router(_) | Route::OtherMethod => None,
-                    };
-                    (admitted, path, pass, inspected.facts.underscores > 0)
-                })
+                let verdict = pipeline.admit(&inspected).instrument(outbound.span().clone()).await;
+                match verdict {
+                    Verdict::Admit(admitted) => {
+                        let path = match inspected.path {
+                            std::borrow::Cow::Owned(path) => Some(path),
+                            std::borrow::Cow::Borrowed(_) => None,
+                        };
+                        let pass = match inspected.route {
+                            Route::Pass(route) => Some(route.clone()),
+                            Route::Router(_) | Route::OtherMethod => None,
+                        };
+                        Verdict::Admit((admitted, path, pass, inspected.facts.underscores > 0))
+                    }
+                    Verdict::Refuse(error) => Verdict::Refuse(error),
+                    Verdict::Answer(response) => Verdict::Answer(response),
+                }
             }
         };
-        let (admitted, path, pass, underscores) = match admitted {
-            Ok(admitted) => admitted,
-            Err(error) => return finish(outbound, error.into_response()),
+        let (admitted, path, pass, underscores) = match verdict {
+            Verdict::Admit(admitted) => admitted,
+            Verdict::Refuse(error) => return finish(outbound, error.into_response()),
+            Verdict::Answer(response) => return finish(outbound, response),
         };
 
         // Hygiene applied: the normalised path, no forged identity, no `_` names.

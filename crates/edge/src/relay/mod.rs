@@ -37,7 +37,9 @@ use self::upstream::{Failure, UpstreamResponse};
 use crate::{
     config::GatewayConfig,
     error::EdgeError,
-    pipeline::{Head, Headers, Outbound, PassRoute, Peer, Pipeline, Route, render_identity_raw},
+    pipeline::{
+        Head, Headers, Outbound, PassRoute, Peer, Pipeline, Route, Verdict, render_identity_raw,
+    },
     upstream::{
         cluster::{AttemptError, Call, Endpoint, Failure as EndpointFailure},
         policy::Balance,
@@ -134,7 +136,7 @@ impl Relay {
                     // request behind it is served next (unless a body we will not read
                     // follows it).
                     client.buf.drain(..head_len.min(client.buf.len()));
-                    return self.answer(client, error, outbound, close).await;
+                    return self.answer(client, error.into_response(), outbound, close).await;
                 }
                 Prepare::Partial if client.buf.len() >= limits.max_head_bytes => {
                     let line_ends = client.buf
@@ -150,7 +152,7 @@ impl Relay {
                         EdgeError::uri_too_long(limits.max_request_line_bytes)
                     };
                     let outbound = self.outbound_without_head(started.into_std());
-                    return self.answer(client, error, outbound, true).await;
+                    return self.answer(client, error.into_response(), outbound, true).await;
                 }
                 Prepare::Partial => {
                     client.buf.reserve(4096);
@@ -295,19 +297,17 @@ impl Relay {
         client.buf.drain(..head_len);
         // A body the client still has to send is unread when we answer early: close then.
         let body_pending = body_len > 0;
-        let admitted = self
-            .pipeline
-            .authorize(
-                route.access.as_ref(),
-                authorization.as_deref(),
-                api_key.as_deref(),
-                route.forward_authorization,
-            )
-            .await;
-        match admitted {
-            Ok(Some(principal)) => render_identity_raw(&mut upstream_head, &principal),
-            Ok(None) => {}
-            Err(error) => return self.answer(client, error, outbound, body_pending).await,
+        let verdict =
+            self.pipeline.admit_pass(&route, authorization.as_deref(), api_key.as_deref()).await;
+        match verdict {
+            Verdict::Admit(Some(principal)) => render_identity_raw(&mut upstream_head, &principal),
+            Verdict::Admit(None) => {}
+            Verdict::Refuse(error) => {
+                return self.answer(client, error.into_response(), outbound, body_pending).await;
+            }
+            Verdict::Answer(response) => {
+                return self.answer(client, response, outbound, body_pending).await;
+            }
         }
         let deadline =
             (started + self.pipeline.limits().request_timeout).min(Instant::now() + route.timeout);
@@ -357,7 +357,9 @@ impl Relay {
         client.buf.drain(..in_buf);
         let response = match answered {
             Ok(response) => response,
-            Err(error) => return self.answer(client, error, outbound, body_rest > 0).await,
+            Err(error) => {
+                return self.answer(client, error.into_response(), outbound, body_rest > 0).await;
+            }
         };
         let status = response.status;
         let next =
@@ -366,15 +368,14 @@ impl Relay {
         next
     }
 
-    /// Sends an answer of the gateway's own (a refusal or an error).
+    /// Sends an answer of the gateway's own (a refusal, an error, or the edge's own answer).
     async fn answer<S: ClientIo>(
         &self,
         client: &mut Client<S>,
-        error: EdgeError,
+        response: axum::response::Response,
         outbound: Outbound,
         close: bool,
     ) -> Next {
-        let response = error.into_response();
         let status = response.status().as_u16();
         let sent = upstream::respond(&mut client.stream, response, &outbound, close).await;
         outbound.finish(status);

@@ -312,6 +312,7 @@ mod tests {
             Router::new()
                 .route("/ok", get(|| async { axum::Json(serde_json::json!({"n": 1})) }))
                 .route("/bad", get(|| async { StatusCode::BAD_REQUEST }))
+                .route("/timed-out", get(|| async { StatusCode::GATEWAY_TIMEOUT }))
                 .route("/not-json", get(|| async { "plain" })),
         )
         .await;
@@ -325,6 +326,11 @@ mod tests {
         let bad = x.get("/bad").fetch::<serde_json::Value>().await.unwrap_err();
         assert_eq!(bad.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(bad.upstream_answered(), Some(StatusCode::BAD_REQUEST));
+
+        // A backend that itself timed out is a timeout to the client too, not a 502.
+        let late = x.get("/timed-out").fetch::<serde_json::Value>().await.unwrap_err();
+        assert_eq!((late.status(), late.code()), (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"));
+        assert_eq!(late.upstream_answered(), Some(StatusCode::GATEWAY_TIMEOUT));
 
         let garbled = x.get("/not-json").fetch::<serde_json::Value>().await.unwrap_err();
         assert_eq!((garbled.status(), garbled.code()), (StatusCode::BAD_GATEWAY, "upstream_error"));
