@@ -8,7 +8,7 @@
 use std::{
     collections::HashMap,
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -27,7 +27,7 @@ use tokio::{
     time::timeout,
 };
 
-use super::*;
+use super::{dns::next_delay, file::parse_file, *};
 
 /// Long enough for a loaded 2-core CI machine; a passing run takes a fraction of it.
 const DEADLINE: Duration = Duration::from_secs(10);

@@ -9,24 +9,29 @@
 //! not flood the log every second) and tries again after `min_interval` / `interval`.
 //!
 //! All waiting goes through `tokio::time`, so tests drive the file watcher with paused time.
+//!
+//! This module holds the configuration, the watcher task and the `Sink` that keeps the last
+//! good list; the sources live in `dns` (A/AAAA and SRV, re-resolved by TTL) and `file` (a
+//! polled endpoint list).
+
+mod dns;
+mod file;
 
 use std::{
-    collections::BTreeSet,
     net::{IpAddr, Ipv6Addr, SocketAddr},
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::Duration,
 };
 
-use hickory_resolver::{
-    TokioResolver,
-    config::{LookupIpStrategy, NameServerConfig, ResolverConfig},
-    net::{NetError, runtime::TokioRuntimeProvider},
-    proto::rr::{Name, RData, Record},
-};
+use hickory_resolver::proto::rr::Name;
 use serde::Deserialize;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use self::{
+    dns::{DnsQuery, watch_dns},
+    file::watch_file,
+};
 use crate::config::ConfigError;
 
 /// Where an upstream's endpoints come from besides the static list.
@@ -211,6 +216,8 @@ struct Sink<F> {
     problem: Option<String>,
 }
 
+// === impl Sink ===
+
 impl<F: FnMut(Vec<String>) -> bool> Sink<F> {
     /// Hands `endpoints` on if it is non-empty and new. Returns `false` once the upstream is gone.
     fn offer(&mut self, endpoints: Vec<String>) -> bool {
@@ -246,271 +253,6 @@ impl<F: FnMut(Vec<String>) -> bool> Sink<F> {
             self.problem = Some(message);
         }
     }
-}
-
-// === DNS ===
-
-/// What a DNS watcher asks for.
-enum DnsQuery {
-    /// A/AAAA records of `host`, all on `port`.
-    Host { host: String, port: u16 },
-    /// SRV records of the name; ports and targets come from the records.
-    Srv(String),
-}
-
-impl DnsQuery {
-    async fn resolve(&self, resolver: &TokioResolver) -> Result<Resolved, String> {
-        match self {
-            Self::Host { host, port } => resolve_host(resolver, host, *port).await,
-            Self::Srv(name) => resolve_srv(resolver, name).await,
-        }
-    }
-}
-
-/// One round's answer: the endpoints and the shortest TTL among the records behind them.
-struct Resolved {
-    endpoints: BTreeSet<String>,
-    ttl: Option<u32>,
-}
-
-async fn watch_dns<F: FnMut(Vec<String>) -> bool>(
-    sink: &mut Sink<F>,
-    config: &DiscoveryConfig,
-    query: &DnsQuery,
-    query_timeout: Option<Duration>,
-) {
-    let mut resolver = None;
-    loop {
-        let delay = match resolve_round(&mut resolver, config, query, query_timeout).await {
-            Ok(resolved) if !resolved.endpoints.is_empty() => {
-                if !sink.offer(resolved.endpoints.into_iter().collect()) {
-                    return;
-                }
-                next_delay(resolved.ttl, config.min_interval, config.max_interval)
-            }
-            Ok(_) => {
-                sink.problem("DNS returned no addresses".to_owned());
-                config.min_interval
-            }
-            Err(message) => {
-                sink.problem(message);
-                config.min_interval
-            }
-        };
-        tokio::time::sleep(delay).await;
-    }
-}
-
-/// Builds the resolver on first use (so an unreadable `/etc/resolv.conf` is retried like any
-/// failed lookup) and resolves once, bypassing the resolver's cache.
-async fn resolve_round(
-    resolver: &mut Option<TokioResolver>,
-    config: &DiscoveryConfig,
-    query: &DnsQuery,
-    query_timeout: Option<Duration>,
-) -> Result<Resolved, String> {
-    let resolver = match resolver {
-        Some(resolver) => resolver,
-        None => resolver.insert(
-            build_resolver(config.nameserver, query_timeout)
-                .map_err(|error| format!("cannot configure the DNS resolver: {error}"))?,
-        ),
-    };
-    // We schedule re-resolution by TTL ourselves, so a cached answer (positive or negative)
-    // would only hide a change: every round asks the name server.
-    resolver.clear_cache();
-    query.resolve(resolver).await
-}
-
-fn build_resolver(
-    nameserver: Option<SocketAddr>,
-    query_timeout: Option<Duration>,
-) -> Result<TokioResolver, NetError> {
-    let mut builder = match nameserver {
-        Some(address) => {
-            let mut server = NameServerConfig::udp_and_tcp(address.ip());
-            for connection in &mut server.connections {
-                connection.port = address.port();
-            }
-            TokioResolver::builder_with_config(
-                ResolverConfig::from_name_servers(vec![server]),
-                TokioRuntimeProvider::default(),
-            )
-        }
-        None => TokioResolver::builder_tokio()?,
-    };
-    let options = builder.options_mut();
-    // An upstream may listen on both families: ask for both, keep whichever answers.
-    options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
-    // The cache is cleared every round (see `resolve_round`); it only has to hold one round.
-    options.cache_size = 64;
-    if let Some(timeout) = query_timeout {
-        options.timeout = timeout;
-    }
-    builder.build()
-}
-
-async fn resolve_host(resolver: &TokioResolver, host: &str, port: u16) -> Result<Resolved, String> {
-    let lookup = resolver
-        .lookup_ip(host)
-        .await
-        .map_err(|error| format!("cannot resolve `{host}`: {error}"))?;
-    Ok(Resolved {
-        endpoints: lookup.iter().map(|ip| endpoint(ip, port)).collect(),
-        ttl: min_ttl(lookup.as_lookup().answers()),
-    })
-}
-
-/// SRV records name targets and ports; each target's addresses come from the additional
-/// section when the server sent them, else from A/AAAA lookups.
-async fn resolve_srv(resolver: &TokioResolver, name: &str) -> Result<Resolved, String> {
-    let lookup = resolver
-        .srv_lookup(name)
-        .await
-        .map_err(|error| format!("cannot resolve `{name}`: {error}"))?;
-    let mut endpoints = BTreeSet::new();
-    let mut ttl = min_ttl(lookup.answers());
-    for record in lookup.answers() {
-        let RData::SRV(srv) = &record.data else { continue };
-        // RFC 2782: a target of "." means the service is decidedly not available there.
-        if srv.target.is_root() {
-            continue;
-        }
-        let glue: Vec<&Record> = lookup
-            .additionals()
-            .iter()
-            .filter(|extra| extra.name == srv.target && extra.data.ip_addr().is_some())
-            .collect();
-        if !glue.is_empty() {
-            endpoints.extend(
-                glue.iter().filter_map(|r| r.data.ip_addr()).map(|ip| endpoint(ip, srv.port)),
-            );
-            ttl = shorter(ttl, min_ttl(glue.iter().copied()));
-            continue;
-        }
-        match resolver.lookup_ip(srv.target.clone()).await {
-            Ok(ips) => {
-                endpoints.extend(ips.iter().map(|ip| endpoint(ip, srv.port)));
-                ttl = shorter(ttl, min_ttl(ips.as_lookup().answers()));
-            }
-            // A target the DNS says does not exist is dropped (the other targets still serve);
-            // any other failure may be passing, and must not shrink the set: the round fails.
-            Err(error) if error.is_no_records_found() => {
-                debug!("SRV target `{}` of `{name}` has no addresses: {error}", srv.target);
-            }
-            Err(error) => {
-                return Err(format!(
-                    "cannot resolve `{}` (SRV target of `{name}`): {error}",
-                    srv.target
-                ));
-            }
-        }
-    }
-    Ok(Resolved { endpoints, ttl })
-}
-
-/// The shorter of two TTLs, where `None` means "no records, no bound" (unlike `Option::min`,
-/// which would pick `None`).
-fn shorter(a: Option<u32>, b: Option<u32>) -> Option<u32> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (one, other) => one.or(other),
-    }
-}
-
-fn min_ttl<'a>(records: impl IntoIterator<Item = &'a Record>) -> Option<u32> {
-    records.into_iter().map(|record| record.ttl).min()
-}
-
-/// How long to wait before the next round: the TTL, kept within the configured bounds. No TTL
-/// at all (cannot happen with a non-empty answer) is treated like a long one.
-fn next_delay(ttl: Option<u32>, min: Duration, max: Duration) -> Duration {
-    let ttl = ttl.map_or(max, |seconds| Duration::from_secs(u64::from(seconds)));
-    // `max(min).min(max)` rather than `clamp`: it cannot panic on an unvalidated min > max.
-    ttl.max(min).min(max)
-}
-
-fn endpoint(ip: IpAddr, port: u16) -> String {
-    // `SocketAddr`'s display brackets IPv6 addresses, as a URL authority needs.
-    format!("http://{}", SocketAddr::new(ip, port))
-}
-
-// === file ===
-
-async fn watch_file<F: FnMut(Vec<String>) -> bool>(
-    sink: &mut Sink<F>,
-    path: &Path,
-    interval: Duration,
-) {
-    // The content of the last read, good or bad: an unchanged file is not parsed (nor its bad
-    // lines logged) again. Comparing content rather than mtime alone catches two edits within
-    // one mtime tick; the file is a few lines, so reading it every poll costs nothing.
-    let mut seen: Option<Vec<u8>> = None;
-    loop {
-        // Synchronous on purpose: a tiny file, and no `spawn_blocking` whose completion paused
-        // time in tests would not wait for.
-        match std::fs::read(path) {
-            Ok(content) if seen.as_ref() != Some(&content) => {
-                let endpoints =
-                    parse_file(&sink.upstream, path, &String::from_utf8_lossy(&content));
-                if endpoints.is_empty() {
-                    sink.problem(format!("{} lists no endpoints", path.display()));
-                } else if !sink.offer(endpoints) {
-                    return;
-                }
-                seen = Some(content);
-            }
-            Ok(_) => {}
-            Err(error) => {
-                sink.problem(format!("cannot read {}: {error}", path.display()));
-                seen = None;
-            }
-        }
-        tokio::time::sleep(interval).await;
-    }
-}
-
-/// One endpoint per line; `#` starts a comment, blank lines are skipped, and a line that is
-/// not an endpoint is logged and skipped so that one typo does not discard the rest.
-fn parse_file(upstream: &str, path: &Path, text: &str) -> Vec<String> {
-    let mut endpoints = BTreeSet::new();
-    for (index, line) in text.lines().enumerate() {
-        let line = line.split_once('#').map_or(line, |(before, _)| before).trim();
-        if line.is_empty() {
-            continue;
-        }
-        match parse_endpoint(line) {
-            Ok(endpoint) => {
-                endpoints.insert(endpoint);
-            }
-            Err(message) => {
-                warn!(upstream, "{}:{}: skipping `{line}`: {message}", path.display(), index + 1);
-            }
-        }
-    }
-    endpoints.into_iter().collect()
-}
-
-/// `http://host:port` or `host:port` (taken as http) to a base URL.
-fn parse_endpoint(line: &str) -> Result<String, String> {
-    // Upstream calls speak plain HTTP (static endpoints are held to the same rule): an
-    // `https://` endpoint would only ever fail to connect.
-    let (scheme, rest) = if let Some(rest) = line.strip_prefix("http://") {
-        ("http", rest)
-    } else if line.contains("://") {
-        return Err("only http:// endpoints are supported".to_owned());
-    } else {
-        ("http", line)
-    };
-    let authority = rest.strip_suffix('/').unwrap_or(rest);
-    if authority.contains('/') {
-        return Err("an endpoint is a base URL without a path".to_owned());
-    }
-    let (host, port) = parse_host_port(authority)?;
-    Ok(match host.parse::<IpAddr>() {
-        Ok(ip) => format!("{scheme}://{}", SocketAddr::new(ip, port)),
-        Err(_) => format!("{scheme}://{}:{port}", host.to_ascii_lowercase()),
-    })
 }
 
 // === host:port ===

@@ -15,11 +15,18 @@
 //!    a retry on another endpoint after a jittered backoff, if the budget has a token and the
 //!    backoff ends before the deadline. A hedged read also starts a second attempt when the
 //!    first is slow, and the first good answer wins.
+//!
+//! The balancer's choice of endpoint lives in [`balance`]; the metric handles and the latency
+//! window behind a percentile hedge delay live in [`stats`]. Other modules run attempts only
+//! through [`Cluster::call`]: admission, picks, outcome records and retries are private to
+//! this module.
+
+mod balance;
+mod stats;
 
 use std::{
     fmt,
     future::Future,
-    hash::{Hash, Hasher},
     sync::{
         Arc, Mutex, RwLock,
         atomic::{AtomicUsize, Ordering},
@@ -28,15 +35,26 @@ use std::{
 };
 
 use futures::{StreamExt, stream::FuturesUnordered};
-use metrics::{Counter, Gauge, Histogram};
+use metrics::{Counter, Gauge};
 use tokio::time::Instant;
 
-use super::{
-    breaker::{Admit, Breaker, Outlier, State},
-    budget::RetryBudget,
-    policy::{Balance, HedgeConfig, HedgeDelay},
+use self::{
+    balance::Refusal,
+    stats::{Latencies, Stats},
 };
-use crate::{config::UpstreamConfig, error::EdgeError, metrics as names};
+use crate::{
+    config::UpstreamConfig,
+    error::EdgeError,
+    metrics as names,
+    upstream::{
+        breaker::{Admit, Breaker, Outlier, State},
+        budget::RetryBudget,
+        policy::{
+            Balance, BreakerConfig, HealthCheckConfig, HedgeConfig, HedgeDelay, OutlierConfig,
+            RetryConfig,
+        },
+    },
+};
 
 /// How an attempt failed, for breakers, retries and the `kind` label of the error metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +68,8 @@ pub(crate) enum Failure {
     /// The upstream answered with this 5xx status.
     Status(u16),
 }
+
+// === impl Failure ===
 
 impl Failure {
     /// Whether another attempt may succeed where this one failed: the request never reached
@@ -122,6 +142,8 @@ struct Health {
     check_streak: u32,
 }
 
+// === impl Endpoint ===
+
 impl Endpoint {
     /// The base URL, e.g. `http://127.0.0.1:7001`.
     pub(crate) fn url(&self) -> &str {
@@ -166,12 +188,14 @@ pub(crate) struct Policy {
     pub(crate) connect_timeout: Duration,
     pub(crate) balance: Balance,
     pub(crate) max_concurrent: usize,
-    pub(crate) retry: super::policy::RetryConfig,
-    pub(crate) breaker: super::policy::BreakerConfig,
-    pub(crate) outlier: super::policy::OutlierConfig,
+    pub(crate) retry: RetryConfig,
+    pub(crate) breaker: BreakerConfig,
+    pub(crate) outlier: OutlierConfig,
     pub(crate) hedge: Option<HedgeConfig>,
-    pub(crate) health_check: Option<super::policy::HealthCheckConfig>,
+    pub(crate) health_check: Option<HealthCheckConfig>,
 }
+
+// === impl Policy ===
 
 impl Policy {
     pub(crate) fn from_config(upstream: &UpstreamConfig, config: &crate::GatewayConfig) -> Self {
@@ -190,43 +214,33 @@ impl Policy {
     }
 }
 
-/// Per-upstream metric handles, registered once so a call only bumps atomics.
-struct Stats {
-    requests: Counter,
-    errors: [Counter; 7],
-    duration: Histogram,
-    retries: Counter,
-    hedges: Counter,
-    budget_exhausted: Counter,
-    endpoints: Gauge,
+/// Holds one of the upstream's concurrency slots for the length of a call.
+struct Permit<'a>(&'a AtomicUsize);
+
+// === impl Permit ===
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
-/// The `kind` labels of the error metric, in `Stats::errors` order.
-const ERROR_KINDS: [&str; 7] =
-    ["connect", "reset", "timeout", "status_5xx", "circuit_open", "overloaded", "no_endpoint"];
+/// An attempt's claim on its endpoint: counted as active (for least-request) until dropped,
+/// and a half-open probe slot that is handed back if the attempt ends without a verdict.
+struct Attempt {
+    endpoint: Arc<Endpoint>,
+    admitted: Admit,
+    started: Instant,
+    recorded: bool,
+}
 
-impl Stats {
-    fn new(gateway: &'static str, upstream: &str) -> Self {
-        let labels = [("gateway", gateway.to_owned()), ("upstream", upstream.to_owned())];
-        let error = |kind: &'static str| {
-            let mut labels = labels.to_vec();
-            labels.push(("kind", kind.to_owned()));
-            metrics::counter!(names::UPSTREAM_ERRORS, &labels)
-        };
-        Self {
-            requests: metrics::counter!(names::UPSTREAM_REQUESTS, &labels),
-            errors: ERROR_KINDS.map(error),
-            duration: metrics::histogram!(names::UPSTREAM_DURATION, &labels),
-            retries: metrics::counter!(names::UPSTREAM_RETRIES, &labels),
-            hedges: metrics::counter!(names::UPSTREAM_HEDGES, &labels),
-            budget_exhausted: metrics::counter!(names::UPSTREAM_BUDGET_EXHAUSTED, &labels),
-            endpoints: metrics::gauge!(names::UPSTREAM_ENDPOINTS, &labels),
-        }
-    }
+// === impl Attempt ===
 
-    fn error(&self, kind: &str) {
-        if let Some(i) = ERROR_KINDS.iter().position(|k| *k == kind) {
-            self.errors[i].increment(1);
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        self.endpoint.active.fetch_sub(1, Ordering::Relaxed);
+        if !self.recorded {
+            self.endpoint.lock().breaker.release(self.admitted);
         }
     }
 }
@@ -245,6 +259,8 @@ pub(crate) struct Cluster {
     stats: Stats,
 }
 
+// === impl Cluster ===
+
 impl fmt::Debug for Cluster {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cluster")
@@ -253,42 +269,6 @@ impl fmt::Debug for Cluster {
             .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
-}
-
-/// Holds one of the upstream's concurrency slots for the length of a call.
-pub(crate) struct Permit<'a>(&'a AtomicUsize);
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// An attempt's claim on its endpoint: counted as active (for least-request) until dropped,
-/// and a half-open probe slot that is handed back if the attempt ends without a verdict.
-pub(crate) struct Attempt {
-    endpoint: Arc<Endpoint>,
-    admitted: Admit,
-    started: Instant,
-    recorded: bool,
-}
-
-impl Drop for Attempt {
-    fn drop(&mut self) {
-        self.endpoint.active.fetch_sub(1, Ordering::Relaxed);
-        if !self.recorded {
-            self.endpoint.lock().breaker.release(self.admitted);
-        }
-    }
-}
-
-/// Why no endpoint could be picked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    /// Every endpoint's breaker is open.
-    CircuitOpen,
-    /// The upstream has no endpoints (discovery has found none yet).
-    NoEndpoint,
 }
 
 impl Cluster {
@@ -331,7 +311,7 @@ impl Cluster {
 
     /// Replaces the endpoint set (discovery). Endpoints that stay keep their breaker and
     /// outlier record (and their transports' connections, which are keyed by address); base URLs are normalised without a trailing `/`.
-    pub(crate) fn set_endpoints(&self, urls: &[String]) {
+    fn set_endpoints(&self, urls: &[String]) {
         let current = self.snapshot();
         let mut next: Vec<Arc<Endpoint>> = Vec::with_capacity(urls.len());
         for url in urls {
@@ -391,7 +371,7 @@ impl Cluster {
     /// task ends when the cluster is dropped.
     pub(crate) fn discover(
         self: &Arc<Self>,
-        discovery: &super::discovery::DiscoveryConfig,
+        discovery: &crate::upstream::discovery::DiscoveryConfig,
     ) -> Result<(), crate::config::ConfigError> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(crate::config::ConfigError::Invalid {
@@ -400,14 +380,14 @@ impl Cluster {
             });
         }
         let cluster = Arc::downgrade(self);
-        super::discovery::spawn(self.name.to_string(), discovery.clone(), move |urls| {
+        crate::upstream::discovery::spawn(self.name.to_string(), discovery.clone(), move |urls| {
             cluster.upgrade().map(|cluster| cluster.set_endpoints(&urls)).is_some()
         });
         Ok(())
     }
 
     /// Takes a concurrency slot, or refuses the call (counted) when all are taken.
-    pub(crate) fn admit(&self) -> Result<Permit<'_>, EdgeError> {
+    fn admit(&self) -> Result<Permit<'_>, EdgeError> {
         let before = self.in_flight.fetch_add(1, Ordering::Relaxed);
         let permit = Permit(&self.in_flight);
         if before >= self.policy.max_concurrent {
@@ -418,101 +398,8 @@ impl Cluster {
         Ok(permit)
     }
 
-    /// Chooses an endpoint for an attempt, avoiding those in `tried` while others are left.
-    pub(crate) fn pick(&self, key: &str, tried: &[Arc<Endpoint>]) -> Result<Attempt, Refusal> {
-        let set = self.snapshot();
-        if set.is_empty() {
-            return Err(Refusal::NoEndpoint);
-        }
-        let now = Instant::now();
-        // When every endpoint fails its health checks, the checks are more likely wrong than
-        // every instance: route as if there were none.
-        let use_checks =
-            self.policy.health_check.is_some() && set.iter().any(|e| e.lock().checked_healthy);
-        // One endpoint (the common case) needs no ordering, nor its allocation.
-        let ordered;
-        let order: &[usize] = if set.len() == 1 {
-            &[0]
-        } else {
-            ordered = self.order(&set, key);
-            &ordered
-        };
-        let mut saw_open = false;
-        for pass in 0..3 {
-            for &i in order {
-                let endpoint = &set[i];
-                if pass == 0 && tried.iter().any(|t| Arc::ptr_eq(t, endpoint)) {
-                    continue;
-                }
-                let mut health = endpoint.lock();
-                if pass < 2
-                    && (health.outlier.is_ejected(now) || use_checks && !health.checked_healthy)
-                {
-                    continue;
-                }
-                let was = health.breaker.state();
-                let admitted = health.breaker.admit(&self.policy.breaker, now);
-                let state = health.breaker.state();
-                drop(health);
-                if state != was {
-                    endpoint.breaker_state.set(state.gauge());
-                    tracing::info!(upstream = %self.name, endpoint = endpoint.authority(), from = was.as_str(), to = state.as_str(), "circuit breaker half-open: probing");
-                }
-                if admitted == Admit::No {
-                    saw_open = true;
-                    continue;
-                }
-                endpoint.active.fetch_add(1, Ordering::Relaxed);
-                return Ok(Attempt {
-                    endpoint: endpoint.clone(),
-                    admitted,
-                    started: now,
-                    recorded: false,
-                });
-            }
-        }
-        debug_assert!(saw_open, "only an open breaker refuses on the last pass");
-        Err(Refusal::CircuitOpen)
-    }
-
-    /// Endpoint indexes in the order the balancer prefers them.
-    fn order(&self, set: &[Arc<Endpoint>], key: &str) -> Vec<usize> {
-        let n = set.len();
-        match self.policy.balance {
-            Balance::RoundRobin => {
-                let start = self.next.fetch_add(1, Ordering::Relaxed);
-                (0..n).map(|i| (start + i) % n).collect()
-            }
-            Balance::LeastRequest => {
-                let mut order: Vec<usize> = (0..n).collect();
-                if n > 1 {
-                    // Two distinct random choices; the less busy goes first, the other second,
-                    // the rest (in a random rotation) only if both are unavailable.
-                    let a = fastrand::usize(..n);
-                    let b = (a + 1 + fastrand::usize(..n - 1)) % n;
-                    let load = |i: usize| set[i].active.load(Ordering::Relaxed);
-                    let (first, second) = if load(b) < load(a) { (b, a) } else { (a, b) };
-                    order.retain(|&i| i != first && i != second);
-                    if !order.is_empty() {
-                        let turn = fastrand::usize(..order.len());
-                        order.rotate_left(turn);
-                    }
-                    order.insert(0, second);
-                    order.insert(0, first);
-                }
-                order
-            }
-            Balance::ConsistentHash => {
-                let mut scored: Vec<(u64, usize)> =
-                    set.iter().enumerate().map(|(i, e)| (rendezvous(key, &e.url), i)).collect();
-                scored.sort_unstable_by(|a, b| b.cmp(a));
-                scored.into_iter().map(|(_, i)| i).collect()
-            }
-        }
-    }
-
     /// Records an attempt's outcome on its endpoint: breaker, outlier ejection, metrics.
-    pub(crate) fn record(&self, attempt: &mut Attempt, failure: Option<Failure>) {
+    fn record(&self, attempt: &mut Attempt, failure: Option<Failure>) {
         attempt.recorded = true;
         let endpoint = &attempt.endpoint;
         let now = Instant::now();
@@ -597,7 +484,7 @@ impl Cluster {
     }
 
     /// The error a refused pick becomes (counted).
-    pub(crate) fn refused(&self, refusal: Refusal) -> EdgeError {
+    fn refused(&self, refusal: Refusal) -> EdgeError {
         match refusal {
             Refusal::CircuitOpen => self.stats.error("circuit_open"),
             Refusal::NoEndpoint => self.stats.error("no_endpoint"),
@@ -606,12 +493,12 @@ impl Cluster {
     }
 
     /// Counts an attempt being sent.
-    pub(crate) fn sent(&self) {
+    fn sent(&self) {
         self.stats.requests.increment(1);
     }
 
     /// Takes a retry from the budget (counted either way).
-    pub(crate) fn may_retry(&self) -> bool {
+    fn may_retry(&self) -> bool {
         let granted = self.budget.withdraw();
         if granted {
             self.stats.retries.increment(1);
@@ -623,7 +510,7 @@ impl Cluster {
 
     /// The jittered backoff before retry number `retry` (1-based): uniformly random up to the
     /// exponential bound ("full jitter"), so retries of many calls do not arrive together.
-    pub(crate) fn backoff(&self, retry: u32) -> Duration {
+    fn backoff(&self, retry: u32) -> Duration {
         let config = &self.policy.retry;
         let bound = config
             .backoff
@@ -764,47 +651,5 @@ impl Cluster {
                 });
             }
         }
-    }
-}
-
-/// The rendezvous (highest random weight) score of `endpoint` for `key`.
-fn rendezvous(key: &str, endpoint: &str) -> u64 {
-    // SipHash with fixed keys: the same key maps to the same endpoint in every process.
-    let mut hasher = std::hash::DefaultHasher::new();
-    key.hash(&mut hasher);
-    endpoint.hash(&mut hasher);
-    hasher.finish()
-}
-
-/// The last successful latencies, for a percentile hedge delay.
-#[derive(Debug, Default)]
-struct Latencies {
-    micros: Vec<u32>,
-    next: usize,
-}
-
-impl Latencies {
-    const KEPT: usize = 256;
-    /// Fewer samples than this say too little about a tail.
-    const ENOUGH: usize = 20;
-
-    fn push(&mut self, latency: Duration) {
-        let micros = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
-        if self.micros.len() < Self::KEPT {
-            self.micros.push(micros);
-        } else {
-            self.micros[self.next] = micros;
-        }
-        self.next = (self.next + 1) % Self::KEPT;
-    }
-
-    fn percentile(&self, p: u8) -> Option<Duration> {
-        if self.micros.len() < Self::ENOUGH {
-            return None;
-        }
-        let mut sorted = self.micros.clone();
-        let rank = (sorted.len() * usize::from(p)).div_ceil(100).saturating_sub(1);
-        let (_, nth, _) = sorted.select_nth_unstable(rank);
-        Some(Duration::from_micros(u64::from(*nth)))
     }
 }
