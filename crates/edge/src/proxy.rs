@@ -23,12 +23,11 @@ use axum::{
     routing::any,
 };
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, header};
 
 use crate::{
     deadline,
     error::EdgeError,
-    pipeline::{PassRoute, is_forwarded_response_header, router::Forwarding},
+    pipeline::{PassRoute, drop_unforwarded_response, router::Forwarding},
     upstream::{
         client_error,
         cluster::{AttemptError, Call, Endpoint},
@@ -69,6 +68,7 @@ async fn forward_inner(forwarding: Forwarding, request: Request) -> Result<Respo
     let mut headers = parts.headers;
     admitted.forwarded.render_map(
         &mut headers,
+        uri.authority().map(http::uri::Authority::as_str),
         &id,
         admitted.principal.as_deref(),
         route.forward_authorization,
@@ -130,7 +130,7 @@ async fn forward_inner(forwarding: Forwarding, request: Request) -> Result<Respo
     let mut response =
         tracing::Instrument::instrument(route.upstream.cluster().call(call, attempt), span).await?;
 
-    strip_response_headers(response.headers_mut());
+    drop_unforwarded_response(response.headers_mut());
     // The client speaks to the gateway, whatever version the upstream spoke: an HTTP/1.0
     // backend must not cost an HTTP/1.1 client its keep-alive.
     *response.version_mut() = http::Version::HTTP_11;
@@ -140,27 +140,6 @@ async fn forward_inner(forwarding: Forwarding, request: Request) -> Result<Respo
         response.extensions_mut().insert(Passthrough);
     }
     Ok(response.map(Body::new))
-}
-
-/// The forwarding policy on a response's headers: hop-by-hop headers, those its `Connection`
-/// lists, and the upstream's request id (the gateway echoes its own) are dropped.
-fn strip_response_headers(headers: &mut HeaderMap) {
-    let listed: Vec<Vec<u8>> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| crate::relay::tokens(v.as_bytes()))
-        .map(<[u8]>::to_vec)
-        .collect();
-    let listed: Vec<&[u8]> = listed.iter().map(Vec::as_slice).collect();
-    let framing = |name: &HeaderName| name == header::CONTENT_LENGTH;
-    let dropped: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| !framing(name) && !is_forwarded_response_header(name.as_str(), &listed))
-        .cloned()
-        .collect();
-    for name in dropped {
-        headers.remove(name);
-    }
 }
 
 const NO_FAULT: u8 = 0;

@@ -38,11 +38,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let app: Gateway = app.into();
-    let front = app.front();
+    let services = Services::new(&app);
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
     builder.http2().timer(TokioTimer::new());
-    if let Some(front) = &front {
+    if let Some(front) = services.front() {
         // hyper's own limits sit above the pipeline's, so a head over the configured limits
         // reaches the pipeline and gets the same problem answer as on the relay; only a head
         // beyond twice the limit is refused by hyper itself (431 without a body).
@@ -78,9 +78,9 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(connection_service(&app, front.as_ref(), peer));
         match app.relay() {
             None => {
+                let service = TowerToHyperService::new(services.connection(peer));
                 let connection =
                     builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                 let connection = graceful.watch(connection.into_owned());
@@ -93,6 +93,9 @@ pub async fn serve(
             Some(relay) => {
                 let (relay, builder, watcher) =
                     (relay.clone(), builder.clone(), graceful.watcher());
+                // The general server's service is made only if the relay hands the connection
+                // over: a relayed connection holds nothing of it.
+                let services = services.clone();
                 let (stopping, in_flight) = (stopping.clone(), in_flight.clone());
                 tokio::spawn(async move {
                     let _in_flight = in_flight;
@@ -101,6 +104,7 @@ pub async fn serve(
                     else {
                         return;
                     };
+                    let service = TowerToHyperService::new(services.connection(peer));
                     let connection =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     if let Err(error) = watcher.watch(connection.into_owned()).await {
@@ -123,33 +127,64 @@ pub async fn serve(
     }
 }
 
-/// The service of one connection from `peer`: the pipeline in front of the router (the peer
-/// worked out once for the connection), or a bare router served as it is.
-fn connection_service(
-    app: &Gateway,
-    front: Option<&Front>,
-    peer: SocketAddr,
-) -> impl tower::Service<
-    http::Request<Incoming>,
-    Response = axum::response::Response,
-    Error = Infallible,
-    Future = Pin<Box<dyn Future<Output = Result<axum::response::Response, Infallible>> + Send>>,
-> + Clone
-+ use<> {
-    let front = front.map(|front| (front.clone(), Arc::new(front.pipeline.peer(peer.ip()))));
-    let router = app.router();
-    tower::service_fn(move |mut request: http::Request<Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(peer));
-        let request = request.map(axum::body::Body::new);
-        let serve: Pin<Box<dyn Future<Output = _> + Send>> = match &front {
-            Some((front, client)) => {
-                let (front, client) = (front.clone(), client.clone());
-                Box::pin(async move { Ok(front.serve(request, &client).await) })
+/// What the general server needs to make each connection's service: the pipeline in front of
+/// the router, or a bare router served as it is. Cloned per connection (reference counts).
+#[derive(Clone)]
+enum Services {
+    Pipeline(Front),
+    Bare(axum::Router),
+}
+
+impl Services {
+    fn new(app: &Gateway) -> Self {
+        app.front().map_or_else(|| Self::Bare(app.router()), Self::Pipeline)
+    }
+
+    fn front(&self) -> Option<&Front> {
+        match self {
+            Self::Pipeline(front) => Some(front),
+            Self::Bare(_) => None,
+        }
+    }
+
+    /// The service of one connection from `peer` (its peer worked out once).
+    fn connection(
+        &self,
+        peer: SocketAddr,
+    ) -> impl tower::Service<
+        http::Request<Incoming>,
+        Response = axum::response::Response,
+        Error = Infallible,
+        Future = Pin<Box<dyn Future<Output = Result<axum::response::Response, Infallible>> + Send>>,
+    > + Clone
+    + use<> {
+        // The pipeline's view of the peer is worked out once for the connection.
+        let connection = match self {
+            Self::Pipeline(front) => {
+                Connection::Pipeline(front.clone(), Arc::new(front.pipeline.peer(peer.ip())))
             }
-            None => Box::pin(router.clone().oneshot(request)),
+            Self::Bare(router) => Connection::Bare(router.clone()),
         };
-        serve
-    })
+        tower::service_fn(move |mut request: http::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let request = request.map(axum::body::Body::new);
+            let serve: Pin<Box<dyn Future<Output = _> + Send>> = match &connection {
+                Connection::Pipeline(front, client) => {
+                    let (front, client) = (front.clone(), client.clone());
+                    Box::pin(async move { Ok(front.serve(request, &client).await) })
+                }
+                Connection::Bare(router) => Box::pin(router.clone().oneshot(request)),
+            };
+            serve
+        })
+    }
+}
+
+/// [`Services`] for one connection.
+#[derive(Clone)]
+enum Connection {
+    Pipeline(Front, Arc<crate::pipeline::Peer>),
+    Bare(axum::Router),
 }
 
 /// Serves with `workers` threads, each running its own single-threaded runtime, its own

@@ -109,6 +109,8 @@ pub(crate) struct Forwarded {
     /// `X-Forwarded-For`: the chain up to and including the peer.
     pub(crate) for_chain: HeaderValue,
     pub(crate) proto: HeaderValue,
+    /// `X-Forwarded-Host` from a trusted proxy; otherwise the request's own `Host` (or
+    /// `:authority`) goes out, which each renderer reads where it has it (no copy).
     pub(crate) host: Option<HeaderValue>,
     /// The client: the rightmost address of the chain that is not a trusted proxy.
     pub(crate) client: std::net::IpAddr,
@@ -117,16 +119,10 @@ pub(crate) struct Forwarded {
 impl Forwarded {
     pub(crate) fn new(head: &Head<'_>, facts: &super::head::Facts<'_>) -> Self {
         let peer = head.peer;
-        let own_host = || {
-            facts
-                .host
-                .or(head.authority.map(str::as_bytes))
-                .and_then(|h| HeaderValue::from_bytes(h).ok())
-        };
         let untrusted = || Self {
             for_chain: peer.text.clone(),
             proto: HeaderValue::from_static(head.scheme),
-            host: own_host(),
+            host: None,
             client: peer.addr,
         };
         // A client's claims are believed only from a trusted proxy.
@@ -175,7 +171,7 @@ impl Forwarded {
         Self {
             for_chain: HeaderValue::from_str(&chain).unwrap_or_else(|_| peer.text.clone()),
             proto: HeaderValue::from_static(proto.unwrap_or(head.scheme)),
-            host: host.or_else(own_host),
+            host,
             client,
         }
     }
@@ -185,16 +181,24 @@ impl Forwarded {
     pub(crate) fn render_map(
         &self,
         headers: &mut HeaderMap,
+        authority: Option<&str>,
         id: &RequestId,
         principal: Option<&Principal>,
         forward_authorization: bool,
     ) {
+        let host = match &self.host {
+            Some(host) => Some(host.clone()),
+            None => headers
+                .get(header::HOST)
+                .cloned()
+                .or_else(|| authority.and_then(|a| HeaderValue::from_str(a).ok())),
+        };
         drop_unforwarded(headers, forward_authorization);
         headers.insert(request_id::HEADER, id.header_value().clone());
         headers.insert("x-forwarded-for", self.for_chain.clone());
         headers.insert("x-forwarded-proto", self.proto.clone());
-        if let Some(host) = &self.host {
-            headers.insert("x-forwarded-host", host.clone());
+        if let Some(host) = host {
+            headers.insert("x-forwarded-host", host);
         }
         if let Some(principal) = principal {
             for (name, value) in access::identity_headers(principal) {
@@ -210,6 +214,7 @@ impl Forwarded {
         &self,
         out: &mut Vec<u8>,
         fields: &[httparse::Header<'_>],
+        host: Option<&[u8]>,
         id: &RequestId,
         forward_authorization: bool,
     ) {
@@ -225,8 +230,8 @@ impl Forwarded {
         push_header(out, request_id::HEADER, id.as_str().as_bytes());
         push_header(out, "x-forwarded-for", self.for_chain.as_bytes());
         push_header(out, "x-forwarded-proto", self.proto.as_bytes());
-        if let Some(host) = &self.host {
-            push_header(out, "x-forwarded-host", host.as_bytes());
+        if let Some(host) = self.host.as_ref().map(HeaderValue::as_bytes).or(host) {
+            push_header(out, "x-forwarded-host", host);
         }
     }
 }
@@ -235,6 +240,20 @@ impl Forwarded {
 /// hop-by-hop ones and those `Connection` lists, the gateway's own, credentials (`Authorization`
 /// unless `forward_authorization`), names with `_`.
 pub fn drop_unforwarded(headers: &mut HeaderMap, forward_authorization: bool) {
+    retain(headers, |name, listed| keeps(name, forward_authorization, listed));
+}
+
+/// The policy on an upstream's response headers (the router): hop-by-hop ones, those its
+/// `Connection` lists and the upstream's request id are dropped; `Content-Length` stays for
+/// hyper to frame the body with.
+pub(crate) fn drop_unforwarded_response(headers: &mut HeaderMap) {
+    retain(headers, |name, listed| {
+        name == header::CONTENT_LENGTH || is_forwarded_response_header(name, listed)
+    });
+}
+
+/// Keeps the headers `keep` accepts, given the names the message's `Connection` lists.
+fn retain(headers: &mut HeaderMap, keep: impl Fn(&str, &[&[u8]]) -> bool) {
     let listed: Vec<Vec<u8>> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -242,11 +261,8 @@ pub fn drop_unforwarded(headers: &mut HeaderMap, forward_authorization: bool) {
         .map(<[u8]>::to_vec)
         .collect();
     let listed: Vec<&[u8]> = listed.iter().map(Vec::as_slice).collect();
-    let dropped: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| !keeps(name.as_str(), forward_authorization, &listed))
-        .cloned()
-        .collect();
+    let dropped: Vec<HeaderName> =
+        headers.keys().filter(|name| !keep(name.as_str(), &listed)).cloned().collect();
     for name in dropped {
         headers.remove(name);
     }

@@ -37,7 +37,9 @@ use axum::response::Response;
 use http::{HeaderValue, Method};
 use metrics::Counter;
 
-pub(crate) use self::forward::{Forwarded, is_forwarded_response_header, render_identity_raw};
+pub(crate) use self::forward::{
+    Forwarded, drop_unforwarded_response, is_forwarded_response_header, render_identity_raw,
+};
 pub(crate) use self::head::push_header;
 pub use self::head::{Head, Headers};
 pub use self::{

@@ -255,6 +255,7 @@ impl Relay {
         inspected.forwarded.render_raw(
             &mut upstream_head,
             parsed.headers,
+            facts.host,
             &inspection.id,
             route.forward_authorization,
         );
@@ -450,7 +451,10 @@ impl Exchange<'_> {
                 })
             }
         };
-        cluster.call(call, attempt).await
+        // Boxed: the attempt loop's state is large, and a connection's task is sized for its
+        // largest state — boxing it keeps idle keep-alive connections small, at one
+        // allocation per relayed request.
+        Box::pin(cluster.call(call, attempt)).await
     }
 }
 

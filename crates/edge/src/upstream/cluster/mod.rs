@@ -556,6 +556,85 @@ impl Cluster {
         self.run(call, attempt).await.map_err(|e| e.error)
     }
 
+    /// Puts an attempt's outcome on its endpoint's record (breaker, outlier, metrics) and
+    /// says whether the call goes on: `None` when `result` ends it — a success, or a failure
+    /// of the request itself (a client's broken body, one that could not be built), which
+    /// gives no verdict on the endpoint and drops the claim — else how the endpoint failed.
+    fn settle<T: Classify>(
+        &self,
+        claim: &mut Attempt,
+        result: &Result<T, AttemptError>,
+    ) -> Option<Failure> {
+        let failure = match result {
+            Ok(answer) => answer.failure(),
+            Err(e) => Some(e.failure?),
+        };
+        self.record(claim, failure);
+        if failure.is_none() {
+            self.observe_success(claim);
+        }
+        failure
+    }
+
+    /// An attempt that ran out of time.
+    fn timed_out(&self) -> AttemptError {
+        AttemptError {
+            failure: Some(Failure::Timeout),
+            error: EdgeError::upstream_timeout(&self.name),
+        }
+    }
+
+    /// The attempts of a call that is not hedged, one at a time: the same rules as the hedged
+    /// loop in [`Cluster::run`] without a set of attempts in flight to keep — the common case,
+    /// and the hot path of every pass-through request.
+    async fn run_sequential<T, F, Fut>(
+        &self,
+        call: Call<'_>,
+        mut attempt: F,
+        max_attempts: u32,
+    ) -> Result<T, AttemptError>
+    where
+        T: Classify,
+        F: FnMut(&Arc<Endpoint>, Instant) -> Fut,
+        Fut: Future<Output = Result<T, AttemptError>>,
+    {
+        let deadline = call.deadline;
+        // Endpoints already tried, avoided by the next pick; empty (no allocation) until a retry.
+        let mut tried: Vec<Arc<Endpoint>> = Vec::new();
+        let mut last: Option<Result<T, AttemptError>> = None;
+        loop {
+            let mut claim = match self.pick(call.key, &tried) {
+                Ok(claim) => claim,
+                Err(refusal) => {
+                    let error = self.refused(refusal);
+                    // A retry with nowhere to go: the failure it would have replaced stands.
+                    return last.unwrap_or(Err(AttemptError { failure: None, error }));
+                }
+            };
+            self.sent();
+            let future = attempt(&claim.endpoint, deadline);
+            let result = tokio::time::timeout_at(deadline, future)
+                .await
+                .unwrap_or_else(|_elapsed| Err(self.timed_out()));
+            let Some(failure) = self.settle(&mut claim, &result) else {
+                return result;
+            };
+            let attempts = u32::try_from(tried.len() + 1).unwrap_or(u32::MAX);
+            if !(failure.is_retryable() && attempts < max_attempts && self.may_retry()) {
+                return result;
+            }
+            let at = Instant::now() + self.backoff(attempts);
+            // A retry that could not finish in time only adds load.
+            if at >= deadline {
+                return result;
+            }
+            tried.push(claim.endpoint.clone());
+            drop(claim);
+            last = Some(result);
+            tokio::time::sleep_until(at).await;
+        }
+    }
+
     async fn run<T, F, Fut>(&self, call: Call<'_>, mut attempt: F) -> Result<T, AttemptError>
     where
         T: Classify,
@@ -570,6 +649,9 @@ impl Cluster {
             .flatten()
             .map(|delay| Instant::now() + delay)
             .filter(|at| *at < deadline);
+        if hedge_at.is_none() {
+            return self.run_sequential(call, attempt, max_attempts).await;
+        }
         let mut tried: Vec<Arc<Endpoint>> = Vec::new();
         let mut running = FuturesUnordered::new();
         let mut retry_at: Option<Instant> = None;
@@ -597,20 +679,8 @@ impl Cluster {
             };
             tokio::select! {
                 Some((mut claim, result)) = running.next() => {
-                    let result = result.unwrap_or_else(|_elapsed| Err(AttemptError {
-                        failure: Some(Failure::Timeout),
-                        error: EdgeError::upstream_timeout(&self.name),
-                    }));
-                    let failure = match &result {
-                        Ok(answer) => answer.failure(),
-                        // The request itself failed (a client's broken body, one that could
-                        // not be built): no verdict on the endpoint, which drops the claim.
-                        Err(e) if e.failure.is_none() => return result,
-                        Err(e) => e.failure,
-                    };
-                    self.record(&mut claim, failure);
-                    let Some(failure) = failure else {
-                        self.observe_success(&claim);
+                    let result = result.unwrap_or_else(|_elapsed| Err(self.timed_out()));
+                    let Some(failure) = self.settle(&mut claim, &result) else {
                         return result;
                     };
                     last = Some(result);
