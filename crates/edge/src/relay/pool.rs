@@ -21,15 +21,21 @@ use crate::{
 
 /// A named upstream as the relay sees it: the cluster shared with every other call to it
 /// (balancing, breakers, ejection, limits) and the relay's own idle connections to each of
-/// its endpoints (by authority: an endpoint that discovery drops and brings back finds its
-/// connections again; one that never comes back leaves at most `max_idle` behind, expired on
-/// the next look).
+/// its endpoints, by authority. When discovery changes the endpoint set, the connections to
+/// endpoints that left are closed on the next look.
 #[derive(Debug)]
 pub(super) struct Upstream {
     cluster: Arc<Cluster>,
     idle_timeout: Duration,
     max_idle: usize,
-    idle: Mutex<HashMap<Box<str>, Vec<IdleConnection>>>,
+    idle: Mutex<Idle>,
+}
+
+#[derive(Debug, Default)]
+struct Idle {
+    by_endpoint: HashMap<Box<str>, Vec<IdleConnection>>,
+    /// The cluster's endpoint generation these connections were last checked against.
+    generation: usize,
 }
 
 /// An idle keep-alive connection.
@@ -55,8 +61,8 @@ impl Upstream {
 
     /// An idle connection to `endpoint` that the upstream has not closed, if there is one.
     pub(super) fn reuse(&self, endpoint: &Endpoint) -> Option<TcpStream> {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let stack = idle.get_mut(endpoint.authority())?;
+        let mut idle = self.lock();
+        let stack = idle.by_endpoint.get_mut(endpoint.authority())?;
         while let Some(connection) = stack.pop() {
             if connection.since.elapsed() < self.idle_timeout && is_open(&connection.stream) {
                 return Some(connection.stream);
@@ -78,14 +84,29 @@ impl Upstream {
 
     /// Returns a connection whose last response ended cleanly, for the next request.
     pub(super) fn release(&self, endpoint: &Endpoint, stream: TcpStream) {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let stack = match idle.get_mut(endpoint.authority()) {
+        let mut idle = self.lock();
+        let stack = match idle.by_endpoint.get_mut(endpoint.authority()) {
             Some(stack) => stack,
-            None => idle.entry(endpoint.authority().into()).or_default(),
+            None => idle.by_endpoint.entry(endpoint.authority().into()).or_default(),
         };
         if stack.len() < self.max_idle {
             stack.push(IdleConnection { stream, since: Instant::now() });
         }
+    }
+}
+
+impl Upstream {
+    /// The idle connections, those to endpoints no longer in the cluster closed first.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Idle> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let generation = self.cluster.generation();
+        if idle.generation != generation {
+            let current = self.cluster.snapshot();
+            idle.by_endpoint
+                .retain(|authority, _| current.iter().any(|e| e.authority() == authority.as_ref()));
+            idle.generation = generation;
+        }
+        idle
     }
 }
 

@@ -442,3 +442,59 @@ async fn the_relay_retries_a_503_elsewhere_for_reads_and_passes_it_through_for_w
         assert_eq!(answer.json()["path"], "/a");
     }
 }
+
+#[tokio::test]
+async fn pooled_connections_to_an_endpoint_discovery_dropped_are_closed() {
+    // A keep-alive backend on one connection that says when the relay closes it.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let leaving = format!("http://{}", listener.local_addr().unwrap());
+    let (closed, mut closed_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = [0_u8; 4096];
+        // Each read is one small request here; each gets its answer.
+        while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {
+            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+            if stream.write_all(ok).await.is_err() {
+                break;
+            }
+        }
+        let _ = closed.send(());
+    });
+    let staying = echo_backend().await;
+    let dir = std::env::temp_dir().join(format!("portico-relay-prune-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("endpoints");
+    std::fs::write(&file, format!("{leaving}\n")).unwrap();
+    let settings = format!(
+        "[upstreams.catalog.discovery]\nfile = {:?}\ninterval = \"20ms\"\n",
+        file.display().to_string()
+    );
+    let addr = gateway_over(&[leaving.clone()], &settings, CATALOG).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    stream.write_all(b"GET /api/catalog/a HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    assert_eq!(read_answer(&mut stream, &mut buf, false).await.body, b"ok");
+    // Discovery replaces the endpoint; once a request reaches the new one, the pool has seen
+    // the change and let go of the connection it kept to the old one.
+    std::fs::write(&file, format!("{staying}\n")).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        stream.write_all(b"GET /api/catalog/b HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let answer = read_answer(&mut stream, &mut buf, false).await;
+        if answer.body != b"ok" {
+            assert_eq!(answer.json()["path"], "/b");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "discovery never moved to the new endpoint"
+        );
+        tokio::task::yield_now().await;
+    }
+    tokio::time::timeout(Duration::from_secs(5), &mut closed_rx)
+        .await
+        .expect("the pooled connection to the dropped endpoint was closed")
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

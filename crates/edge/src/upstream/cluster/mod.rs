@@ -251,6 +251,9 @@ pub(crate) struct Cluster {
     gateway: &'static str,
     policy: Policy,
     endpoints: RwLock<Arc<[Arc<Endpoint>]>>,
+    /// Bumped whenever the endpoint set changes, so transports that keep connections per
+    /// endpoint can let go of those to endpoints that left.
+    generation: AtomicUsize,
     next: AtomicUsize,
     in_flight: AtomicUsize,
     budget: RetryBudget,
@@ -287,6 +290,7 @@ impl Cluster {
             budget: RetryBudget::new(&policy.retry),
             policy,
             endpoints: RwLock::new(Arc::from(Vec::new())),
+            generation: AtomicUsize::new(0),
             next: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             latencies,
@@ -311,6 +315,11 @@ impl Cluster {
 
     /// Replaces the endpoint set (discovery). Endpoints that stay keep their breaker and
     /// outlier record (and their transports' connections, which are keyed by address); base URLs are normalised without a trailing `/`.
+    /// How many times the endpoint set has changed.
+    pub(crate) fn generation(&self) -> usize {
+        self.generation.load(Ordering::Acquire)
+    }
+
     fn set_endpoints(&self, urls: &[String]) {
         let current = self.snapshot();
         let mut next: Vec<Arc<Endpoint>> = Vec::with_capacity(urls.len());
@@ -342,6 +351,7 @@ impl Cluster {
         #[allow(clippy::cast_precision_loss)] // endpoint counts are small
         self.stats.endpoints.set(next.len() as f64);
         *self.endpoints.write().unwrap_or_else(std::sync::PoisonError::into_inner) = next.into();
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     fn endpoint(&self, url: &str) -> Endpoint {
