@@ -470,7 +470,7 @@ async fn pooled_connections_to_an_endpoint_discovery_dropped_are_closed() {
         "[upstreams.catalog.discovery]\nfile = {:?}\ninterval = \"20ms\"\n",
         file.display().to_string()
     );
-    let addr = gateway_over(&[leaving.clone()], &settings, CATALOG).await;
+    let addr = gateway_over(std::slice::from_ref(&leaving), &settings, CATALOG).await;
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let mut buf = Vec::new();
     stream.write_all(b"GET /api/catalog/a HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
