@@ -34,8 +34,13 @@ pub fn for_call(timeout: Duration) -> Instant {
 
 /// `remaining` as the header's value: whole milliseconds, at least 1 (0 would read as "none").
 pub(crate) fn header_value(remaining: Duration) -> http::HeaderValue {
+    http::HeaderValue::from(millis(remaining))
+}
+
+/// `remaining` in the header's unit: whole milliseconds, at least 1.
+pub(crate) fn millis(remaining: Duration) -> u64 {
     let ms = remaining.as_millis().clamp(1, u128::from(u64::MAX));
-    http::HeaderValue::from(u64::try_from(ms).unwrap_or(u64::MAX))
+    u64::try_from(ms).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -99,8 +99,9 @@ fn keeps(name: &str, forward_authorization: bool, listed: &[&[u8]]) -> bool {
 /// the response's `Connection`, not the request id (the gateway echoes its own). Framing
 /// headers are the transport's to decide.
 pub(crate) fn is_forwarded_response_header(name: &str, listed: &[&[u8]]) -> bool {
-    let hop_by_hop =
-        RULES.iter().any(|(n, r)| *r == Rule::HopByHop && n.eq_ignore_ascii_case(name));
+    let hop_by_hop = RULES.iter().any(|(n, r)| {
+        *r == Rule::HopByHop && n.len() == name.len() && n.eq_ignore_ascii_case(name)
+    });
     !(hop_by_hop
         || name.eq_ignore_ascii_case(request_id::HEADER)
         || listed.iter().any(|l| l.eq_ignore_ascii_case(name.as_bytes())))

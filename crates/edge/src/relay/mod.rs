@@ -412,23 +412,23 @@ impl Exchange<'_> {
         mut client: Option<&mut S>,
     ) -> Result<UpstreamResponse, EdgeError> {
         let attempt = |endpoint: &Arc<Endpoint>, deadline: Instant| {
+            // Only the lines that name this attempt's endpoint and time are written per
+            // attempt; the head and the body bytes go out from where they are.
             let authority = endpoint.authority().as_bytes();
-            let mut bytes =
-                Vec::with_capacity(self.head.len() + authority.len() + 64 + self.body.len());
-            bytes.extend_from_slice(self.head);
-            crate::pipeline::push_header(&mut bytes, "host", authority);
+            let mut lines = Vec::with_capacity(authority.len() + 48);
+            crate::pipeline::push_header(&mut lines, "host", authority);
+            lines.extend_from_slice(crate::deadline::HEADER.as_bytes());
+            lines.extend_from_slice(b": ");
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let remaining = crate::deadline::header_value(remaining);
-            crate::pipeline::push_header(&mut bytes, crate::deadline::HEADER, remaining.as_bytes());
-            bytes.extend_from_slice(b"\r\n");
-            bytes.extend_from_slice(self.body);
+            push_decimal(&mut lines, crate::deadline::millis(remaining));
+            lines.extend_from_slice(b"\r\n\r\n");
             let client = client.take();
             let endpoint = endpoint.clone();
             async move {
                 let exchanged = upstream::exchange(
                     self.pool,
                     endpoint,
-                    &bytes,
+                    [self.head, &lines, self.body],
                     self.body_rest,
                     client,
                     self.is_head,
@@ -459,7 +459,24 @@ impl Exchange<'_> {
 }
 
 fn push_length(head: &mut Vec<u8>, length: u64) {
-    crate::pipeline::push_header(head, "content-length", length.to_string().as_bytes());
+    head.extend_from_slice(b"content-length: ");
+    push_decimal(head, length);
+    head.extend_from_slice(b"\r\n");
+}
+
+/// Appends `n` in decimal, without an allocation.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0_u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// A client connection being served.

@@ -6,7 +6,6 @@
 //! contended; it is a lock only because connection tasks must be `Send`.
 
 use std::{
-    collections::HashMap,
     io,
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
@@ -21,7 +20,7 @@ use crate::{
 
 /// A named upstream as the relay sees it: the cluster shared with every other call to it
 /// (balancing, breakers, ejection, limits) and the relay's own idle connections to each of
-/// its endpoints, by authority. When discovery changes the endpoint set, the connections to
+/// its endpoints. When discovery changes the endpoint set, the connections to
 /// endpoints that left are closed on the next look.
 #[derive(Debug)]
 pub(super) struct Upstream {
@@ -33,7 +32,10 @@ pub(super) struct Upstream {
 
 #[derive(Debug, Default)]
 struct Idle {
-    by_endpoint: HashMap<Box<str>, Vec<IdleConnection>>,
+    /// Per endpoint, found by identity: a short list (an upstream has a few endpoints) scanned
+    /// faster than a string is hashed. Holding the `Arc` keeps the endpoint, so its address
+    /// cannot be taken by another while its connections are here.
+    by_endpoint: Vec<(Arc<Endpoint>, Vec<IdleConnection>)>,
     /// The cluster's endpoint generation these connections were last checked against.
     generation: usize,
 }
@@ -60,9 +62,9 @@ impl Upstream {
     }
 
     /// An idle connection to `endpoint` that the upstream has not closed, if there is one.
-    pub(super) fn reuse(&self, endpoint: &Endpoint) -> Option<TcpStream> {
+    pub(super) fn reuse(&self, endpoint: &Arc<Endpoint>) -> Option<TcpStream> {
         let mut idle = self.lock();
-        let stack = idle.by_endpoint.get_mut(endpoint.authority())?;
+        let (_, stack) = idle.by_endpoint.iter_mut().find(|(e, _)| Arc::ptr_eq(e, endpoint))?;
         while let Some(connection) = stack.pop() {
             if connection.since.elapsed() < self.idle_timeout && is_open(&connection.stream) {
                 return Some(connection.stream);
@@ -83,12 +85,22 @@ impl Upstream {
     }
 
     /// Returns a connection whose last response ended cleanly, for the next request.
-    pub(super) fn release(&self, endpoint: &Endpoint, stream: TcpStream) {
+    pub(super) fn release(&self, endpoint: &Arc<Endpoint>, stream: TcpStream) {
         let mut idle = self.lock();
-        let stack = match idle.by_endpoint.get_mut(endpoint.authority()) {
-            Some(stack) => stack,
-            None => idle.by_endpoint.entry(endpoint.authority().into()).or_default(),
+        let at = match idle.by_endpoint.iter().position(|(e, _)| Arc::ptr_eq(e, endpoint)) {
+            Some(at) => at,
+            None => {
+                // A new entry is rare (the first connection kept to an endpoint): the time to
+                // make sure the endpoint is still one of the cluster's — it may have left while
+                // this connection was out.
+                if !self.cluster.snapshot().iter().any(|e| Arc::ptr_eq(e, endpoint)) {
+                    return;
+                }
+                idle.by_endpoint.push((endpoint.clone(), Vec::new()));
+                idle.by_endpoint.len() - 1
+            }
         };
+        let stack = &mut idle.by_endpoint[at].1;
         if stack.len() < self.max_idle {
             stack.push(IdleConnection { stream, since: Instant::now() });
         }
@@ -103,7 +115,7 @@ impl Upstream {
         if idle.generation != generation {
             let current = self.cluster.snapshot();
             idle.by_endpoint
-                .retain(|authority, _| current.iter().any(|e| e.authority() == authority.as_ref()));
+                .retain(|(endpoint, _)| current.iter().any(|e| Arc::ptr_eq(e, endpoint)));
             idle.generation = generation;
         }
         idle

@@ -66,7 +66,7 @@ pub(super) enum Failure {
 pub(super) async fn exchange<S: AsyncRead + Unpin>(
     pool: &pool::Upstream,
     endpoint: Arc<Endpoint>,
-    head: &[u8],
+    head: [&[u8]; 3],
     body_rest: u64,
     mut client: Option<&mut S>,
     is_head: bool,
@@ -121,12 +121,12 @@ impl Received {
 
 async fn send<S: AsyncRead + Unpin>(
     mut stream: TcpStream,
-    head: &[u8],
+    head: [&[u8]; 3],
     mut body_rest: u64,
     client: Option<&mut S>,
     is_head: bool,
 ) -> Result<Received, Attempt> {
-    stream.write_all(head).await.map_err(Attempt::Stale)?;
+    write_all_parts(&mut stream, head).await.map_err(Attempt::Stale)?;
     if body_rest > 0 {
         // The rest of the body comes from the client's connection.
         let Some(client) = client else { return Err(Attempt::Client) };
@@ -168,6 +168,22 @@ async fn send<S: AsyncRead + Unpin>(
             Err(error) => return Err(Attempt::Failed(error)),
         }
     }
+}
+
+/// Writes `parts` in order with as few syscalls as the socket takes them (one `writev` for a
+/// request head and the body bytes read with it), copying nothing.
+async fn write_all_parts(stream: &mut TcpStream, parts: [&[u8]; 3]) -> io::Result<()> {
+    let mut slices = parts.map(io::IoSlice::new);
+    let mut remaining: &mut [io::IoSlice<'_>] = &mut slices;
+    io::IoSlice::advance_slices(&mut remaining, 0);
+    while !remaining.is_empty() {
+        let n = stream.write_vectored(remaining).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        io::IoSlice::advance_slices(&mut remaining, n);
+    }
+    Ok(())
 }
 
 struct Parsed {
