@@ -99,12 +99,15 @@ fn keeps(name: &str, forward_authorization: bool, listed: &[&[u8]]) -> bool {
 /// the response's `Connection`, not the request id (the gateway echoes its own). Framing
 /// headers are the transport's to decide.
 pub(crate) fn is_forwarded_response_header(name: &str, listed: &[&[u8]]) -> bool {
-    let hop_by_hop = RULES.iter().any(|(n, r)| {
-        *r == Rule::HopByHop && n.len() == name.len() && n.eq_ignore_ascii_case(name)
-    });
-    !(hop_by_hop
-        || name.eq_ignore_ascii_case(request_id::HEADER)
-        || listed.iter().any(|l| l.eq_ignore_ascii_case(name.as_bytes())))
+    // Only names of these lengths can be hop-by-hop or the request id: most response headers
+    // (`date`, `server`, `content-length`, `cache-control`, …) skip the table at once.
+    let candidate = matches!(name.len(), 2 | 7 | 10 | 12 | 16 | 17 | 18 | 19);
+    let own = candidate
+        && (name.eq_ignore_ascii_case(request_id::HEADER)
+            || RULES.iter().any(|(n, r)| {
+                *r == Rule::HopByHop && n.len() == name.len() && n.eq_ignore_ascii_case(name)
+            }));
+    !(own || listed.iter().any(|l| l.eq_ignore_ascii_case(name.as_bytes())))
 }
 
 /// The `X-Forwarded-*` values of one request, worked out by the pipeline.

@@ -337,6 +337,27 @@ impl Pipeline {
         }
     }
 
+    /// [`Pipeline::admit_pass`] when it needs no verification: a request without credentials
+    /// is decided by the route's rule alone, without entering the authenticator. `None` when
+    /// credentials must be verified.
+    pub(crate) fn admit_anonymous(
+        &self,
+        route: &PassRoute,
+        authorization: Option<&[u8]>,
+        api_key: Option<&[u8]>,
+    ) -> Option<Verdict<Option<Arc<Principal>>>> {
+        if authorization.is_some() || api_key.is_some() {
+            return None;
+        }
+        let Some(rule) = route.access.as_ref() else {
+            return Some(Verdict::Refuse(self.denied(Denied::Forbidden(None))));
+        };
+        Some(match rule.check(None) {
+            Ok(()) => Verdict::Admit(None),
+            Err(denied) => Verdict::Refuse(self.denied(denied)),
+        })
+    }
+
     /// [`Pipeline::admit`] for a pass-through route, from credentials a transport kept after
     /// it let go of the head (the relay).
     pub(crate) async fn admit_pass(

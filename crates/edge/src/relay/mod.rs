@@ -298,8 +298,11 @@ impl Relay {
         client.buf.drain(..head_len);
         // A body the client still has to send is unread when we answer early: close then.
         let body_pending = body_len > 0;
-        let verdict =
-            self.pipeline.admit_pass(&route, authorization.as_deref(), api_key.as_deref()).await;
+        let (authorization, api_key) = (authorization.as_deref(), api_key.as_deref());
+        let verdict = match self.pipeline.admit_anonymous(&route, authorization, api_key) {
+            Some(verdict) => verdict,
+            None => self.pipeline.admit_pass(&route, authorization, api_key).await,
+        };
         match verdict {
             Verdict::Admit(Some(principal)) => render_identity_raw(&mut upstream_head, &principal),
             Verdict::Admit(None) => {}
