@@ -1,41 +1,16 @@
 //! Pass-through routes against real backends on loopback.
 
-use axum::{
-    Json, Router,
-    body::Body,
-    extract::Request,
-    http::{HeaderMap, StatusCode},
-    routing::any,
-};
-use portico_testkit::{MockServer, call, get, hanging_server, refused_url};
-use serde_json::json;
-
 use std::{net::SocketAddr, time::Duration};
 
-use axum::extract::ConnectInfo;
+use axum::{
+    Router,
+    body::Body,
+    extract::{ConnectInfo, Request},
+    http::StatusCode,
+};
+use portico_testkit::{MockServer, call, echo_server, get, hanging_server, refused_url};
 
 use crate::{GatewayConfig, Upstreams, access::Routes, stack};
-
-/// A backend that echoes what it received: method, path, query, headers and body size.
-async fn echo_backend() -> MockServer {
-    async fn echo(headers: HeaderMap, request: Request) -> Json<serde_json::Value> {
-        let method = request.method().to_string();
-        let uri = request.uri().clone();
-        let body = axum::body::to_bytes(request.into_body(), usize::MAX).await.unwrap();
-        let headers: serde_json::Map<_, _> = headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or_default())))
-            .collect();
-        Json(json!({
-            "method": method,
-            "path": uri.path(),
-            "query": uri.query(),
-            "headers": headers,
-            "body_len": body.len(),
-        }))
-    }
-    MockServer::start(Router::new().fallback(any(echo))).await
-}
 
 fn app(upstream_url: &str, rewrite: Option<&str>, extra: &str) -> Router {
     let rewrite = rewrite.map(|r| format!("rewrite = \"{r}\"")).unwrap_or_default();
@@ -61,7 +36,7 @@ fn app(upstream_url: &str, rewrite: Option<&str>, extra: &str) -> Router {
 
 #[tokio::test]
 async fn rewrites_the_prefix_and_keeps_the_query() {
-    let backend = echo_backend().await;
+    let backend = echo_server().await;
     for (rewrite, incoming, expected) in [
         (Some("/"), "/api/catalog/products/p-1?limit=2", "/products/p-1"),
         (Some("/"), "/api/catalog", "/"),
@@ -80,14 +55,14 @@ async fn rewrites_the_prefix_and_keeps_the_query() {
 
 #[tokio::test]
 async fn does_not_match_a_longer_sibling_path() {
-    let backend = echo_backend().await;
+    let backend = echo_server().await;
     let response = call(app(&backend.url(), Some("/"), ""), get("/api/catalogue")).await;
     response.assert_problem(404, "no_route");
 }
 
 #[tokio::test]
 async fn strips_hop_by_hop_and_sets_forwarded_headers_from_the_peer() {
-    let backend = echo_backend().await;
+    let backend = echo_server().await;
     let mut request = Request::get("/api/catalog/x")
         .header("connection", "keep-alive, x-secret-hop")
         .header("x-secret-hop", "1")
@@ -111,7 +86,7 @@ async fn strips_hop_by_hop_and_sets_forwarded_headers_from_the_peer() {
 
 #[tokio::test]
 async fn streams_request_bodies_and_enforces_the_limit() {
-    let backend = echo_backend().await;
+    let backend = echo_server().await;
     let ok = Request::post("/api/catalog/upload").body(Body::from(vec![b'x'; 900])).unwrap();
     let response = call(app(&backend.url(), Some("/"), ""), ok).await;
     assert_eq!(response.json()["body_len"], 900);
