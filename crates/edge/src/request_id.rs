@@ -61,8 +61,9 @@ impl RequestId {
         // Hex digits written by hand: this runs once per request, and `format!` costs more.
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut text = [0_u8; 32];
-        for (i, digit) in text.iter_mut().enumerate() {
-            *digit = HEX[((bits >> (124 - 4 * i)) & 0xf) as usize];
+        for (pair, byte) in text.chunks_exact_mut(2).zip(bits.to_be_bytes()) {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0xf)];
         }
         // Hex digits are always a valid header value.
         Self(HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0")))

@@ -1,6 +1,7 @@
 //! The forwarding policy: which client headers reach an upstream, and which the gateway sets
-//! itself — one rule table, with a renderer for hyper's `HeaderMap` (the router) and one for
-//! raw bytes (the relay), so the two transports cannot drift.
+//! itself — one rule per name (the table below; `names.rs` classifies each name once, for the
+//! head pass and this policy alike), with a renderer for hyper's `HeaderMap` (the router) and
+//! one for raw bytes (the relay), so the two transports cannot drift.
 //!
 //! | client header | upstream gets |
 //! |---|---|
@@ -19,76 +20,20 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
-use super::head::{Head, push_header};
+use super::{
+    head::{Facts, Head, push_header},
+    names::{Name, Rule},
+};
 use crate::{
-    access::{self, IDENTITY_HEADER_PREFIX},
+    access,
     auth::Principal,
     request_id::{self, RequestId},
 };
 
-/// What one client header is to the forwarding policy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Rule {
-    /// Forwarded as sent.
-    Keep,
-    /// Describes one connection, not the message.
-    HopByHop,
-    /// The gateway sets its own value.
-    Own,
-    /// A credential that stays at the edge.
-    Secret,
-    /// `Authorization`: a secret unless the route forwards it.
-    Authorization,
-}
-
-/// Names with a rule other than [`Rule::Keep`]; `x-portico-*` and names with `_` are rules of
-/// their own (see [`rule`]).
-const RULES: [(&str, Rule); 19] = [
-    ("connection", Rule::HopByHop),
-    ("keep-alive", Rule::HopByHop),
-    ("proxy-connection", Rule::HopByHop),
-    ("proxy-authenticate", Rule::HopByHop),
-    ("proxy-authorization", Rule::HopByHop),
-    ("te", Rule::HopByHop),
-    ("trailer", Rule::HopByHop),
-    ("upgrade", Rule::HopByHop),
-    ("transfer-encoding", Rule::HopByHop),
-    ("content-length", Rule::Own),
-    ("host", Rule::Own),
-    ("forwarded", Rule::Own),
-    ("x-forwarded-for", Rule::Own),
-    ("x-forwarded-proto", Rule::Own),
-    ("x-forwarded-host", Rule::Own),
-    ("x-forwarded-port", Rule::Own),
-    (request_id::HEADER, Rule::Own),
-    ("x-api-key", Rule::Secret),
-    ("authorization", Rule::Authorization),
-];
-
-fn rule(name: &str) -> Rule {
-    // The length first: most names match none of the table, and a length compare is cheaper
-    // than a case-insensitive one.
-    let listed = RULES.iter().find(|(n, _)| n.len() == name.len() && n.eq_ignore_ascii_case(name));
-    if let Some((_, rule)) = listed {
-        return *rule;
-    }
-    let bytes = name.as_bytes();
-    if bytes.len() >= IDENTITY_HEADER_PREFIX.len()
-        && bytes[..IDENTITY_HEADER_PREFIX.len()]
-            .eq_ignore_ascii_case(IDENTITY_HEADER_PREFIX.as_bytes())
-    {
-        return Rule::Own;
-    }
-    if bytes.contains(&b'_') {
-        return Rule::HopByHop;
-    }
-    Rule::Keep
-}
-
 /// Whether a client header goes upstream as sent. `listed`: the names the request's
 /// `Connection` header lists.
 fn keeps(name: &str, forward_authorization: bool, listed: &[&[u8]]) -> bool {
-    match rule(name) {
+    match Name::of(name).rule() {
         Rule::Keep => !listed.iter().any(|l| l.eq_ignore_ascii_case(name.as_bytes())),
         Rule::Authorization => forward_authorization,
         Rule::HopByHop | Rule::Own | Rule::Secret => false,
@@ -99,15 +44,8 @@ fn keeps(name: &str, forward_authorization: bool, listed: &[&[u8]]) -> bool {
 /// the response's `Connection`, not the request id (the gateway echoes its own). Framing
 /// headers are the transport's to decide.
 pub(crate) fn is_forwarded_response_header(name: &str, listed: &[&[u8]]) -> bool {
-    // Only names of these lengths can be hop-by-hop or the request id: most response headers
-    // (`date`, `server`, `content-length`, `cache-control`, …) skip the table at once.
-    let candidate = matches!(name.len(), 2 | 7 | 10 | 12 | 16 | 17 | 18 | 19);
-    let own = candidate
-        && (name.eq_ignore_ascii_case(request_id::HEADER)
-            || RULES.iter().any(|(n, r)| {
-                *r == Rule::HopByHop && n.len() == name.len() && n.eq_ignore_ascii_case(name)
-            }));
-    !(own || listed.iter().any(|l| l.eq_ignore_ascii_case(name.as_bytes())))
+    !(Name::known(name).is_some_and(Name::is_dropped_response)
+        || listed.iter().any(|l| l.eq_ignore_ascii_case(name.as_bytes())))
 }
 
 /// The `X-Forwarded-*` values of one request, worked out by the pipeline.
@@ -124,7 +62,7 @@ pub(crate) struct Forwarded {
 }
 
 impl Forwarded {
-    pub(crate) fn new(head: &Head<'_>, facts: &super::head::Facts<'_>) -> Self {
+    pub(crate) fn new(head: &Head<'_>, facts: &Facts<'_>) -> Self {
         let peer = head.peer;
         let untrusted = || Self {
             for_chain: peer.text.clone(),
@@ -221,23 +159,33 @@ impl Forwarded {
         &self,
         out: &mut Vec<u8>,
         fields: &[httparse::Header<'_>],
-        host: Option<&[u8]>,
+        facts: &Facts<'_>,
         id: &RequestId,
         forward_authorization: bool,
     ) {
+        // The head pass classified every field: only the few it marked are looked at again.
         let mut listed: Vec<&[u8]> = Vec::new();
-        for field in fields.iter().filter(|f| f.name.eq_ignore_ascii_case("connection")) {
-            listed.extend(crate::relay::tokens(field.value));
+        if facts.connection_lists {
+            for field in fields.iter().filter(|f| f.name.eq_ignore_ascii_case("connection")) {
+                listed.extend(crate::relay::tokens(field.value));
+            }
         }
-        for field in fields {
-            if keeps(field.name, forward_authorization, &listed) {
+        for (i, field) in fields.iter().enumerate() {
+            let marked =
+                1_u128.checked_shl(i as u32).is_none_or(|bit| facts.unforwarded & bit != 0);
+            let kept = if marked || !listed.is_empty() {
+                keeps(field.name, forward_authorization, &listed)
+            } else {
+                true
+            };
+            if kept {
                 push_header(out, field.name, field.value);
             }
         }
         push_header(out, request_id::HEADER, id.as_str().as_bytes());
         push_header(out, "x-forwarded-for", self.for_chain.as_bytes());
         push_header(out, "x-forwarded-proto", self.proto.as_bytes());
-        if let Some(host) = self.host.as_ref().map(HeaderValue::as_bytes).or(host) {
+        if let Some(host) = self.host.as_ref().map(HeaderValue::as_bytes).or(facts.host) {
             push_header(out, "x-forwarded-host", host);
         }
     }

@@ -4,7 +4,10 @@
 
 use http::{HeaderMap, Method, Version};
 
-use super::Peer;
+use super::{
+    Peer,
+    names::{Name, Rule},
+};
 
 /// The head of one request, borrowed from whichever transport parsed it.
 #[derive(Debug)]
@@ -73,64 +76,78 @@ pub(crate) struct Facts<'h> {
     pub(crate) api_keys: usize,
     /// Fields whose name has an underscore: dropped.
     pub(crate) underscores: usize,
-    /// Any `X-Forwarded-*` field (only read again when the peer is trusted).
+    /// Any `X-Forwarded-For`, `-Proto` or `-Host` field (only read again when the peer is
+    /// trusted).
     pub(crate) x_forwarded: bool,
+    /// Bit `i` set: field `i` is not forwarded as sent (its rule is not `Keep`), for the raw
+    /// renderer, which then looks at no name twice. Fields past the 128th have no bit; the relay
+    /// parses no more than that.
+    pub(crate) unforwarded: u128,
+    /// `Connection` lists a name other than `close`, `keep-alive` and `upgrade`: the renderer
+    /// must drop the fields it names.
+    pub(crate) connection_lists: bool,
 }
 
 impl<'h> Facts<'h> {
     pub(crate) fn gather(head: &Head<'h>) -> Self {
+        // Each form iterated directly: a chained iterator over either costs a branch per field.
+        match head.headers {
+            Headers::Map(map) => Self::of(map.iter().map(|(n, v)| (n.as_str(), v.as_bytes()))),
+            Headers::Raw(raw) => Self::of(raw.iter().map(|h| (h.name, h.value))),
+        }
+    }
+
+    fn of(fields: impl Iterator<Item = (&'h str, &'h [u8])>) -> Self {
         let mut facts = Self::default();
-        for (name, value) in head.headers.iter() {
+        for (i, (name, value)) in fields.enumerate() {
             let size = name.len() + value.len();
             facts.fields += 1;
             facts.head_bytes += size + 4;
             facts.largest_field = facts.largest_field.max(size);
-            if name.as_bytes().contains(&b'_') {
-                facts.underscores += 1;
-                continue;
+            let class = Name::of(name);
+            if class.rule() != Rule::Keep
+                && let Some(bit) = 1_u128.checked_shl(i as u32)
+            {
+                facts.unforwarded |= bit;
             }
-            // Dispatch on the length first: most fields are none of these.
-            match name.len() {
-                4 if name.eq_ignore_ascii_case("host") => {
+            match class {
+                Name::Underscore => facts.underscores += 1,
+                Name::Host => {
                     facts.hosts += 1;
                     facts.host.get_or_insert(value);
                 }
-                14 if name.eq_ignore_ascii_case("content-length") => {
+                Name::ContentLength => {
                     match (crate::relay::parse_length(value), facts.content_length) {
                         (Some(n), None) => facts.content_length = Some(n),
                         (Some(n), Some(m)) if n == m => {}
                         _ => facts.bad_length = true,
                     }
                 }
-                17 if name.eq_ignore_ascii_case("transfer-encoding") => {
-                    facts.transfer_encoding = true;
-                }
-                6 if name.eq_ignore_ascii_case("expect") => facts.expect = true,
-                7 if name.eq_ignore_ascii_case("upgrade") => facts.upgrade = true,
-                10 if name.eq_ignore_ascii_case("connection") => {
+                Name::TransferEncoding => facts.transfer_encoding = true,
+                Name::Expect => facts.expect = true,
+                Name::Upgrade => facts.upgrade = true,
+                Name::Connection => {
                     for token in crate::relay::tokens(value) {
                         if token.eq_ignore_ascii_case(b"close") {
                             facts.close = true;
                         } else if token.eq_ignore_ascii_case(b"upgrade") {
                             facts.upgrade = true;
+                        } else if !token.eq_ignore_ascii_case(b"keep-alive") {
+                            facts.connection_lists = true;
                         }
                     }
                 }
-                12 if name.eq_ignore_ascii_case(crate::request_id::HEADER) => {
-                    facts.request_id = Some(value);
-                }
-                13 if name.eq_ignore_ascii_case("authorization") => {
+                Name::RequestId => facts.request_id = Some(value),
+                Name::Authorization => {
                     facts.authorizations += 1;
                     facts.authorization.get_or_insert(value);
                 }
-                9 if name.eq_ignore_ascii_case("x-api-key") => {
+                Name::ApiKey => {
                     facts.api_keys += 1;
                     facts.api_key.get_or_insert(value);
                 }
-                n if n > 12 && name.as_bytes()[..12].eq_ignore_ascii_case(b"x-forwarded-") => {
-                    facts.x_forwarded = true;
-                }
-                _ => {}
+                Name::XForwarded => facts.x_forwarded = true,
+                Name::HopByHop | Name::Own | Name::Other => {}
             }
         }
         facts

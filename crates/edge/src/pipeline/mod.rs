@@ -25,6 +25,8 @@
 
 mod forward;
 mod head;
+mod names;
+
 pub(crate) mod router;
 mod routes;
 
@@ -37,11 +39,10 @@ use axum::response::Response;
 use http::{HeaderValue, Method};
 use metrics::Counter;
 
-pub(crate) use self::forward::{
-    Forwarded, drop_unforwarded_response, is_forwarded_response_header, render_identity_raw,
-};
+pub(crate) use self::forward::{Forwarded, drop_unforwarded_response, render_identity_raw};
 pub(crate) use self::head::push_header;
 pub use self::head::{Head, Headers};
+pub(crate) use self::names::Name;
 pub use self::{
     forward::drop_unforwarded,
     routes::{PassRoute, Route},
@@ -52,7 +53,7 @@ use crate::{
     auth::{Authenticator, Principal},
     config::{Cidr, ConfigError, GatewayConfig, Limits},
     error::EdgeError,
-    metrics as names,
+    metrics as metric_names,
     request_id::RequestId,
     upstream::Upstreams,
 };
@@ -201,7 +202,7 @@ impl Pipeline {
             });
         }
         let dropped_headers = metrics::counter!(
-            names::HEADERS_DROPPED,
+            metric_names::HEADERS_DROPPED,
             "gateway" => gateway,
             "reason" => "underscore"
         );

@@ -255,7 +255,7 @@ impl Relay {
         inspected.forwarded.render_raw(
             &mut upstream_head,
             parsed.headers,
-            facts.host,
+            facts,
             &inspection.id,
             route.forward_authorization,
         );
@@ -415,23 +415,18 @@ impl Exchange<'_> {
         mut client: Option<&mut S>,
     ) -> Result<UpstreamResponse, EdgeError> {
         let attempt = |endpoint: &Arc<Endpoint>, deadline: Instant| {
-            // Only the lines that name this attempt's endpoint and time are written per
-            // attempt; the head and the body bytes go out from where they are.
-            let authority = endpoint.authority().as_bytes();
-            let mut lines = Vec::with_capacity(authority.len() + 48);
-            crate::pipeline::push_header(&mut lines, "host", authority);
-            lines.extend_from_slice(crate::deadline::HEADER.as_bytes());
-            lines.extend_from_slice(b": ");
+            // Only the deadline line is written per attempt (on the stack); the head, the
+            // endpoint's `Host` line and the body bytes go out from where they are.
+            let mut deadline_line = Deadline::default();
             let remaining = deadline.saturating_duration_since(Instant::now());
-            push_decimal(&mut lines, crate::deadline::millis(remaining));
-            lines.extend_from_slice(b"\r\n\r\n");
+            deadline_line.write(crate::deadline::millis(remaining));
             let client = client.take();
             let endpoint = endpoint.clone();
             async move {
                 let exchanged = upstream::exchange(
                     self.pool,
                     endpoint,
-                    [self.head, &lines, self.body],
+                    [self.head, deadline_line.as_bytes(), self.body],
                     self.body_rest,
                     client,
                     self.is_head,
@@ -461,6 +456,34 @@ impl Exchange<'_> {
     }
 }
 
+/// The per-attempt deadline line and the head's final CRLF, built without an allocation.
+struct Deadline {
+    line: [u8; 64],
+    len: usize,
+}
+
+impl Default for Deadline {
+    fn default() -> Self {
+        Self { line: [0; 64], len: 0 }
+    }
+}
+
+impl Deadline {
+    fn write(&mut self, millis: u64) {
+        let name = crate::deadline::HEADER.as_bytes();
+        let mut digits = [0_u8; 20];
+        let digits = decimal(&mut digits, millis);
+        for part in [name, b": ", digits, b"\r\n\r\n"] {
+            self.line[self.len..self.len + part.len()].copy_from_slice(part);
+            self.len += part.len();
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.line[..self.len]
+    }
+}
+
 fn push_length(head: &mut Vec<u8>, length: u64) {
     head.extend_from_slice(b"content-length: ");
     push_decimal(head, length);
@@ -468,8 +491,13 @@ fn push_length(head: &mut Vec<u8>, length: u64) {
 }
 
 /// Appends `n` in decimal, without an allocation.
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+fn push_decimal(out: &mut Vec<u8>, n: u64) {
     let mut digits = [0_u8; 20];
+    out.extend_from_slice(decimal(&mut digits, n));
+}
+
+/// `n` in decimal, written at the end of `digits`.
+fn decimal(digits: &mut [u8; 20], mut n: u64) -> &[u8] {
     let mut at = digits.len();
     loop {
         at -= 1;
@@ -479,7 +507,7 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
             break;
         }
     }
-    out.extend_from_slice(&digits[at..]);
+    &digits[at..]
 }
 
 /// A client connection being served.

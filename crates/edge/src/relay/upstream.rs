@@ -19,7 +19,7 @@ use super::{
     pool,
 };
 use crate::{
-    pipeline::{Outbound, is_forwarded_response_header},
+    pipeline::{Name, Outbound},
     upstream::cluster::{Classify, Endpoint, Failure as EndpointFailure},
 };
 
@@ -66,12 +66,16 @@ pub(super) enum Failure {
 pub(super) async fn exchange<S: AsyncRead + Unpin>(
     pool: &pool::Upstream,
     endpoint: Arc<Endpoint>,
-    head: [&[u8]; 3],
+    parts: [&[u8]; 3],
     body_rest: u64,
     mut client: Option<&mut S>,
     is_head: bool,
     idempotent: bool,
 ) -> Result<UpstreamResponse, Failure> {
+    // `parts`: the request line and forwarded headers, the deadline line (with the final
+    // CRLF), the body bytes in hand. The endpoint's `Host` line goes in before the deadline.
+    let [head, deadline, body] = parts;
+    let head = [head, endpoint.host_line(), deadline, body];
     if let Some(stream) = pool.reuse(&endpoint) {
         match send(stream, head, body_rest, client.as_deref_mut(), is_head).await {
             Ok(response) => return Ok(response.with(endpoint)),
@@ -121,7 +125,7 @@ impl Received {
 
 async fn send<S: AsyncRead + Unpin>(
     mut stream: TcpStream,
-    head: [&[u8]; 3],
+    head: [&[u8]; 4],
     mut body_rest: u64,
     client: Option<&mut S>,
     is_head: bool,
@@ -172,7 +176,7 @@ async fn send<S: AsyncRead + Unpin>(
 
 /// Writes `parts` in order with as few syscalls as the socket takes them (one `writev` for a
 /// request head and the body bytes read with it), copying nothing.
-async fn write_all_parts(stream: &mut TcpStream, parts: [&[u8]; 3]) -> io::Result<()> {
+async fn write_all_parts(stream: &mut TcpStream, parts: [&[u8]; 4]) -> io::Result<()> {
     let mut slices = parts.map(io::IoSlice::new);
     let mut remaining: &mut [io::IoSlice<'_>] = &mut slices;
     io::IoSlice::advance_slices(&mut remaining, 0);
@@ -218,24 +222,31 @@ fn parse_response(buf: &[u8], is_head: bool) -> io::Result<Option<(usize, Parsed
         let mut chunked = None;
         let mut length = None;
         let mut listed: Vec<&[u8]> = Vec::new();
-        for h in parsed.headers.iter() {
-            if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                let last = h1::tokens(h.value).last().unwrap_or_default();
-                chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
-            } else if h.name.eq_ignore_ascii_case("content-length") {
-                match (h1::parse_length(h.value), length) {
+        // Each name is classified once; the second pass reads the class.
+        let mut classes = [None; MAX_HEADERS];
+        for (h, class) in parsed.headers.iter().zip(&mut classes) {
+            *class = Name::known(h.name);
+            match *class {
+                Some(Name::TransferEncoding) => {
+                    let last = h1::tokens(h.value).last().unwrap_or_default();
+                    chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+                }
+                Some(Name::ContentLength) => match (h1::parse_length(h.value), length) {
                     (Some(n), None) => length = Some(n),
                     (Some(n), Some(m)) if n == m => {}
                     _ => return Err(invalid("invalid Content-Length")),
-                }
-            } else if h.name.eq_ignore_ascii_case("connection") {
-                for token in h1::tokens(h.value) {
-                    if token.eq_ignore_ascii_case(b"close") {
-                        reusable = false;
-                    } else {
-                        listed.push(token);
+                },
+                Some(Name::Connection) => {
+                    for token in h1::tokens(h.value) {
+                        if token.eq_ignore_ascii_case(b"close") {
+                            reusable = false;
+                        } else if !token.eq_ignore_ascii_case(b"keep-alive") {
+                            // `keep-alive` is hop-by-hop anyway: no need to list it.
+                            listed.push(token);
+                        }
                     }
                 }
+                _ => {}
             }
         }
         let framing = if is_head || status == 204 || status == 304 {
@@ -256,16 +267,18 @@ fn parse_response(buf: &[u8], is_head: bool) -> io::Result<Option<(usize, Parsed
         head.push(b' ');
         head.extend_from_slice(parsed.reason.unwrap_or_default().as_bytes());
         head.extend_from_slice(b"\r\n");
-        for h in parsed.headers.iter() {
+        for (h, class) in parsed.headers.iter().zip(classes) {
             // Framing is the relay's: a chunked body is relayed chunked, any other keeps its
             // length (or runs to the close).
-            let framing_header = h.name.eq_ignore_ascii_case("content-length")
-                || h.name.eq_ignore_ascii_case("transfer-encoding");
-            if framing_header {
-                if chunked.is_none() && h.name.eq_ignore_ascii_case("content-length") {
-                    push_header(&mut head, h.name, h.value);
+            let forwarded = match class {
+                Some(Name::ContentLength) => chunked.is_none(),
+                Some(Name::TransferEncoding) => false,
+                _ => {
+                    !class.is_some_and(Name::is_dropped_response)
+                        && !listed.iter().any(|l| l.eq_ignore_ascii_case(h.name.as_bytes()))
                 }
-            } else if is_forwarded_response_header(h.name, &listed) {
+            };
+            if forwarded {
                 push_header(&mut head, h.name, h.value);
             }
         }

@@ -127,6 +127,8 @@ pub(crate) struct Call<'a> {
 pub(crate) struct Endpoint {
     url: Arc<str>,
     authority: Box<str>,
+    /// `host: <authority>` CRLF, as the HTTP/1.1 relay writes it on every request.
+    host_line: Box<[u8]>,
     active: AtomicUsize,
     health: Mutex<Health>,
     breaker_state: Gauge,
@@ -153,6 +155,11 @@ impl Endpoint {
     /// `host:port`.
     pub(crate) fn authority(&self) -> &str {
         &self.authority
+    }
+
+    /// `host: <authority>` CRLF: the `Host` line of an HTTP/1.1 request to it.
+    pub(crate) fn host_line(&self) -> &[u8] {
+        &self.host_line
     }
 
     /// Its circuit breaker's state.
@@ -365,6 +372,7 @@ impl Cluster {
         Endpoint {
             url: url.into(),
             authority: authority.into(),
+            host_line: format!("host: {authority}\r\n").into_bytes().into(),
             active: AtomicUsize::new(0),
             health: Mutex::new(Health {
                 breaker: Breaker::new(&self.policy.breaker, now),
