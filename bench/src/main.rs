@@ -97,7 +97,13 @@ async fn backend(listen: SocketAddr, delay: Duration, body_bytes: usize) -> Resu
         }
     });
     let listener = server::bind(listen).await?;
-    server::serve(listener, app, Duration::from_secs(10), std::future::pending()).await;
+    server::serve(
+        listener,
+        app,
+        server::Serving::with_header_read_timeout(Duration::from_secs(10)),
+        std::future::pending(),
+    )
+    .await;
     Ok(())
 }
 
@@ -115,7 +121,13 @@ async fn fanout(listen: SocketAddr, backends: &[String]) -> Result<(), Error> {
         Routes::new().get("/fanout", Access::public(), compose_all).with_state(Arc::new(parts));
     let app = stack::gateway("fanout", routes, &config, &upstreams)?;
     let listener = server::bind(listen).await?;
-    server::serve(listener, app, config.limits.header_read_timeout, std::future::pending()).await;
+    server::serve(
+        listener,
+        app,
+        server::Serving::new("bench", &config.limits, 1),
+        std::future::pending(),
+    )
+    .await;
     Ok(())
 }
 

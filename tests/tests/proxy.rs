@@ -13,8 +13,14 @@ async fn proxy_to(to: &str) -> (String, tokio::task::JoinHandle<()>) {
     let listen = "127.0.0.1:0".parse().expect("an address");
     let config = gateways::proxy_config(listen, to, Duration::from_secs(2)).expect("valid flags");
     let app = gateways::proxy_app(&config).expect("a proxy app");
-    let (addr, task) =
-        gateways::spawn_server(app, &config, std::future::pending()).await.expect("it binds");
+    let (addr, task) = gateways::spawn_server(
+        app,
+        &config,
+        portico_edge::server::Serving::new("proxy", &config.limits, 1),
+        std::future::pending(),
+    )
+    .await
+    .expect("it binds");
     (format!("http://{addr}"), task)
 }
 

@@ -108,6 +108,31 @@ pub struct Limits {
     /// The deepest nesting of the JSON bodies the gateway parses itself (composed routes);
     /// pass-through bodies are not parsed. At most 128.
     pub max_json_depth: usize,
+    /// How long a keep-alive connection may sit idle between two requests (nginx's
+    /// `keepalive_timeout`). An HTTP/2 connection with no bytes either way for this long (or
+    /// for `request_timeout`, if longer) is closed too.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// How long a write to a client may stay blocked (a client that stopped reading its
+    /// response) before the connection is closed (nginx's `send_timeout`).
+    #[serde(with = "humantime_serde")]
+    pub send_timeout: Duration,
+    /// How long shutdown waits for in-flight requests before it closes what is left.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// The most client connections this gateway holds at once; more are closed as they are
+    /// accepted (and counted). `0`: derived from the process's open-file limit, keeping half
+    /// for upstream connections and files, shared by the gateways of the process.
+    pub max_connections: usize,
+    /// HTTP/2: the most concurrent streams per connection.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2: the initial flow-control window of each stream, in bytes.
+    pub h2_stream_window_bytes: u32,
+    /// HTTP/2: the initial flow-control window of each connection, in bytes.
+    pub h2_connection_window_bytes: u32,
+    /// HTTP/2: how many streams a client may reset before the server has accepted them
+    /// before the connection is closed (the "rapid reset" attack, CVE-2023-44487).
+    pub h2_max_pending_resets: usize,
 }
 
 impl Default for Limits {
@@ -121,6 +146,14 @@ impl Default for Limits {
             max_head_bytes: 32 * 1024,
             max_headers: 100,
             max_json_depth: 32,
+            keepalive_timeout: Duration::from_secs(75),
+            send_timeout: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(10),
+            max_connections: 0,
+            h2_max_concurrent_streams: 100,
+            h2_stream_window_bytes: 64 * 1024,
+            h2_connection_window_bytes: 1024 * 1024,
+            h2_max_pending_resets: 20,
         }
     }
 }
@@ -150,6 +183,29 @@ impl Limits {
                     self.max_headers
                 ),
             ));
+        }
+        for (key, value) in [
+            ("limits.request_timeout", self.request_timeout),
+            ("limits.header_read_timeout", self.header_read_timeout),
+            ("limits.keepalive_timeout", self.keepalive_timeout),
+            ("limits.send_timeout", self.send_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if self.h2_max_concurrent_streams == 0 {
+            return Err(invalid("limits.h2_max_concurrent_streams", "must be greater than 0"));
+        }
+        // RFC 9113 §6.5.2 and §6.9.1: windows are at least 65,535 bytes (the protocol's
+        // initial value; a connection window cannot start lower) and at most 2^31 - 1.
+        for (key, value) in [
+            ("limits.h2_stream_window_bytes", self.h2_stream_window_bytes),
+            ("limits.h2_connection_window_bytes", self.h2_connection_window_bytes),
+        ] {
+            if !(65_535..=0x7fff_ffff).contains(&value) {
+                return Err(invalid(key, format!("{value} is not within 65535..=2147483647")));
+            }
         }
         if self.max_json_depth > MAX_JSON_DEPTH_CEILING {
             return Err(invalid(

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::{
-    Json,
+    Extension, Json,
     extract::State,
     response::{IntoResponse, Response},
 };
@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use crate::{
     access::{Access, Routes},
     error::EdgeError,
+    server::Draining,
     upstream::Upstreams,
 };
 
@@ -45,9 +46,19 @@ pub async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "All upstreams are reachable", body = Health),
-        (status = 503, description = "Some upstream is unreachable", body = crate::error::Problem),
+        (status = 503, description = "Some upstream is unreachable, or the gateway is draining", body = crate::error::Problem),
     ))]
-pub async fn readyz(State(upstreams): State<Upstreams>) -> Response {
+pub async fn readyz(
+    State(upstreams): State<Upstreams>,
+    draining: Option<Extension<Draining>>,
+) -> Response {
+    // A draining gateway is not ready, whatever its upstreams: load balancers stop sending
+    // while its in-flight requests finish.
+    if draining.is_some_and(|Extension(draining)| draining.is_draining()) {
+        return EdgeError::from_status(http::StatusCode::SERVICE_UNAVAILABLE, "draining")
+            .with_detail("the gateway is shutting down")
+            .into_response();
+    }
     let endpoints = upstreams.endpoints();
     let probes = endpoints.iter().map(|(name, urls)| async move {
         let up = futures::future::join_all(urls.iter().map(|url| probe(url))).await;

@@ -26,6 +26,7 @@ pub mod access;
 pub mod auth;
 pub mod compose;
 pub mod config;
+pub mod connection;
 pub mod deadline;
 pub mod error;
 pub mod fields;

@@ -24,6 +24,13 @@ pub const AUTH_FAILURES: &str = "portico_auth_failures_total";
 /// Client header fields the edge dropped, by gateway and `reason` (`underscore`).
 pub const HEADERS_DROPPED: &str = "portico_headers_dropped_total";
 
+/// Client connections open, by gateway.
+pub const CONNECTIONS_OPEN: &str = "portico_connections_open";
+
+/// Client connections closed at accept because the gateway was at `limits.max_connections`,
+/// by gateway.
+pub const CONNECTIONS_REFUSED: &str = "portico_connections_refused_total";
+
 /// Calls (attempts) sent to an upstream, by gateway and upstream.
 pub const UPSTREAM_REQUESTS: &str = "portico_upstream_requests_total";
 /// Failed upstream calls by `kind`: connect, reset, timeout, status_5xx (answers), and the

@@ -6,7 +6,15 @@
 //! has no header-read timeout and hyper only enforces one when a timer is set.
 
 use std::{
-    convert::Infallible, future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration,
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
 };
 
 use axum::extract::ConnectInfo;
@@ -22,40 +30,73 @@ use tokio::{
 };
 use tower::ServiceExt;
 
-use crate::{pipeline::router::Front, relay::Ended, stack::Gateway};
+use crate::{
+    config::Limits,
+    connection::{Guarded, Slots, Timeouts},
+    pipeline::router::Front,
+    relay::Ended,
+    stack::Gateway,
+};
 
-/// How long shutdown waits for in-flight requests before it gives up on them.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How a gateway serves its connections: the limits they live under (timeouts, HTTP/2
+/// settings, drain time) and its share of the process's connections, shared by its workers.
+#[derive(Clone, Debug)]
+pub struct Serving {
+    limits: Limits,
+    slots: Slots,
+}
 
-/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting and drains.
+impl Serving {
+    /// `limits` for gateway `gateway`, one of `gateways` gateways in this process (they share
+    /// its open-file limit unless `limits.max_connections` is set).
+    pub fn new(gateway: &'static str, limits: &Limits, gateways: usize) -> Self {
+        Self { limits: limits.clone(), slots: Slots::for_limits(gateway, limits, gateways) }
+    }
+
+    /// The default limits but a header-read timeout of `header_read_timeout` (tests, benches).
+    pub fn with_header_read_timeout(header_read_timeout: Duration) -> Self {
+        let limits = Limits { header_read_timeout, ..Limits::default() };
+        Self::new("test", &limits, 1)
+    }
+
+    /// The connection cap.
+    pub fn max_connections(&self) -> usize {
+        self.slots.max()
+    }
+}
+
+/// Whether the gateway is draining (shutting down): `/readyz` answers 503 from the moment it
+/// is, so load balancers stop sending before the listener goes. Put in every request's
+/// extensions by the server.
+#[derive(Clone, Debug, Default)]
+pub struct Draining(Arc<AtomicBool>);
+
+impl Draining {
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting and drains:
+/// readiness turns false first, idle connections close, busy HTTP/1.1 ones get
+/// `Connection: close` on their response, HTTP/2 ones a GOAWAY, and in-flight requests get
+/// `limits.drain_timeout` to finish.
 ///
 /// With a [`Relay`](crate::relay::Relay) (a gateway with pass-through routes), each connection
 /// goes to the relay first, which hands it to the general server when it needs one.
 pub async fn serve(
     listener: TcpListener,
     app: impl Into<Gateway>,
-    header_read_timeout: Duration,
+    serving: Serving,
     shutdown: impl Future<Output = ()>,
 ) {
     let app: Gateway = app.into();
-    let services = Services::new(&app);
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
-    if let Some(front) = services.front() {
-        // hyper's own limits sit above the pipeline's, so a head over the configured limits
-        // reaches the pipeline and gets the same problem answer as on the relay; only a head
-        // beyond twice the limit is refused by hyper itself (431 without a body).
-        let limits = front.pipeline.limits();
-        builder
-            .http1()
-            .max_headers(crate::relay::MAX_FIELDS)
-            .max_buf_size((limits.max_head_bytes * 2).max(8192));
-        builder.http2().max_header_list_size(
-            u32::try_from(limits.max_head_bytes * 2 + 32 * 128).unwrap_or(u32::MAX),
-        );
-    }
-    let builder = Arc::new(builder);
+    let limits = &serving.limits;
+    let draining = Draining::default();
+    let services = Services::new(&app, draining.clone());
+    let builder = Arc::new(builder(limits, services.front().is_some()));
+    let timeouts = Timeouts::new(limits);
     let graceful = GracefulShutdown::new();
     // Relay connections drain on their own: each holds a sender, and the drain waits until
     // every one has been dropped.
@@ -77,7 +118,14 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Over the cap, the connection is closed at once (and counted): the process keeps
+        // descriptors for the connections it serves and for the other gateways.
+        let Some(slot) = serving.slots.take() else {
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
+        let stream = Guarded::new(stream, timeouts);
         match app.relay() {
             None => {
                 let service = TowerToHyperService::new(services.connection(peer));
@@ -85,6 +133,7 @@ pub async fn serve(
                     builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                 let connection = graceful.watch(connection.into_owned());
                 tokio::spawn(async move {
+                    let _slot = slot;
                     if let Err(error) = connection.await {
                         tracing::debug!(%peer, error = %error, "connection closed with an error");
                     }
@@ -98,7 +147,7 @@ pub async fn serve(
                 let services = services.clone();
                 let (stopping, in_flight) = (stopping.clone(), in_flight.clone());
                 tokio::spawn(async move {
-                    let _in_flight = in_flight;
+                    let (_slot, _in_flight) = (slot, in_flight);
                     let Ended::HandOff(stream) =
                         relay.serve_connection(stream, peer, stopping).await
                     else {
@@ -115,6 +164,8 @@ pub async fn serve(
         }
     }
 
+    // Readiness first, so a load balancer probing over a kept-alive connection stops sending.
+    draining.0.store(true, Ordering::Release);
     drop(listener);
     let _ = stop.send(true);
     drop(in_flight);
@@ -123,27 +174,64 @@ pub async fn serve(
     };
     tokio::select! {
         () = drain => tracing::debug!("drained"),
-        () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out"),
+        () = tokio::time::sleep(limits.drain_timeout) => tracing::warn!("drain timed out"),
     }
+}
+
+/// The general server's connection builder under `limits`: HTTP/1.1 and HTTP/2 on one port.
+fn builder(limits: &Limits, pipeline: bool) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .initial_stream_window_size(limits.h2_stream_window_bytes)
+        .initial_connection_window_size(limits.h2_connection_window_bytes)
+        .max_pending_accept_reset_streams(limits.h2_max_pending_resets)
+        // Streams the server itself resets for a client's protocol errors: hyper's default
+        // bound, made explicit so an upgrade cannot silently lift it.
+        .max_local_error_reset_streams(Some(1024));
+    if pipeline {
+        // hyper's own limits sit above the pipeline's, so a head over the configured limits
+        // reaches the pipeline and gets the same problem answer as on the relay; only a head
+        // beyond twice the limit is refused by hyper itself (431 without a body).
+        builder
+            .http1()
+            .max_headers(crate::relay::MAX_FIELDS)
+            .max_buf_size((limits.max_head_bytes * 2).max(8192));
+        builder.http2().max_header_list_size(
+            u32::try_from(limits.max_head_bytes * 2 + 32 * 128).unwrap_or(u32::MAX),
+        );
+    }
+    builder
 }
 
 /// What the general server needs to make each connection's service: the pipeline in front of
 /// the router, or a bare router served as it is. Cloned per connection (reference counts).
 #[derive(Clone)]
-enum Services {
+struct Services {
+    kind: ServicesKind,
+    draining: Draining,
+}
+
+#[derive(Clone)]
+enum ServicesKind {
     Pipeline(Front),
     Bare(axum::Router),
 }
 
 impl Services {
-    fn new(app: &Gateway) -> Self {
-        app.front().map_or_else(|| Self::Bare(app.router()), Self::Pipeline)
+    fn new(app: &Gateway, draining: Draining) -> Self {
+        let kind =
+            app.front().map_or_else(|| ServicesKind::Bare(app.router()), ServicesKind::Pipeline);
+        Self { kind, draining }
     }
 
     fn front(&self) -> Option<&Front> {
-        match self {
-            Self::Pipeline(front) => Some(front),
-            Self::Bare(_) => None,
+        match &self.kind {
+            ServicesKind::Pipeline(front) => Some(front),
+            ServicesKind::Bare(_) => None,
         }
     }
 
@@ -159,14 +247,16 @@ impl Services {
     > + Clone
     + use<> {
         // The pipeline's view of the peer is worked out once for the connection.
-        let connection = match self {
-            Self::Pipeline(front) => {
+        let connection = match &self.kind {
+            ServicesKind::Pipeline(front) => {
                 Connection::Pipeline(front.clone(), Arc::new(front.pipeline.peer(peer.ip())))
             }
-            Self::Bare(router) => Connection::Bare(router.clone()),
+            ServicesKind::Bare(router) => Connection::Bare(router.clone()),
         };
+        let draining = self.draining.clone();
         tower::service_fn(move |mut request: http::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(draining.clone());
             let request = request.map(axum::body::Body::new);
             let serve: Pin<Box<dyn Future<Output = _> + Send>> = match &connection {
                 Connection::Pipeline(front, client) => {
@@ -200,7 +290,7 @@ pub fn serve_workers<F, A, E>(
     addr: SocketAddr,
     workers: usize,
     make_app: F,
-    header_read_timeout: Duration,
+    serving: &Serving,
     shutdown: &watch::Receiver<bool>,
 ) -> std::io::Result<()>
 where
@@ -209,6 +299,12 @@ where
     E: std::fmt::Display,
 {
     let make_app = Arc::new(make_app);
+    // SO_REUSEPORT would let a second process join this port's group silently (two `portico
+    // serve` on one port, each getting half the connections): a plain bind first proves the
+    // port is free, and names it when it is not.
+    if addr.port() != 0 {
+        drop(std::net::TcpListener::bind(addr).map_err(|e| bind_error(addr, &e))?);
+    }
     // Bind every listener before serving on any, so a taken port fails start-up as a whole.
     // Port 0 means "any free port": the first listener picks it and the others share it.
     let first = reuseport_listener(addr)?;
@@ -221,7 +317,8 @@ where
         .into_iter()
         .enumerate()
         .map(|(i, listener)| {
-            let (make_app, mut shutdown) = (make_app.clone(), shutdown.clone());
+            let (make_app, mut shutdown, serving) =
+                (make_app.clone(), shutdown.clone(), serving.clone());
             std::thread::Builder::new().name(format!("portico-worker-{i}")).spawn(
                 move || -> std::io::Result<()> {
                     let runtime =
@@ -232,7 +329,7 @@ where
                         let stop = async move {
                             let _ = shutdown.wait_for(|stop| *stop).await;
                         };
-                        serve(listener, app, header_read_timeout, stop).await;
+                        serve(listener, app, serving, stop).await;
                         Ok(())
                     })
                 },
@@ -253,19 +350,25 @@ fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener
     socket.set_reuseaddr(true)?;
     #[cfg(unix)]
     socket.set_reuseport(true)?;
-    socket
-        .bind(addr)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    socket.bind(addr).map_err(|e| bind_error(addr, &e))?;
     // `into_std` needs no runtime; each worker registers its listener with its own.
     let listener = socket.listen(4096)?.into_std()?;
     Ok(listener)
 }
 
-/// Binds `addr`, naming it in the error so a taken port is obvious.
+/// Binds `addr` (without SO_REUSEPORT: a port another process holds is an error), naming it in
+/// the error so a taken port is obvious.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+    TcpListener::bind(addr).await.map_err(|e| bind_error(addr, &e))
+}
+
+fn bind_error(addr: SocketAddr, error: &std::io::Error) -> std::io::Error {
+    let why = if error.kind() == std::io::ErrorKind::AddrInUse {
+        "the address is in use (another process listens there)".to_owned()
+    } else {
+        error.to_string()
+    };
+    std::io::Error::new(error.kind(), format!("cannot listen on {addr}: {why}"))
 }
 
 #[cfg(test)]
@@ -297,7 +400,8 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, router, Duration::from_secs(5), async {
+        let serving = Serving::with_header_read_timeout(Duration::from_secs(5));
+        let server = tokio::spawn(serve(listener, router, serving, async {
             let _ = stopped.await;
         }));
 
@@ -328,7 +432,7 @@ mod tests {
                 addr,
                 2,
                 || Ok::<_, String>(Router::new().route("/", get(|| async { "worker" }))),
-                Duration::from_secs(5),
+                &Serving::with_header_read_timeout(Duration::from_secs(5)),
                 &stopped,
             )
         });
@@ -359,7 +463,7 @@ mod tests {
                 "127.0.0.1:0".parse().unwrap(),
                 2,
                 || Err::<Router, _>("no upstream named `catalog`"),
-                Duration::from_secs(5),
+                &Serving::with_header_read_timeout(Duration::from_secs(5)),
                 &stopped,
             )
         })
@@ -376,7 +480,7 @@ mod tests {
         let server = tokio::spawn(serve(
             listener,
             router,
-            Duration::from_millis(100),
+            Serving::with_header_read_timeout(Duration::from_millis(100)),
             std::future::pending(),
         ));
         let mut slowloris = TcpStream::connect(addr).await.unwrap();

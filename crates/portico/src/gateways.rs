@@ -91,22 +91,25 @@ pub async fn start(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, crate::Error> {
     let app = gateway.app(config).map_err(|e| format!("{} gateway config: {e}", gateway.name()))?;
-    let (addr, task) = spawn_server(app, config, shutdown).await?;
+    // The demo runs every gateway in one process: they share its connections.
+    let serving = server::Serving::new(gateway.name(), &config.limits, Gateway::ALL.len());
+    let (addr, task) = spawn_server(app, config, serving, shutdown).await?;
     tracing::info!(gateway = gateway.name(), %addr, "gateway listening");
     Ok(Running { gateway, addr, task })
 }
 
-/// Binds `config.listen.public` and serves `app` on it until `shutdown` resolves.
+/// Binds `config.listen.public` and serves `app` on it, as `serving` says, until `shutdown`
+/// resolves.
 pub async fn spawn_server(
     app: impl Into<stack::Gateway>,
     config: &GatewayConfig,
+    serving: server::Serving,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), crate::Error> {
     let listener = server::bind(config.listen.public).await?;
     let addr = listener.local_addr()?;
-    let header_read_timeout = config.limits.header_read_timeout;
     let app = app.into();
-    Ok((addr, tokio::spawn(server::serve(listener, app, header_read_timeout, shutdown))))
+    Ok((addr, tokio::spawn(server::serve(listener, app, serving, shutdown))))
 }
 
 /// The config of a single pass-through gateway: every path to `to`, open to anyone (as `caddy

@@ -22,18 +22,20 @@ pub async fn serve(args: ServeArgs) -> Result<(), Error> {
     );
     // One edge state for the process (the JWKS cache), shared by every worker's gateway.
     let edge = EdgeState::new(&config)?;
-    run_workers(config, args.workers, move |config| gateway.app_in(config, &edge)).await
+    run_workers(gateway.name(), config, args.workers, move |config| gateway.app_in(config, &edge))
+        .await
 }
 
 pub async fn proxy(args: ProxyArgs) -> Result<(), Error> {
     let config = gateways::proxy_config(args.listen, &args.to, args.timeout)?;
     drop(gateways::proxy_app(&config)?);
     tracing::info!("proxying http://{} to {}; Ctrl-C stops it", config.listen.public, args.to);
-    run_workers(config, args.workers, gateways::proxy_app).await
+    run_workers("proxy", config, args.workers, gateways::proxy_app).await
 }
 
 /// Serves `make_app(config)` on one worker per core (or `workers`) until Ctrl-C or SIGTERM.
 async fn run_workers<F, E>(
+    gateway: &'static str,
     config: GatewayConfig,
     workers: Option<usize>,
     make_app: F,
@@ -49,13 +51,14 @@ where
         crate::up::ctrl_c().await;
         let _ = stop.send(true);
     });
-    let (addr, header_read_timeout) = (config.listen.public, config.limits.header_read_timeout);
+    let addr = config.listen.public;
+    let serving = portico_edge::server::Serving::new(gateway, &config.limits, 1);
     tokio::task::spawn_blocking(move || {
         portico_edge::server::serve_workers(
             addr,
             workers,
             move || make_app(&config),
-            header_read_timeout,
+            &serving,
             &stopped,
         )
     })

@@ -97,7 +97,12 @@ fn composed() -> Routes {
 async fn serve(gateway: stack::Gateway) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(server::serve(listener, gateway, Duration::from_secs(5), std::future::pending()));
+    tokio::spawn(server::serve(
+        listener,
+        gateway,
+        server::Serving::with_header_read_timeout(Duration::from_secs(5)),
+        std::future::pending(),
+    ));
     addr
 }
 

@@ -46,8 +46,6 @@ use crate::{
     },
 };
 
-/// How long an idle keep-alive client connection is kept (nginx's `keepalive_timeout`).
-const KEEP_ALIVE: Duration = Duration::from_secs(75);
 /// The most header fields httparse is given room for (`limits.max_headers` is at most this).
 pub(crate) const MAX_FIELDS: usize = 128;
 
@@ -99,7 +97,11 @@ impl Relay {
         mut stop: watch::Receiver<bool>,
     ) -> Ended<S> {
         let peer = self.pipeline.peer(peer.ip());
-        let mut client = Client { stream, buf: Vec::new(), peer };
+        let limits = self.pipeline.limits();
+        // A new connection must start its first request within the head timeout (a silent
+        // socket is reaped then); between requests, it may idle for the keep-alive timeout.
+        let mut idle = limits.header_read_timeout;
+        let mut client = Client { stream, buf: Vec::new(), peer, stop: stop.clone() };
         loop {
             if client.buf.is_empty() {
                 // Idle: hold no buffer, so an idle connection costs almost nothing.
@@ -108,9 +110,10 @@ impl Relay {
                     biased;
                     _ = stop.wait_for(|stop| *stop) => return Ended::Closed,
                     ready = client.stream.readable() => if ready.is_err() { return Ended::Closed },
-                    () = tokio::time::sleep(KEEP_ALIVE) => return Ended::Closed,
+                    () = tokio::time::sleep(idle) => return Ended::Closed,
                 }
             }
+            idle = limits.keepalive_timeout;
             match self.serve_request(&mut client).await {
                 Next::KeepAlive => {}
                 Next::Close => return Ended::Closed,
@@ -380,6 +383,7 @@ impl Relay {
         outbound: Outbound,
         close: bool,
     ) -> Next {
+        let close = close || client.draining();
         let status = response.status().as_u16();
         let sent = upstream::respond(&mut client.stream, response, &outbound, close).await;
         outbound.finish(status);
@@ -516,6 +520,14 @@ pub(crate) struct Client<S> {
     /// What has been read of the client's requests and not yet used.
     buf: Vec<u8>,
     peer: Peer,
+    /// Turns `true` when the gateway drains: the response in progress is the last.
+    stop: watch::Receiver<bool>,
+}
+
+impl<S> Client<S> {
+    fn draining(&self) -> bool {
+        *self.stop.borrow()
+    }
 }
 
 pub(crate) enum Next {

@@ -73,7 +73,12 @@ async fn gateway_over(endpoints: &[String], settings: &str, route: &str) -> Sock
     assert!(app.relay().is_some(), "pass-through routes have a relay");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(server::serve(listener, app, Duration::from_secs(5), std::future::pending()));
+    tokio::spawn(server::serve(
+        listener,
+        app,
+        server::Serving::with_header_read_timeout(Duration::from_secs(5)),
+        std::future::pending(),
+    ));
     addr
 }
 

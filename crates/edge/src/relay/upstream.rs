@@ -313,8 +313,10 @@ pub(super) async fn forward_response<S: ClientIo>(
         ..
     } = response;
     outbound.render_raw(&mut head);
+    // A gateway that is draining tells the client this is the connection's last response.
     let until_close = matches!(framing, Framing::UntilClose);
-    if until_close {
+    let closing = until_close || client.draining();
+    if closing {
         head.extend_from_slice(b"connection: close\r\n");
     }
     head.extend_from_slice(b"\r\n");
@@ -355,13 +357,10 @@ pub(super) async fn forward_response<S: ClientIo>(
         rest.clear();
         done = finished;
     }
-    if until_close {
-        return Next::Close;
-    }
-    if reusable {
+    if reusable && !until_close {
         pool.release(&endpoint, stream);
     }
-    Next::KeepAlive
+    if closing { Next::Close } else { Next::KeepAlive }
 }
 
 /// How many of `bytes` belong to the body `framing` describes, and whether it has ended.

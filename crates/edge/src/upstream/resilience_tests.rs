@@ -498,7 +498,12 @@ async fn a_client_that_disconnects_cancels_the_upstream_calls_it_was_waiting_for
     let app = crate::stack::gateway("t-cancel", routes, &config, &upstreams).unwrap();
     let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = front.local_addr().unwrap();
-    tokio::spawn(crate::server::serve(front, app, Duration::from_secs(5), std::future::pending()));
+    tokio::spawn(crate::server::serve(
+        front,
+        app,
+        crate::server::Serving::with_header_read_timeout(Duration::from_secs(5)),
+        std::future::pending(),
+    ));
 
     let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
     client.write_all(b"GET /page HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
