@@ -375,4 +375,6 @@ impl<S: ClientIo> ClientIo for Guarded<S> {
 }
 
 #[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
 mod tests;

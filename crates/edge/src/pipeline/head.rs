@@ -65,6 +65,9 @@ pub(crate) struct Facts<'h> {
     /// An unparsable `Content-Length`, or several that differ.
     pub(crate) bad_length: bool,
     pub(crate) transfer_encoding: bool,
+    /// The last `Transfer-Encoding` coding is `chunked` (RFC 9112 §6.3: any other framing of
+    /// a request is unknowable).
+    pub(crate) chunked_last: bool,
     pub(crate) expect: bool,
     pub(crate) upgrade: bool,
     /// `Connection: close`.
@@ -123,7 +126,11 @@ impl<'h> Facts<'h> {
                         _ => facts.bad_length = true,
                     }
                 }
-                Name::TransferEncoding => facts.transfer_encoding = true,
+                Name::TransferEncoding => {
+                    facts.transfer_encoding = true;
+                    let last = crate::relay::tokens(value).last().unwrap_or_default();
+                    facts.chunked_last = last.eq_ignore_ascii_case(b"chunked");
+                }
                 Name::Expect => facts.expect = true,
                 Name::Upgrade => facts.upgrade = true,
                 Name::Connection => {

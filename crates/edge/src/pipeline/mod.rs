@@ -296,6 +296,17 @@ impl Pipeline {
         if facts.bad_length {
             return Err(EdgeError::bad_request("the Content-Length header is invalid"));
         }
+        // Request smuggling: two framings, or one nobody can follow (RFC 9112 §6.1, §6.3).
+        if facts.transfer_encoding && facts.content_length.is_some() {
+            return Err(EdgeError::bad_request(
+                "the request has both Content-Length and Transfer-Encoding",
+            ));
+        }
+        if facts.transfer_encoding && !facts.chunked_last {
+            return Err(EdgeError::bad_request(
+                "the request's Transfer-Encoding does not end in chunked",
+            ));
+        }
         if facts.authorizations > 1 || facts.api_keys > 1 {
             let error = crate::auth::AuthError::InvalidRequest("a credential header is repeated");
             return Err(self.auth_refused(error));

@@ -816,3 +816,102 @@ async fn http2_reaches_the_router() {
     let answer = send_h2(f.relay, &get("/composed/whoami").header("X-Api-Key", PARTNER_KEY)).await;
     assert_eq!((answer.status, answer.version, answer.body.as_slice()), (200, 2, &b"acme"[..]));
 }
+
+/// What a hostile HTTP/1.1 head gets on the relay and on the router: the status and problem
+/// `code`. `""` on the router: hyper's parser refused the head before the pipeline saw it, with
+/// its own empty 400 (the relay parses every head itself, so it answers with a problem).
+struct Framing {
+    name: &'static str,
+    raw: &'static [u8],
+    relay: (u16, &'static str),
+    router: (u16, &'static str),
+}
+
+/// HTTP/1.1 framing and smuggling, one case at a time (HAProxy's reg-tests pin the same
+/// set): after each hostile head comes `GET /static/smuggled`, which no path may serve.
+#[tokio::test]
+async fn framing_attacks_are_refused_and_nothing_is_smuggled() {
+    let f = fixture().await;
+    const BAD: (u16, &str) = (400, "bad_request");
+    const HYPER: (u16, &str) = (400, "");
+    let cases = [
+        Framing {
+            name: "Content-Length with Transfer-Encoding",
+            raw: b"POST /static/a HTTP/1.1\r\nHost: g\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            relay: BAD,
+            // hyper takes RFC 9112 §6.1's other choice: it drops Content-Length, reads the
+            // chunked body and closes the connection after the answer.
+            router: (200, ""),
+        },
+        Framing {
+            name: "Transfer-Encoding not ending in chunked",
+            raw: b"POST /static/a HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+            relay: BAD,
+            router: HYPER,
+        },
+        Framing {
+            name: "Transfer-Encoding: gzip alone",
+            raw: b"POST /static/a HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: gzip\r\n\r\n",
+            relay: BAD,
+            router: HYPER,
+        },
+        Framing {
+            name: "differing Content-Lengths",
+            raw: b"POST /static/a HTTP/1.1\r\nHost: g\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+            relay: BAD,
+            router: HYPER,
+        },
+        Framing {
+            name: "a Content-Length that is not a number",
+            raw: b"POST /static/a HTTP/1.1\r\nHost: g\r\nContent-Length: +4\r\n\r\nabcd",
+            relay: BAD,
+            router: HYPER,
+        },
+        Framing {
+            name: "obs-fold",
+            raw: b"GET /static/a HTTP/1.1\r\nHost: g\r\nX-Folded: a\r\n b\r\n\r\n",
+            relay: BAD,
+            router: HYPER,
+        },
+        Framing {
+            name: "a space before the colon",
+            raw: b"GET /static/a HTTP/1.1\r\nHost : g\r\n\r\n",
+            relay: BAD,
+            router: HYPER,
+        },
+        Framing {
+            name: "a NUL in a header value",
+            raw: b"GET /static/a HTTP/1.1\r\nHost: g\r\nX-Nul: a\0b\r\n\r\n",
+            relay: BAD,
+            router: HYPER,
+        },
+    ];
+    let mut report = Vec::new();
+    for case in &cases {
+        for (path, addr, expected) in
+            [(Path::Relay, f.relay, case.relay), (Path::RouterH1, f.router, case.router)]
+        {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let mut bytes = case.raw.to_vec();
+            bytes.extend(get("/static/smuggled").header("Connection", "close").h1());
+            stream.write_all(&bytes).await.unwrap();
+            let mut buf = Vec::new();
+            let answer = read_h1(&mut stream, &mut buf).await;
+            let code = serde_json::from_slice::<Value>(&answer.body)
+                .ok()
+                .and_then(|v| v["code"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let mut rest = buf;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+            let smuggled = String::from_utf8_lossy(&rest).contains("/files/smuggled");
+            if (answer.status, code.as_str(), smuggled) != (expected.0, expected.1, false) {
+                report.push(format!(
+                    "{} on {path:?}: {} {code:?}, smuggled: {smuggled}",
+                    case.name, answer.status
+                ));
+            }
+        }
+    }
+    assert!(report.is_empty(), "{}", report.join("\n"));
+}
