@@ -30,6 +30,8 @@ pub mod connection;
 pub mod deadline;
 pub mod error;
 pub mod fields;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod health;
 pub mod json;
 pub mod limits;

@@ -173,6 +173,36 @@ fn hex(b: u8) -> u8 {
     }
 }
 
+/// What [`Chunked`] makes of `bytes` fed at once and fed in two pieces split at `at`: the same
+/// (bytes taken, ended or malformed), or a panic naming the difference. For the fuzzer.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn chunked_splits_agree(bytes: &[u8], at: usize) {
+    let whole = {
+        let mut chunked = Chunked::default();
+        chunked.advance(bytes).map(|n| (n, chunked.is_done()))
+    };
+    let at = at.min(bytes.len());
+    let split = {
+        let mut chunked = Chunked::default();
+        chunked.advance(&bytes[..at]).and_then(|first| {
+            if chunked.is_done() {
+                return Ok((first, true));
+            }
+            let second = chunked.advance(&bytes[at..])?;
+            Ok((first + second, chunked.is_done()))
+        })
+    };
+    match (&whole, &split) {
+        (Ok((n, done)), Ok((m, split_done))) => {
+            assert!(*n <= bytes.len(), "took {n} of {} bytes", bytes.len());
+            assert_eq!((n, done), (m, split_done), "split at {at}: {bytes:?}");
+        }
+        (Err(Malformed), Err(Malformed)) => {}
+        // A split can only end the body earlier if it ended there; otherwise both agree.
+        _ => panic!("split at {at} disagrees: {whole:?} vs {split:?} for {bytes:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

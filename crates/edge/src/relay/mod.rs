@@ -31,6 +31,8 @@ use tokio::{
     time::{Instant, timeout_at},
 };
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use self::h1::chunked_splits_agree;
 pub(crate) use self::h1::{parse_length, tokens};
 pub use self::io::{ClientIo, Prefixed};
 use self::upstream::{Failure, UpstreamResponse};
@@ -131,7 +133,7 @@ impl Relay {
         let limits = self.pipeline.limits();
         let head_deadline = started + limits.header_read_timeout;
         let prepared = loop {
-            match self.prepare(client, started.into_std()) {
+            match self.prepare(&client.buf, &client.peer, started.into_std()) {
                 Prepare::Ready(prepared) => break prepared,
                 Prepare::HandOff => return Next::HandOff,
                 Prepare::Refuse { outbound, error, head_len, close } => {
@@ -180,8 +182,7 @@ impl Relay {
 
     /// Parses the head in the client's buffer, runs the pipeline's head steps on it and, for
     /// a relayed route, renders the upstream request head.
-    fn prepare<S>(&self, client: &Client<S>, started: std::time::Instant) -> Prepare {
-        let buf = &client.buf[..];
+    fn prepare(&self, buf: &[u8], peer: &Peer, started: std::time::Instant) -> Prepare {
         if buf.starts_with(b"PRI ") {
             return Prepare::HandOff;
         }
@@ -224,7 +225,7 @@ impl Relay {
             version: http::Version::HTTP_11,
             authority: None,
             headers: Headers::Raw(parsed.headers),
-            peer: &client.peer,
+            peer,
             scheme: "http",
         };
         let inspection = self.pipeline.inspect(&head);
@@ -277,6 +278,20 @@ impl Relay {
             api_key: facts.api_key.map(Bytes::copy_from_slice),
             outbound: Outbound::new(inspection.id, span, started),
         })
+    }
+
+    /// What the relay makes of `bytes` as a request head from a peer at 127.0.0.1: the complete
+    /// upstream head it would send (with a `Host` line and the final CRLF), or `None` when it
+    /// would not relay it (refused, incomplete, or the general server's).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn upstream_head(&self, bytes: &[u8]) -> Option<Vec<u8>> {
+        let peer = self.pipeline.peer(std::net::IpAddr::from([127, 0, 0, 1]));
+        let Prepare::Ready(prepared) = self.prepare(bytes, &peer, std::time::Instant::now()) else {
+            return None;
+        };
+        let mut head = prepared.upstream_head;
+        head.extend_from_slice(b"host: upstream.test\r\n\r\n");
+        Some(head)
     }
 
     /// Admits and relays one prepared request; returns what comes next.
