@@ -143,9 +143,8 @@ mod tests {
         // What the head step must turn into one canonical, clean upstream request.
         http1_head(b"GET /static/a/../b?x=1 HTTP/1.1\r\nHost: g\r\nX_Portico_Subject: admin\r\nX-Portico-Subject: admin\r\nX-Api-Key: k\r\n\r\n");
         // Climbing out of `/static` lands on `/admin`, whose own route (and access rule) applies.
-        let relayed = relay()
-            .upstream_head(b"GET /static/%2e%2e/admin HTTP/1.1\r\nHost: g\r\n\r\n")
-            .unwrap();
+        let relayed =
+            relay().upstream_head(b"GET /static/%2e%2e/admin HTTP/1.1\r\nHost: g\r\n\r\n").unwrap();
         assert!(relayed.starts_with(b"GET /admin HTTP/1.1\r\n"));
         // Above the root: refused.
         assert!(relay().upstream_head(b"GET /../x HTTP/1.1\r\nHost: g\r\n\r\n").is_none());

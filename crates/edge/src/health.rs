@@ -84,3 +84,28 @@ async fn probe(endpoint: &str) -> bool {
     let addr = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
     matches!(tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(addr)).await, Ok(Ok(_)))
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use http::Request;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_draining_gateway_is_not_ready() {
+        let upstreams = Upstreams::default();
+        let request = |draining: Option<Draining>| {
+            let mut request = Request::get("/readyz").body(Body::empty()).unwrap();
+            if let Some(draining) = draining {
+                request.extensions_mut().insert(draining);
+            }
+            request
+        };
+        let (app, _) = routes(upstreams).into_parts();
+        let ready = portico_testkit::call(app.clone(), request(Some(Draining::default()))).await;
+        assert_eq!(ready.status, 200, "no upstreams, not draining: ready");
+        let draining = portico_testkit::call(app, request(Some(Draining::started()))).await;
+        draining.assert_problem(503, "draining");
+    }
+}

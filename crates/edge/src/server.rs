@@ -76,6 +76,12 @@ impl Draining {
     pub fn is_draining(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
+
+    /// A gateway already draining, for tests of what depends on it.
+    #[cfg(test)]
+    pub(crate) fn started() -> Self {
+        Self(Arc::new(AtomicBool::new(true)))
+    }
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting and drains:

@@ -375,3 +375,26 @@ async fn http2_settings_flood_does_not_take_the_gateway_down() {
 fn kinds(frames: &[(u8, Vec<u8>)]) -> Vec<u8> {
     frames.iter().map(|(kind, _)| *kind).collect()
 }
+
+#[tokio::test]
+async fn http2_streams_over_the_concurrency_limit_are_refused() {
+    let addr = h2_gateway().await;
+    let mut stream = h2_connect(addr).await;
+    // 150 requests at once against a handler that takes 50 ms: 50 are over the limit of 100.
+    let burst: Vec<u8> = (0..150_u32)
+        .flat_map(|i| frame(HEADERS, END_STREAM | END_HEADERS, 2 * i + 1, GET_ROOT))
+        .collect();
+    stream.write_all(&burst).await.unwrap();
+    let refused = |frames: &[(u8, Vec<u8>)]| {
+        frames
+            .iter()
+            .filter(|(kind, p)| *kind == RST_STREAM && p[..] == 7_u32.to_be_bytes()) // REFUSED_STREAM
+            .count()
+    };
+    let frames = frames_until(&mut stream, Duration::from_secs(5), |kind, p| {
+        kind == RST_STREAM && p[..] == 7_u32.to_be_bytes()
+    })
+    .await;
+    assert!(refused(&frames) >= 1, "no stream refused: {:?}", kinds(&frames));
+    assert!(goaway_code(&frames).is_none(), "the connection itself stays up");
+}
