@@ -23,6 +23,7 @@
 //! - [`openapi`] — serving a gateway's OpenAPI document.
 
 pub mod access;
+pub mod access_log;
 pub mod auth;
 pub mod compose;
 pub mod config;

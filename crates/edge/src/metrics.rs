@@ -24,6 +24,9 @@ pub const AUTH_FAILURES: &str = "portico_auth_failures_total";
 /// Client header fields the edge dropped, by gateway and `reason` (`underscore`).
 pub const HEADERS_DROPPED: &str = "portico_headers_dropped_total";
 
+/// Access-log lines dropped because the log's writer could not keep up.
+pub const ACCESS_LOG_DROPPED: &str = "portico_access_log_dropped_total";
+
 /// Client connections open, by gateway.
 pub const CONNECTIONS_OPEN: &str = "portico_connections_open";
 

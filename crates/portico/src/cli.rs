@@ -18,9 +18,13 @@ pub struct Cli {
     /// Log filter (`RUST_LOG` syntax; the RUST_LOG variable wins when set).
     #[arg(long, global = true, default_value = "info,hyper=warn,h2=warn,tower=warn")]
     pub log: String,
-    /// Log format: human-readable text or one JSON object per line.
+    /// Log format: human-readable text or one JSON object per line (the access log's too).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Where the access log (one line per request) goes: `stderr`, `off`, or a file appended to.
+    /// Written by a thread of its own: a slow disk drops lines (counted), never stalls requests.
+    #[arg(long, global = true, default_value = "stderr")]
+    pub access_log: String,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -21,6 +21,10 @@ use crate::cli::{Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse_checked();
     init_tracing(&cli);
+    if let Err(error) = init_access_log(&cli) {
+        eprintln!("portico: {error}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -39,6 +43,8 @@ fn main() -> ExitCode {
             Command::Key(args) => key(args),
         }
     });
+    // The last requests' lines, before the process goes.
+    portico_edge::access_log::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -76,6 +82,28 @@ fn key(args: cli::KeyArgs) -> Result<(), portico::Error> {
         "\n# Give the key above to {partner} once; add this to the partner gateway's config:\n"
     );
     writeln!(out, "{entry}")?;
+    Ok(())
+}
+
+/// Installs the access log `--access-log` names (none for `off`).
+fn init_access_log(cli: &Cli) -> Result<(), String> {
+    use portico_edge::access_log::{Format, install};
+    let format = match cli.log_format {
+        cli::LogFormat::Json => Format::Json,
+        cli::LogFormat::Text => Format::Text,
+    };
+    let out: Box<dyn Write + Send> = match cli.access_log.as_str() {
+        "off" => return Ok(()),
+        "stderr" => Box::new(std::io::stderr()),
+        path => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("--access-log {path}: {e}"))?,
+        ),
+    };
+    install(out, format);
     Ok(())
 }
 

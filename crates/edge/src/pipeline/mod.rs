@@ -426,9 +426,15 @@ impl Pipeline {
         denied.into()
     }
 
-    /// The request's span, in which its access-log line is written.
+    /// The request's span. With an access log installed, its line carries what the span
+    /// would, so the span is debug-level: at info it would cost every request an allocation
+    /// in the log subscriber for nothing.
     pub(crate) fn span(id: &RequestId, method: &Method, path: &str) -> tracing::Span {
-        tracing::info_span!("request", id = id.as_str(), method = %method, path = path)
+        if crate::access_log::get().is_some() {
+            tracing::debug_span!("request", id = id.as_str(), method = %method, path = path)
+        } else {
+            tracing::info_span!("request", id = id.as_str(), method = %method, path = path)
+        }
     }
 }
 
@@ -439,12 +445,52 @@ pub struct Outbound {
     id: RequestId,
     span: tracing::Span,
     started: std::time::Instant,
+    /// The access-log line so far, when the process has an access log.
+    line: Option<Vec<u8>>,
+    /// Response body bytes, when the transport counted them.
+    bytes: Option<u64>,
+    /// The upstream endpoint that answered, and the time to its response head.
+    upstream: Option<(Arc<crate::upstream::cluster::Endpoint>, std::time::Duration)>,
 }
 
 impl Outbound {
-    /// The outbound phase of the request `id`, started at `started`.
-    pub fn new(id: RequestId, span: tracing::Span, started: std::time::Instant) -> Self {
-        Self { id, span, started }
+    /// The outbound phase of the request `id` (`method` on `path`) from `peer`, whose head
+    /// arrived at `started`.
+    pub fn new(
+        id: RequestId,
+        method: &Method,
+        path: &str,
+        peer: &Peer,
+        started: std::time::Instant,
+    ) -> Self {
+        let span = Pipeline::span(&id, method, path);
+        let line = crate::access_log::get().map(|log| {
+            let at = std::time::SystemTime::now() - started.elapsed();
+            log.begin(at, peer.addr, id.as_str(), method.as_str(), path)
+        });
+        Self { id, span, started, line, bytes: None, upstream: None }
+    }
+
+    /// Notes the response body's size, for the access log.
+    pub(crate) fn set_bytes(&mut self, bytes: u64) {
+        self.bytes = Some(bytes);
+    }
+
+    /// Whether the request's line goes to an access log (so what only the log reads is worth
+    /// noting).
+    pub(crate) fn logs(&self) -> bool {
+        self.line.is_some()
+    }
+
+    /// Notes the upstream endpoint that answered and its time to the response head.
+    pub(crate) fn set_upstream(
+        &mut self,
+        endpoint: &Arc<crate::upstream::cluster::Endpoint>,
+        took: std::time::Duration,
+    ) {
+        if self.logs() {
+            self.upstream = Some((endpoint.clone(), took));
+        }
     }
 
     /// The request's id.
@@ -469,6 +515,16 @@ impl Outbound {
 
     /// Writes the access-log line once the response is on its way.
     pub fn finish(self, status: u16) {
-        crate::request_id::served(&self.span, status, self.started);
+        let (Some(log), Some(line)) = (crate::access_log::get(), self.line) else {
+            crate::request_id::served(&self.span, status, self.started);
+            return;
+        };
+        let served = crate::access_log::Served {
+            status,
+            bytes: self.bytes,
+            duration: self.started.elapsed(),
+            upstream: self.upstream.as_ref().map(|(e, took)| (e.authority(), *took)),
+        };
+        log.end(line, &served);
     }
 }

@@ -53,8 +53,7 @@ impl Front {
             scheme: "http",
         };
         let inspection = pipeline.inspect(&head);
-        let span = Pipeline::span(&inspection.id, &parts.method, uri.path());
-        let outbound = Outbound::new(inspection.id, span, started);
+        let outbound = Outbound::new(inspection.id, &parts.method, uri.path(), peer, started);
         let verdict = match inspection.verdict {
             Err(error) => Verdict::Refuse(error),
             Ok(inspected) => {

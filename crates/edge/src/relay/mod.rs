@@ -156,7 +156,7 @@ impl Relay {
                     } else {
                         EdgeError::uri_too_long(limits.max_request_line_bytes)
                     };
-                    let outbound = self.outbound_without_head(started.into_std());
+                    let outbound = self.outbound_without_head(&client.peer, started.into_std());
                     return self.answer(client, error.into_response(), outbound, true).await;
                 }
                 Prepare::Partial => {
@@ -174,10 +174,9 @@ impl Relay {
         if close { Next::Close } else { next }
     }
 
-    fn outbound_without_head(&self, started: std::time::Instant) -> Outbound {
+    fn outbound_without_head(&self, peer: &Peer, started: std::time::Instant) -> Outbound {
         let id = crate::request_id::RequestId::generate();
-        let span = Pipeline::span(&id, &Method::GET, "-");
-        Outbound::new(id, span, started)
+        Outbound::new(id, &Method::GET, "-", peer, started)
     }
 
     /// Parses the head in the client's buffer, runs the pipeline's head steps on it and, for
@@ -199,7 +198,7 @@ impl Relay {
                     )),
                     _ => EdgeError::bad_request("the request is not valid HTTP/1.1"),
                 };
-                let outbound = self.outbound_without_head(started);
+                let outbound = self.outbound_without_head(peer, started);
                 // Where this head ends is unknown: nothing after it can be trusted.
                 return Prepare::Refuse { outbound, error, head_len: buf.len(), close: true };
             }
@@ -233,8 +232,7 @@ impl Relay {
         let inspected = match inspection.verdict {
             Ok(inspected) => inspected,
             Err(error) => {
-                let span = Pipeline::span(&inspection.id, &method, path);
-                let outbound = Outbound::new(inspection.id, span, started);
+                let outbound = Outbound::new(inspection.id, &method, path, peer, started);
                 return Prepare::Refuse { outbound, error, head_len, close: body_follows };
             }
         };
@@ -244,7 +242,6 @@ impl Relay {
         if facts.transfer_encoding || facts.expect || facts.upgrade {
             return Prepare::HandOff;
         }
-        let span = Pipeline::span(&inspection.id, &method, &inspected.path);
         let body_len = facts.content_length.unwrap_or(0);
 
         // The upstream head, written straight from the client's. The `Host` line and the
@@ -276,7 +273,7 @@ impl Relay {
             method: method.clone(),
             authorization: facts.authorization.map(Bytes::copy_from_slice),
             api_key: facts.api_key.map(Bytes::copy_from_slice),
-            outbound: Outbound::new(inspection.id, span, started),
+            outbound: Outbound::new(inspection.id, &method, &inspected.path, peer, started),
         })
     }
 
@@ -362,6 +359,8 @@ impl Relay {
             is_head: method == Method::HEAD,
             idempotent,
         };
+        // Timed only for the access log.
+        let asked = outbound.logs().then(Instant::now);
         let answered = if body_rest == 0 {
             // A client that leaves while its answer is awaited takes the upstream call with
             // it (nginx's `proxy_ignore_client_abort off`).
@@ -384,8 +383,12 @@ impl Relay {
             }
         };
         let status = response.status;
+        let mut outbound = outbound;
+        if let Some(asked) = asked {
+            outbound.set_upstream(&response.endpoint, asked.elapsed());
+        }
         let next =
-            upstream::forward_response(pool, response, client, &outbound, route.timeout).await;
+            upstream::forward_response(pool, response, client, &mut outbound, route.timeout).await;
         outbound.finish(status);
         next
     }

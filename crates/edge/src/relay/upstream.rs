@@ -300,7 +300,7 @@ pub(super) async fn forward_response<S: ClientIo>(
     pool: &pool::Upstream,
     response: UpstreamResponse,
     client: &mut Client<S>,
-    outbound: &Outbound,
+    outbound: &mut Outbound,
     read_timeout: Duration,
 ) -> Next {
     let UpstreamResponse {
@@ -334,6 +334,7 @@ pub(super) async fn forward_response<S: ClientIo>(
     if client.stream.write_all(&head).await.is_err() {
         return Next::Close;
     }
+    let mut body_bytes = taken as u64;
     rest.clear();
     while !done {
         if rest.capacity() < BODY_CHUNK {
@@ -354,9 +355,11 @@ pub(super) async fn forward_response<S: ClientIo>(
         if client.stream.write_all(&rest[..taken]).await.is_err() {
             return Next::Close;
         }
+        body_bytes += taken as u64;
         rest.clear();
         done = finished;
     }
+    outbound.set_bytes(body_bytes);
     if reusable && !until_close {
         pool.release(&endpoint, stream);
     }

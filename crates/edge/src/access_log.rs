@@ -1,0 +1,410 @@
+//! The access log: one line per request, on every transport, written without ever blocking a
+//! worker.
+//!
+//! A gateway logs every request, so the log is on the hot path: a line is formatted straight
+//! into bytes (no per-field allocation; the date of the current second is cached per thread),
+//! appended to a shared in-memory buffer under a short lock, and written out by a thread of its
+//! own. When the disk cannot keep up and the buffer reaches its bound, lines are dropped and
+//! counted (`portico_access_log_dropped_total`) rather than stalling requests — nginx blocks its
+//! worker on a slow disk instead.
+//!
+//! Installed once per process ([`install`]); without it (tests, in-process calls) a request's
+//! line goes to `tracing` as before.
+
+use std::{
+    cell::RefCell,
+    io::Write,
+    net::IpAddr,
+    sync::{Arc, Condvar, Mutex, OnceLock, PoisonError},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use metrics::Counter;
+
+/// The most bytes waiting for the writer; past it, lines are dropped (and counted).
+const MAX_PENDING: usize = 4 * 1024 * 1024;
+/// The writer is woken once this much is waiting, and otherwise every `FLUSH_EVERY`.
+const WAKE_AT: usize = 64 * 1024;
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+/// How lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `2026-12-02T06:03:12.123Z 127.0.0.1 3f9a… "GET /api/x" 200 1043 0.412ms
+    /// upstream=10.0.0.7:8080 0.380ms`: time the head arrived, client, request id, method and
+    /// path (never the query, which may carry secrets), status, body bytes (`-` when not
+    /// counted), duration, and the upstream endpoint with its time to the response head.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The process's access log.
+#[derive(Debug)]
+pub struct AccessLog {
+    format: Format,
+    shared: Arc<Shared>,
+    dropped: Counter,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    pending: Mutex<Vec<u8>>,
+    wake: Condvar,
+}
+
+static LOG: OnceLock<AccessLog> = OnceLock::new();
+
+/// Installs the process's access log, writing to `out` from a thread of its own. Once per
+/// process; later calls change nothing and return `false`.
+pub fn install(out: Box<dyn Write + Send>, format: Format) -> bool {
+    let shared = Arc::new(Shared::default());
+    let log = AccessLog {
+        format,
+        shared: shared.clone(),
+        dropped: metrics::counter!(crate::metrics::ACCESS_LOG_DROPPED),
+    };
+    if LOG.set(log).is_err() {
+        return false;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("portico-access-log".into())
+        .spawn(move || write_forever(&shared, out));
+    spawned.is_ok()
+}
+
+/// The installed access log, if any.
+pub(crate) fn get() -> Option<&'static AccessLog> {
+    LOG.get()
+}
+
+/// Writes what is pending now (at shutdown).
+pub fn flush() {
+    if let Some(log) = LOG.get() {
+        log.shared.wake.notify_one();
+        // The writer takes the buffer under the lock; wait until it has.
+        for _ in 0..50 {
+            if log.shared.pending.lock().unwrap_or_else(PoisonError::into_inner).is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn write_forever(shared: &Shared, mut out: Box<dyn Write + Send>) {
+    let mut batch = Vec::with_capacity(WAKE_AT * 2);
+    loop {
+        {
+            let mut pending = shared.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            if pending.is_empty() {
+                pending = shared
+                    .wake
+                    .wait_timeout(pending, FLUSH_EVERY)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            std::mem::swap(&mut *pending, &mut batch);
+        }
+        if !batch.is_empty() {
+            // A failing disk loses lines, never requests.
+            let _ = out.write_all(&batch).and_then(|()| out.flush());
+            batch.clear();
+        }
+    }
+}
+
+impl AccessLog {
+    /// The start of a request's line: what is known when its head has been read.
+    pub(crate) fn begin(
+        &self,
+        at: SystemTime,
+        client: IpAddr,
+        id: &str,
+        method: &str,
+        path: &str,
+    ) -> Vec<u8> {
+        let mut line = Vec::with_capacity(192 + path.len());
+        match self.format {
+            Format::Text => {
+                push_time(&mut line, at);
+                line.push(b' ');
+                push_display(&mut line, client);
+                line.push(b' ');
+                line.extend_from_slice(id.as_bytes());
+                line.extend_from_slice(b" \"");
+                line.extend_from_slice(method.as_bytes());
+                line.push(b' ');
+                push_escaped(&mut line, path);
+                line.push(b'"');
+            }
+            Format::Json => {
+                line.extend_from_slice(b"{\"time\":\"");
+                push_time(&mut line, at);
+                line.extend_from_slice(b"\",\"client\":\"");
+                push_display(&mut line, client);
+                line.extend_from_slice(b"\",\"id\":\"");
+                push_escaped(&mut line, id);
+                line.extend_from_slice(b"\",\"method\":\"");
+                push_escaped(&mut line, method);
+                line.extend_from_slice(b"\",\"path\":\"");
+                push_escaped(&mut line, path);
+                line.push(b'"');
+            }
+        }
+        line
+    }
+
+    /// Ends `line` with what the response was and hands it to the writer.
+    pub(crate) fn end(&self, mut line: Vec<u8>, served: &Served<'_>) {
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        match self.format {
+            Format::Text => {
+                line.push(b' ');
+                push_u64(&mut line, u64::from(served.status));
+                line.push(b' ');
+                match served.bytes {
+                    Some(bytes) => push_u64(&mut line, bytes),
+                    None => line.push(b'-'),
+                }
+                line.push(b' ');
+                push_millis(&mut line, micros(served.duration));
+                line.extend_from_slice(b"ms");
+                if let Some((upstream, took)) = served.upstream {
+                    line.extend_from_slice(b" upstream=");
+                    line.extend_from_slice(upstream.as_bytes());
+                    line.push(b' ');
+                    push_millis(&mut line, micros(took));
+                    line.extend_from_slice(b"ms");
+                }
+                line.push(b'\n');
+            }
+            Format::Json => {
+                line.extend_from_slice(b",\"status\":");
+                push_u64(&mut line, u64::from(served.status));
+                line.extend_from_slice(b",\"bytes\":");
+                match served.bytes {
+                    Some(bytes) => push_u64(&mut line, bytes),
+                    None => line.extend_from_slice(b"null"),
+                }
+                line.extend_from_slice(b",\"duration_ms\":");
+                push_millis(&mut line, micros(served.duration));
+                if let Some((upstream, took)) = served.upstream {
+                    line.extend_from_slice(b",\"upstream\":\"");
+                    push_escaped(&mut line, upstream);
+                    line.extend_from_slice(b"\",\"upstream_ms\":");
+                    push_millis(&mut line, micros(took));
+                }
+                line.extend_from_slice(b"}\n");
+            }
+        }
+        self.submit(&line);
+    }
+
+    fn submit(&self, line: &[u8]) {
+        let mut pending = self.shared.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if pending.len() + line.len() > MAX_PENDING {
+            drop(pending);
+            self.dropped.increment(1);
+            return;
+        }
+        pending.extend_from_slice(line);
+        let wake = pending.len() >= WAKE_AT;
+        drop(pending);
+        if wake {
+            self.shared.wake.notify_one();
+        }
+    }
+}
+
+/// What the end of a request's line says.
+#[derive(Debug, Default)]
+pub(crate) struct Served<'a> {
+    pub(crate) status: u16,
+    /// Response body bytes, when known.
+    pub(crate) bytes: Option<u64>,
+    pub(crate) duration: Duration,
+    /// The upstream endpoint that answered, and how long it took to its response head.
+    pub(crate) upstream: Option<(&'a str, Duration)>,
+}
+
+/// Appends `at` as RFC 3339 UTC with milliseconds; the date and time of the second are
+/// formatted once per second per thread.
+fn push_time(out: &mut Vec<u8>, at: SystemTime) {
+    thread_local! {
+        static SECOND: RefCell<(u64, [u8; 19])> = const { RefCell::new((u64::MAX, [0; 19])) };
+    }
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    SECOND.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != secs {
+            *cached = (secs, civil(secs));
+        }
+        out.extend_from_slice(&cached.1);
+    });
+    let millis = since.subsec_millis();
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (millis / 100) as u8,
+        b'0' + (millis / 10 % 10) as u8,
+        b'0' + (millis % 10) as u8,
+        b'Z',
+    ]);
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of a Unix time (Howard Hinnant's days-to-civil algorithm).
+fn civil(secs: u64) -> [u8; 19] {
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let mut text = [0_u8; 19];
+    let mut put = |at: usize, value: i64, width: usize| {
+        let mut value = value.max(0);
+        for i in (0..width).rev() {
+            text[at + i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, year, 4);
+    put(5, month, 2);
+    put(8, day, 2);
+    put(11, i64::try_from(rem / 3600).unwrap_or(0), 2);
+    put(14, i64::try_from(rem / 60 % 60).unwrap_or(0), 2);
+    put(17, i64::try_from(rem % 60).unwrap_or(0), 2);
+    text[4] = b'-';
+    text[7] = b'-';
+    text[10] = b'T';
+    text[13] = b':';
+    text[16] = b':';
+    text
+}
+
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0_u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// Microseconds as milliseconds with three decimals.
+fn push_millis(out: &mut Vec<u8>, micros: u64) {
+    push_u64(out, micros / 1000);
+    let frac = micros % 1000;
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
+}
+
+fn push_display(out: &mut Vec<u8>, value: impl std::fmt::Display) {
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{value}");
+}
+
+/// Appends `text` with what would break a line or a JSON string escaped (`"`, `\`, controls).
+fn push_escaped(out: &mut Vec<u8>, text: &str) {
+    for &b in text.as_bytes() {
+        match b {
+            b'"' | b'\\' => out.extend_from_slice(&[b'\\', b]),
+            0..=0x1f | 0x7f => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+            }
+            _ => out.push(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(format: Format) -> AccessLog {
+        AccessLog {
+            format,
+            shared: Arc::new(Shared::default()),
+            dropped: metrics::counter!("test"),
+        }
+    }
+
+    fn line(format: Format) -> String {
+        let log = log(format);
+        let at = UNIX_EPOCH + Duration::from_millis(1_764_655_392_123);
+        let line = log.begin(at, IpAddr::from([10, 0, 0, 7]), "abc", "GET", "/a\"b");
+        log.end(
+            line,
+            &Served {
+                status: 200,
+                bytes: Some(1043),
+                duration: Duration::from_micros(412),
+                upstream: Some(("10.0.0.9:8080", Duration::from_micros(380))),
+            },
+        );
+        String::from_utf8(log.shared.pending.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn a_text_line_has_every_field_an_operator_needs() {
+        assert_eq!(
+            line(Format::Text),
+            "2025-12-02T06:03:12.123Z 10.0.0.7 abc \"GET /a\\\"b\" 200 1043 0.412ms \
+             upstream=10.0.0.9:8080 0.380ms\n"
+        );
+    }
+
+    #[test]
+    fn a_json_line_is_one_valid_object() {
+        let text = line(Format::Json);
+        assert!(text.ends_with('\n'));
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["time"], "2025-12-02T06:03:12.123Z");
+        assert_eq!(value["path"], "/a\"b");
+        assert_eq!(value["status"], 200);
+        assert_eq!(value["bytes"], 1043);
+        assert_eq!(value["duration_ms"], 0.412);
+        assert_eq!(value["upstream"], "10.0.0.9:8080");
+        assert_eq!(value["client"], "10.0.0.7");
+    }
+
+    #[test]
+    fn dates_are_right_across_years_and_leap_days() {
+        for (secs, text) in [
+            (0, "1970-01-01T00:00:00"),
+            (951_782_400, "2000-02-29T00:00:00"),
+            (1_709_251_199, "2024-02-29T23:59:59"),
+            (4_102_444_800, "2100-01-01T00:00:00"),
+        ] {
+            assert_eq!(std::str::from_utf8(&civil(secs)).unwrap(), text);
+        }
+    }
+
+    #[test]
+    fn a_full_buffer_drops_lines_instead_of_blocking() {
+        let log = log(Format::Text);
+        let line = vec![b'x'; 1024];
+        for _ in 0..(MAX_PENDING / 1024 + 10) {
+            log.submit(&line);
+        }
+        assert!(log.shared.pending.lock().unwrap().len() <= MAX_PENDING);
+    }
+}
