@@ -52,12 +52,7 @@ impl RequestId {
 
     /// A fresh random id: 128 bits as 32 lowercase hex digits.
     pub fn generate() -> Self {
-        // `RandomState` is seeded from the OS once per process and stepped per instance; hashing
-        // a counter with it gives unpredictable ids without a random-number dependency.
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let state = RandomState::new();
-        let bits = (u128::from(state.hash_one(n)) << 64) | u128::from(state.hash_one(!n));
+        let bits = (u128::from(next_random()) << 64) | u128::from(next_random());
         // Hex digits written by hand: this runs once per request, and `format!` costs more.
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut text = [0_u8; 32];
@@ -79,6 +74,25 @@ impl RequestId {
         // Both constructors only admit visible ASCII.
         self.0.to_str().unwrap_or_default()
     }
+}
+
+/// The next output of this thread's generator: wyrand (a 64-bit counter through a
+/// multiply-xor mix), seeded per thread from the OS-seeded `RandomState`. Ids must be unique and
+/// unguessable in advance, not secret; this costs a few instructions where hashing a counter
+/// with SipHash twice per request cost hundreds (`bench/instructions`).
+fn next_random() -> u64 {
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = std::cell::Cell::new({
+            static THREADS: AtomicU64 = AtomicU64::new(0);
+            RandomState::new().hash_one(THREADS.fetch_add(1, Ordering::Relaxed))
+        });
+    }
+    STATE.with(|state| {
+        let s = state.get().wrapping_add(0xa076_1d64_78bd_642f);
+        state.set(s);
+        let t = u128::from(s) * u128::from(s ^ 0xe703_7ed1_a0b4_28db);
+        (t >> 64) as u64 ^ t as u64
+    })
 }
 
 /// Middleware: assigns the id, opens the request span, runs the rest of the stack inside both,

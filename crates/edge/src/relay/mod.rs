@@ -20,7 +20,7 @@ mod io;
 mod pool;
 mod upstream;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use axum::response::IntoResponse;
 use bytes::Bytes;
@@ -103,16 +103,40 @@ impl Relay {
         // A new connection must start its first request within the head timeout (a silent
         // socket is reaped then); between requests, it may idle for the keep-alive timeout.
         let mut idle = limits.header_read_timeout;
-        let mut client = Client { stream, buf: Vec::new(), peer, stop: stop.clone() };
+        // One idle timer per connection, moved only when it fires: arming and cancelling a
+        // timer per request cost more than parsing the request (`bench/instructions`).
+        let mut idle_timer = Box::pin(tokio::time::sleep(idle));
+        let mut client = Client {
+            stream,
+            buf: Vec::new(),
+            peer,
+            stop: stop.clone(),
+            watch: Box::pin(tokio::time::sleep(WATCH_CLIENT_AFTER)),
+        };
         loop {
             if client.buf.is_empty() {
                 // Idle: hold no buffer, so an idle connection costs almost nothing.
                 client.buf = Vec::new();
-                tokio::select! {
-                    biased;
-                    _ = stop.wait_for(|stop| *stop) => return Ended::Closed,
-                    ready = client.stream.readable() => if ready.is_err() { return Ended::Closed },
-                    () = tokio::time::sleep(idle) => return Ended::Closed,
+                let idle_since = Instant::now();
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = stop.wait_for(|stop| *stop) => return Ended::Closed,
+                        ready = client.stream.readable() => {
+                            if ready.is_err() {
+                                return Ended::Closed;
+                            }
+                            break;
+                        }
+                        () = idle_timer.as_mut() => {
+                            // Armed for an earlier idle spell: this one may still have time.
+                            let until = idle_since + idle;
+                            if Instant::now() >= until {
+                                return Ended::Closed;
+                            }
+                            idle_timer.as_mut().reset(until);
+                        }
+                    }
                 }
             }
             idle = limits.keepalive_timeout;
@@ -365,7 +389,7 @@ impl Relay {
             // A client that leaves while its answer is awaited takes the upstream call with
             // it (nginx's `proxy_ignore_client_abort off`).
             let call = exchange.run(cluster, call, None::<&mut S>);
-            match unless_client_leaves(&client.stream, call).await {
+            match unless_client_leaves(&client.stream, &mut client.watch, call).await {
                 Some(answered) => answered,
                 None => {
                     outbound.finish(499);
@@ -540,6 +564,9 @@ pub(crate) struct Client<S> {
     peer: Peer,
     /// Turns `true` when the gateway drains: the response in progress is the last.
     stop: watch::Receiver<bool>,
+    /// When to start watching for the client leaving while an upstream is awaited; one timer
+    /// per connection, re-armed only once it has fired.
+    watch: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl<S> Client<S> {
@@ -591,9 +618,20 @@ const WATCH_CLIENT_AFTER: Duration = Duration::from_millis(20);
 /// Runs `work` (waiting for the upstream) unless the client closes its connection first; `None`
 /// then, and `work` is dropped with its upstream connection. Bytes from the client (a pipelined
 /// request) end the watch: they wait their turn.
-async fn unless_client_leaves<S: ClientIo, F: Future>(client: &S, work: F) -> Option<F::Output> {
+///
+/// The watch starts once `timer` fires. It is re-armed only when it has fired already, so on a
+/// busy connection it may fire sooner than `WATCH_CLIENT_AFTER` into a request: that costs one
+/// peek, and saves arming and cancelling a timer on every request.
+async fn unless_client_leaves<S: ClientIo, F: Future>(
+    client: &S,
+    timer: &mut Pin<Box<tokio::time::Sleep>>,
+    work: F,
+) -> Option<F::Output> {
+    if timer.is_elapsed() {
+        timer.as_mut().reset(Instant::now() + WATCH_CLIENT_AFTER);
+    }
     let watch = async {
-        tokio::time::sleep(WATCH_CLIENT_AFTER).await;
+        timer.as_mut().await;
         let mut probe = [0_u8; 1];
         if let Ok(n) = client.peek(&mut probe).await
             && n > 0

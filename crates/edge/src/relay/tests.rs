@@ -503,3 +503,53 @@ async fn pooled_connections_to_an_endpoint_discovery_dropped_are_closed() {
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_busy_connection_lives_past_the_keepalive_timeout_and_an_idle_one_is_closed() {
+    let backend = echo_backend().await;
+    let config = GatewayConfig::from_toml(&format!(
+        r#"
+        [limits]
+        header_read_timeout = "300ms"
+        keepalive_timeout = "400ms"
+        [[routes]]
+        path = "/"
+        upstream = "catalog"
+        access = "public"
+        [upstreams.catalog]
+        endpoints = ["{backend}"]
+        "#
+    ))
+    .unwrap();
+    let upstreams = Upstreams::from_config(&config).unwrap();
+    let app = stack::gateway("relay-idle", Routes::new(), &config, &upstreams).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serving = server::Serving::new("relay-idle", &config.limits, 1);
+    tokio::spawn(server::serve(listener, app, serving, std::future::pending()));
+
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n";
+    // A request every 100 ms for 1.2 s: three times the keep-alive timeout in all, never idle
+    // for it at once, so the connection (and its lazily re-armed timer) must carry it.
+    let started = tokio::time::Instant::now();
+    let idle_from = loop {
+        stream.write_all(request).await.unwrap();
+        let mut buf = vec![0_u8; 4096];
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+        if started.elapsed() >= Duration::from_millis(1200) {
+            break tokio::time::Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Then idle: closed after the keep-alive timeout, not before and not much after.
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+        .await
+        .expect("an idle connection is closed")
+        .unwrap();
+    let idle = idle_from.elapsed();
+    assert!(idle >= Duration::from_millis(380), "closed after {idle:?} idle");
+    assert!(idle < Duration::from_millis(1500), "closed after {idle:?} idle");
+}
