@@ -102,11 +102,6 @@ impl Slots {
         inner.open_gauge.increment(1.0);
         Some(Slot { inner: inner.clone() })
     }
-
-    /// The cap.
-    pub fn max(&self) -> usize {
-        self.inner.max
-    }
 }
 
 impl Drop for Slot {
@@ -213,11 +208,6 @@ impl<S> Guarded<S> {
             active: false,
             blocked_since: None,
         }
-    }
-
-    /// The wrapped connection.
-    pub fn get_ref(&self) -> &S {
-        &self.io
     }
 
     fn deadline(&mut self) -> Instant {

@@ -58,11 +58,6 @@ impl Serving {
         let limits = Limits { header_read_timeout, ..Limits::default() };
         Self::new("test", &limits, 1)
     }
-
-    /// The connection cap.
-    pub fn max_connections(&self) -> usize {
-        self.slots.max()
-    }
 }
 
 /// Whether the gateway is draining (shutting down): `/readyz` answers 503 from the moment it
