@@ -21,6 +21,8 @@ use std::{
 
 use metrics::Counter;
 
+use crate::pipeline::push_decimal;
+
 /// The most bytes waiting for the writer; past it, lines are dropped (and counted).
 const MAX_PENDING: usize = 4 * 1024 * 1024;
 /// The writer is woken once this much is waiting, and otherwise every `FLUSH_EVERY`.
@@ -161,10 +163,10 @@ impl AccessLog {
         match self.format {
             Format::Text => {
                 line.push(b' ');
-                push_u64(&mut line, u64::from(served.status));
+                push_decimal(&mut line, u64::from(served.status));
                 line.push(b' ');
                 match served.bytes {
-                    Some(bytes) => push_u64(&mut line, bytes),
+                    Some(bytes) => push_decimal(&mut line, bytes),
                     None => line.push(b'-'),
                 }
                 line.push(b' ');
@@ -181,10 +183,10 @@ impl AccessLog {
             }
             Format::Json => {
                 line.extend_from_slice(b",\"status\":");
-                push_u64(&mut line, u64::from(served.status));
+                push_decimal(&mut line, u64::from(served.status));
                 line.extend_from_slice(b",\"bytes\":");
                 match served.bytes {
-                    Some(bytes) => push_u64(&mut line, bytes),
+                    Some(bytes) => push_decimal(&mut line, bytes),
                     None => line.extend_from_slice(b"null"),
                 }
                 line.extend_from_slice(b",\"duration_ms\":");
@@ -288,23 +290,9 @@ fn civil(secs: u64) -> [u8; 19] {
     text
 }
 
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0_u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
-}
-
 /// Microseconds as milliseconds with three decimals.
 fn push_millis(out: &mut Vec<u8>, micros: u64) {
-    push_u64(out, micros / 1000);
+    push_decimal(out, micros / 1000);
     let frac = micros % 1000;
     out.extend_from_slice(&[
         b'.',

@@ -168,3 +168,23 @@ pub(crate) fn push_header(head: &mut Vec<u8>, name: &str, value: &[u8]) {
     head.extend_from_slice(value);
     head.extend_from_slice(b"\r\n");
 }
+
+/// Appends `n` in decimal, without an allocation.
+pub(crate) fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0_u8; 20];
+    out.extend_from_slice(decimal(&mut digits, n));
+}
+
+/// `n` in decimal, written at the end of `digits`.
+pub(crate) fn decimal(digits: &mut [u8; 20], mut n: u64) -> &[u8] {
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &digits[at..]
+}

@@ -40,8 +40,8 @@ use http::{HeaderValue, Method};
 use metrics::Counter;
 
 pub(crate) use self::forward::{Forwarded, drop_unforwarded_response, render_identity_raw};
-pub(crate) use self::head::push_header;
 pub use self::head::{Head, Headers};
+pub(crate) use self::head::{decimal, push_decimal, push_header};
 pub(crate) use self::names::Name;
 pub use self::{
     forward::drop_unforwarded,

@@ -36,6 +36,7 @@ pub(crate) use self::h1::chunked_splits_agree;
 pub(crate) use self::h1::{parse_length, tokens};
 pub use self::io::{ClientIo, Prefixed};
 use self::upstream::{Failure, UpstreamResponse};
+use crate::pipeline::{decimal, push_decimal};
 use crate::{
     config::GatewayConfig,
     error::EdgeError,
@@ -534,26 +535,6 @@ fn push_length(head: &mut Vec<u8>, length: u64) {
     head.extend_from_slice(b"content-length: ");
     push_decimal(head, length);
     head.extend_from_slice(b"\r\n");
-}
-
-/// Appends `n` in decimal, without an allocation.
-fn push_decimal(out: &mut Vec<u8>, n: u64) {
-    let mut digits = [0_u8; 20];
-    out.extend_from_slice(decimal(&mut digits, n));
-}
-
-/// `n` in decimal, written at the end of `digits`.
-fn decimal(digits: &mut [u8; 20], mut n: u64) -> &[u8] {
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    &digits[at..]
 }
 
 /// A client connection being served.
