@@ -551,8 +551,11 @@ pub(crate) struct Client<S> {
 }
 
 impl<S> Client<S> {
+    /// Whether the gateway is draining. `stop` only ever changes from `false` to `true`, so a
+    /// change is the answer: an atomic load per response, where reading the value would take
+    /// the channel's lock.
     fn draining(&self) -> bool {
-        *self.stop.borrow()
+        self.stop.has_changed().unwrap_or(true)
     }
 }
 
