@@ -99,6 +99,13 @@ impl EdgeError {
         Self::invalid("invalid_body", "the request body is malformed or ended early")
     }
 
+    /// 408: the client did not send its whole body before the request's deadline. The
+    /// client's doing: no upstream is blamed for it.
+    pub fn body_timeout() -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", "Request timeout", Source::Client)
+            .with_detail("the request body did not arrive within the request's deadline")
+    }
+
     /// 400: the request is malformed; `detail` tells the client what to fix.
     pub fn bad_request(detail: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", "Bad request", Source::Client)

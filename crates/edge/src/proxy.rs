@@ -84,7 +84,7 @@ async fn forward_inner(forwarding: Forwarding, request: Request) -> Result<Respo
         key: uri.path(),
         deadline: deadline::for_call(route.timeout),
     };
-    let fault = Arc::new(AtomicU8::new(NO_FAULT));
+    let fault = Arc::new(AtomicU8::new(if bodiless { ENDED } else { NO_FAULT }));
     let mut body = Some(Body::new(Watched { inner: body, fault: fault.clone() }));
     let method = parts.method;
     let client = route.upstream.client();
@@ -111,7 +111,25 @@ async fn forward_inner(forwarding: Forwarding, request: Request) -> Result<Respo
                 let error = EdgeError::bad_request("the path cannot be forwarded");
                 return Err(AttemptError { failure: None, error });
             };
-            sent.await.map_err(|e| match fault.load(Ordering::Acquire) {
+            // Timed here too, at the call's own deadline (this inner timer is polled first): a
+            // body still arriving when time is up is the client's slowness, not the upstream's.
+            // Once the body is in, the call's deadline answers for the upstream.
+            let sent = if fault.load(Ordering::Acquire) == ENDED {
+                // Nothing to wait for from the client: no timer of its own.
+                sent.await
+            } else {
+                match tokio::time::timeout_at(deadline, sent).await {
+                    Ok(sent) => sent,
+                    Err(_elapsed) if fault.load(Ordering::Acquire) == NO_FAULT => {
+                        return Err(AttemptError {
+                            failure: None,
+                            error: EdgeError::body_timeout(),
+                        });
+                    }
+                    Err(_elapsed) => return std::future::pending().await,
+                }
+            };
+            sent.map_err(|e| match fault.load(Ordering::Acquire) {
                 // The client's body failed, not the upstream: never held against it.
                 TOO_LARGE => AttemptError {
                     failure: None,
@@ -142,13 +160,17 @@ async fn forward_inner(forwarding: Forwarding, request: Request) -> Result<Respo
     Ok(response.map(Body::new))
 }
 
+/// The client's body is still arriving.
 const NO_FAULT: u8 = 0;
 const TOO_LARGE: u8 = 1;
 const BROKEN: u8 = 2;
+/// The client's body is all in (or there was none).
+const ENDED: u8 = 3;
 
 pin_project_lite::pin_project! {
     /// The client's body on its way upstream, noting whether it failed — over the size limit,
-    /// broken framing, or a client that stopped sending — so that failure is the client's.
+    /// broken framing, or a client that stopped sending — or ended, so that a failure, or a
+    /// deadline passing while it still arrives, is the client's.
     struct Watched {
         #[pin]
         inner: Body,
@@ -164,11 +186,19 @@ impl http_body::Body for Watched {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(Some(Err(error))) = &polled {
-            let fault = if is_body_too_large(error) { TOO_LARGE } else { BROKEN };
-            this.fault.store(fault, Ordering::Release);
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Err(error))) => {
+                let fault = if is_body_too_large(error) { TOO_LARGE } else { BROKEN };
+                this.fault.store(fault, Ordering::Release);
+            }
+            // hyper stops polling once `is_end_stream` says so: the last frame is the end.
+            Poll::Ready(None) => this.fault.store(ENDED, Ordering::Release),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => {
+                this.fault.store(ENDED, Ordering::Release);
+            }
+            Poll::Ready(Some(Ok(_))) | Poll::Pending => {}
         }
         polled
     }

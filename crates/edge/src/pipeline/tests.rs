@@ -687,12 +687,14 @@ async fn a_refused_request_with_a_body_closes_the_connection() {
     }
 }
 
-/// A gateway whose one route goes to `backend` with a breaker that opens after two failures.
-async fn breaker_fixture(backend: &str) -> (Fixture, Upstreams) {
+/// A gateway whose one route goes to `backend` with a breaker that opens after two failures;
+/// `limits`: more `[limits]` lines.
+async fn breaker_fixture(backend: &str, limits: &str) -> (Fixture, Upstreams) {
     let config = GatewayConfig::from_toml(&format!(
         r#"
         [limits]
         max_body_bytes = 1000
+        {limits}
         [upstreams.catalog]
         endpoints = ["{backend}"]
         [upstreams.catalog.breaker]
@@ -716,7 +718,7 @@ async fn breaker_fixture(backend: &str) -> (Fixture, Upstreams) {
 #[tokio::test]
 async fn a_clients_broken_body_never_counts_against_the_upstream() {
     let backend = echo_server().await;
-    let (f, upstreams) = breaker_fixture(&backend.url()).await;
+    let (f, upstreams) = breaker_fixture(&backend.url(), "").await;
     let cluster = upstreams.http("catalog").unwrap().cluster().clone();
     let malformed: &[&[u8]] = &[
         // Chunked framing that breaks (a size that is not hex).
@@ -765,6 +767,33 @@ async fn a_clients_broken_body_never_counts_against_the_upstream() {
 }
 
 #[tokio::test]
+async fn a_client_too_slow_with_its_body_is_answered_408_and_never_counts_against_the_upstream() {
+    let backend = echo_server().await;
+    let (f, upstreams) = breaker_fixture(&backend.url(), r#"request_timeout = "300ms""#).await;
+    let cluster = upstreams.http("catalog").unwrap().cluster().clone();
+    for addr in [f.relay, f.router] {
+        for _ in 0..4 {
+            // Three bytes of a declared 500, then nothing: the deadline passes mid-body.
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            stream
+                .write_all(b"POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\nabc")
+                .await
+                .unwrap();
+            let answer = read_h1(&mut stream, &mut Vec::new()).await;
+            let path = if addr == f.relay { "relay" } else { "router" };
+            assert_eq!((answer.status, answer.code()), (408, "request_timeout".into()), "{path}");
+        }
+    }
+    for endpoint in cluster.snapshot().iter() {
+        assert!(endpoint.breaker_closed(), "a slow client opened the breaker");
+    }
+    for addr in [f.relay, f.router] {
+        let (_, answers) = exchange(addr, &get("/api/ok").h1(), 1).await;
+        assert_eq!(answers[0].status, 200, "{addr}");
+    }
+}
+
+#[tokio::test]
 async fn an_http_1_0_backend_does_not_cost_the_client_its_keep_alive() {
     // A backend that speaks HTTP/1.0: one answer per connection, then it closes.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -779,7 +808,7 @@ async fn an_http_1_0_backend_does_not_cost_the_client_its_keep_alive() {
             });
         }
     });
-    let (f, _) = breaker_fixture(&backend).await;
+    let (f, _) = breaker_fixture(&backend, "").await;
     for addr in [f.relay, f.router] {
         let mut bytes = get("/api/a").h1();
         bytes.extend(get("/api/b").h1());

@@ -470,20 +470,16 @@ impl Exchange<'_> {
             let client = client.take();
             let endpoint = endpoint.clone();
             async move {
-                let exchanged = upstream::exchange(
-                    self.pool,
-                    endpoint,
-                    [self.head, deadline_line.as_bytes(), self.body],
-                    self.body_rest,
-                    client,
-                    self.is_head,
-                    self.idempotent,
-                )
-                .await;
+                let exchanged =
+                    upstream::exchange(self, endpoint, deadline_line.as_bytes(), client, deadline)
+                        .await;
                 exchanged.map_err(|failure| match failure {
                     // Not the endpoint's doing: no verdict on it.
                     Failure::Client => {
                         AttemptError { failure: None, error: EdgeError::invalid_body() }
+                    }
+                    Failure::ClientSlow => {
+                        AttemptError { failure: None, error: EdgeError::body_timeout() }
                     }
                     Failure::Connect(error) => AttemptError {
                         failure: Some(EndpointFailure::Connect),

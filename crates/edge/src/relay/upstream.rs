@@ -10,11 +10,11 @@ use http_body_util::BodyExt;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
-    time::timeout,
+    time::{Instant, timeout, timeout_at},
 };
 
 use super::{
-    Client, ClientIo, Next,
+    Client, ClientIo, Exchange, Next,
     h1::{self, Chunked, Framing},
     pool,
 };
@@ -54,6 +54,8 @@ pub(super) enum Failure {
     /// The client's body broke off or failed its framing: the client's fault, never the
     /// upstream's.
     Client,
+    /// The client's body was still arriving at the request's deadline: the client's too.
+    ClientSlow,
     /// No connection could be opened: nothing was sent.
     Connect(io::Error),
     Upstream(io::Error),
@@ -63,34 +65,35 @@ pub(super) enum Failure {
 /// connection that the upstream closed in the meantime is replaced by a new one, once, when
 /// the request is idempotent (the upstream may have acted on it) and nothing of it needs to
 /// be re-read from the client.
+///
+/// `deadline_line` is this attempt's deadline header with the head's final CRLF; the
+/// endpoint's `Host` line goes in before it, after the request line and forwarded headers.
 pub(super) async fn exchange<S: AsyncRead + Unpin>(
-    pool: &pool::Upstream,
+    request: &Exchange<'_>,
     endpoint: Arc<Endpoint>,
-    parts: [&[u8]; 3],
-    body_rest: u64,
+    deadline_line: &[u8],
     mut client: Option<&mut S>,
-    is_head: bool,
-    idempotent: bool,
+    deadline: Instant,
 ) -> Result<UpstreamResponse, Failure> {
-    // `parts`: the request line and forwarded headers, the deadline line (with the final
-    // CRLF), the body bytes in hand. The endpoint's `Host` line goes in before the deadline.
-    let [head, deadline, body] = parts;
-    let head = [head, endpoint.host_line(), deadline, body];
+    let Exchange { pool, head, body, body_rest, is_head, idempotent, .. } = *request;
+    let head = [head, endpoint.host_line(), deadline_line, body];
     if let Some(stream) = pool.reuse(&endpoint) {
-        match send(stream, head, body_rest, client.as_deref_mut(), is_head).await {
+        match send(stream, head, body_rest, client.as_deref_mut(), is_head, deadline).await {
             Ok(response) => return Ok(response.with(endpoint)),
             Err(Attempt::Stale(_)) if body_rest == 0 && idempotent => {}
             Err(Attempt::Stale(error) | Attempt::Failed(error)) => {
                 return Err(Failure::Upstream(error));
             }
             Err(Attempt::Client) => return Err(Failure::Client),
+            Err(Attempt::ClientSlow) => return Err(Failure::ClientSlow),
         }
     }
     let stream = pool.connect(&endpoint).await.map_err(Failure::Connect)?;
-    match send(stream, head, body_rest, client, is_head).await {
+    match send(stream, head, body_rest, client, is_head, deadline).await {
         Ok(response) => Ok(response.with(endpoint)),
         Err(Attempt::Stale(error) | Attempt::Failed(error)) => Err(Failure::Upstream(error)),
         Err(Attempt::Client) => Err(Failure::Client),
+        Err(Attempt::ClientSlow) => Err(Failure::ClientSlow),
     }
 }
 
@@ -98,7 +101,10 @@ enum Attempt {
     /// Nothing came back before the connection failed: it may have been closed while idle.
     Stale(io::Error),
     Failed(io::Error),
+    /// The client's body broke off or was malformed.
     Client,
+    /// The client's body was still arriving at the deadline.
+    ClientSlow,
 }
 
 /// A response head read off a connection, before it is tied to its endpoint.
@@ -129,6 +135,7 @@ async fn send<S: AsyncRead + Unpin>(
     mut body_rest: u64,
     client: Option<&mut S>,
     is_head: bool,
+    deadline: Instant,
 ) -> Result<Received, Attempt> {
     write_all_parts(&mut stream, head).await.map_err(Attempt::Stale)?;
     if body_rest > 0 {
@@ -137,9 +144,12 @@ async fn send<S: AsyncRead + Unpin>(
         let mut chunk = vec![0_u8; BODY_CHUNK];
         while body_rest > 0 {
             let want = usize::try_from(body_rest).unwrap_or(BODY_CHUNK).min(BODY_CHUNK);
-            let n = match client.read(&mut chunk[..want]).await {
-                Ok(0) | Err(_) => return Err(Attempt::Client),
-                Ok(n) => n,
+            // Timed here, not only by the call's deadline around the attempt: a body still
+            // arriving when time is up is the client's slowness, not the upstream's.
+            let n = match timeout_at(deadline, client.read(&mut chunk[..want])).await {
+                Err(_elapsed) => return Err(Attempt::ClientSlow),
+                Ok(Ok(0) | Err(_)) => return Err(Attempt::Client),
+                Ok(Ok(n)) => n,
             };
             stream.write_all(&chunk[..n]).await.map_err(Attempt::Failed)?;
             body_rest -= n as u64;
