@@ -362,6 +362,14 @@ impl<S: ClientIo> ClientIo for Guarded<S> {
     ) -> impl Future<Output = io::Result<usize>> + Send + 'a {
         self.io.peek(buf)
     }
+
+    fn poll_peek(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<usize>> {
+        self.io.poll_peek(cx, buf)
+    }
 }
 
 #[cfg(test)]

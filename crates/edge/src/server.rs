@@ -34,7 +34,7 @@ use crate::{
     config::Limits,
     connection::{Guarded, Slots, Timeouts},
     pipeline::router::Front,
-    relay::Ended,
+    relay::{ClientIo, Ended, OneRequest, Routed},
     stack::Gateway,
 };
 
@@ -97,6 +97,7 @@ pub async fn serve(
     let draining = Draining::default();
     let services = Services::new(&app, draining.clone());
     let builder = Arc::new(builder(limits, services.front().is_some()));
+    let http1 = Arc::new(one_at_a_time(limits));
     let timeouts = Timeouts::new(limits);
     let graceful = GracefulShutdown::new();
     // Relay connections drain on their own: each holds a sender, and the drain waits until
@@ -143,18 +144,16 @@ pub async fn serve(
             Some(relay) => {
                 let (relay, builder, watcher) =
                     (relay.clone(), builder.clone(), graceful.watcher());
-                // The general server's service is made only if the relay hands the connection
-                // over: a relayed connection holds nothing of it.
-                let services = services.clone();
+                let mut router = OneAtATime { services: services.clone(), peer, http1: http1.clone() };
                 let (stopping, in_flight) = (stopping.clone(), in_flight.clone());
                 tokio::spawn(async move {
                     let (_slot, _in_flight) = (slot, in_flight);
                     let Ended::HandOff(stream) =
-                        relay.serve_connection(stream, peer, stopping).await
+                        relay.serve_connection(stream, peer, stopping, &mut router).await
                     else {
                         return;
                     };
-                    let service = TowerToHyperService::new(services.connection(peer));
+                    let service = TowerToHyperService::new(router.services.connection(peer));
                     let connection =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     if let Err(error) = watcher.watch(connection.into_owned()).await {
@@ -206,6 +205,110 @@ fn builder(limits: &Limits, pipeline: bool) -> Builder<TokioExecutor> {
         );
     }
     builder
+}
+
+/// The HTTP/1.1 server of the router's requests on connections the relay keeps: one request
+/// per use (see [`OneRequest`]), handing the connection back unshut. The relay has read and
+/// checked the head, so no head timeout here; the head limits stay for hyper's parse.
+fn one_at_a_time(limits: &Limits) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .max_headers(crate::relay::MAX_FIELDS)
+        .max_buf_size((limits.max_head_bytes * 2).max(8192));
+    builder
+}
+
+/// [`Routed`]: the general server, one router request at a time, on a connection the relay
+/// keeps.
+struct OneAtATime {
+    services: Services,
+    peer: SocketAddr,
+    http1: Arc<hyper::server::conn::http1::Builder>,
+}
+
+impl Routed for OneAtATime {
+    fn serve_one<'a, S: ClientIo>(
+        &'a mut self,
+        request: OneRequest<'a, S>,
+    ) -> impl Future<Output = bool> + Send + 'a {
+        // Whether the response ends the connection: hyper says so on the wire, and the relay
+        // must then not read another request.
+        let last = Arc::new(AtomicBool::new(false));
+        let draining = self.services.draining.clone();
+        let said_last = last.clone();
+        let answered = request.answered();
+        let service = self.services.connection(self.peer).map_response(
+            move |mut response: axum::response::Response| {
+                if draining.is_draining() {
+                    response.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
+                let closes = response
+                    .headers()
+                    .get_all(http::header::CONNECTION)
+                    .iter()
+                    .any(|v| crate::relay::tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"close")));
+                if closes {
+                    said_last.store(true, Ordering::Relaxed);
+                }
+                response.map(|body| Answered { body, answered })
+            },
+        );
+        let connection = self
+            .http1
+            .serve_connection(TokioIo::new(request), TowerToHyperService::new(service))
+            .without_shutdown();
+        let peer = self.peer;
+        async move {
+            match connection.await {
+                // Reusable only when the request was read to its end and hyper kept nothing.
+                Ok(parts) => {
+                    parts.read_buf.is_empty()
+                        && parts.io.inner().finished()
+                        && !last.load(Ordering::Relaxed)
+                }
+                Err(error) => {
+                    tracing::debug!(%peer, error = %error, "connection closed with an error");
+                    false
+                }
+            }
+        }
+    }
+}
+
+/// A response body that says when it has been dropped: hyper drops it once it has written
+/// it, and [`OneRequest`] then ends the request's stream after the last flush.
+struct Answered {
+    body: axum::body::Body,
+    answered: Arc<AtomicBool>,
+}
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        self.answered.store(true, Ordering::Release);
+    }
+}
+
+impl http_body::Body for Answered {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// What the general server needs to make each connection's service: the pipeline in front of

@@ -117,6 +117,6 @@ pub fn gateway_in(
         .fallback(|| async { EdgeError::no_route() })
         // The pipeline's limit replaces axum's default 2 MiB extractor limit: one setting.
         .layer(DefaultBodyLimit::disable());
-    let relay = Relay::new(pipeline.clone(), config).map(Arc::new);
-    Ok(Gateway { inner: router, pipeline: Some(pipeline), relay })
+    let relay = Arc::new(Relay::new(pipeline.clone(), config));
+    Ok(Gateway { inner: router, pipeline: Some(pipeline), relay: Some(relay) })
 }

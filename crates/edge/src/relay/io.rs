@@ -4,7 +4,11 @@
 use std::{
     io,
     pin::Pin,
-    task::{Context, Poll},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll, Waker},
 };
 
 use tokio::{
@@ -20,6 +24,8 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Reads without consuming; `Ok(0)` means the client closed its side.
     fn peek<'a>(&'a self, buf: &'a mut [u8])
     -> impl Future<Output = io::Result<usize>> + Send + 'a;
+    /// [`ClientIo::peek`] as a poll: `Ready(Ok(0))` when the client closed its side.
+    fn poll_peek(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<usize>>;
 }
 
 impl ClientIo for TcpStream {
@@ -32,6 +38,10 @@ impl ClientIo for TcpStream {
         buf: &'a mut [u8],
     ) -> impl Future<Output = io::Result<usize>> + Send + 'a {
         TcpStream::peek(self, buf)
+    }
+
+    fn poll_peek(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<usize>> {
+        TcpStream::poll_peek(self, cx, buf)
     }
 }
 
@@ -98,5 +108,139 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// One router request of a connection the relay keeps, as the general server reads it: the
+/// head and the body bytes the relay has read, then the rest of the body from the connection,
+/// then — once the response has gone out — the end of the stream, so the general server serves
+/// exactly this request and gives the connection back, and what the client sent after it stays
+/// the relay's.
+///
+/// Between the request's end and the response's, a read is the server's watch for the client
+/// leaving (hyper reads for it while a response is in progress): it peeks, so a client that
+/// closed ends the request (and its upstream calls), and a pipelined request is left unread.
+#[derive(Debug)]
+pub struct OneRequest<'a, S> {
+    io: &'a mut S,
+    read_already: &'a [u8],
+    read: usize,
+    /// Body bytes still to come from the connection.
+    rest: u64,
+    /// Set when the response's body is dropped: written out, or abandoned.
+    answered: Arc<AtomicBool>,
+    /// Written to since the last completed flush.
+    unflushed: bool,
+    /// The reader waiting for the response to go out.
+    reader: Option<Waker>,
+}
+
+impl<'a, S> OneRequest<'a, S> {
+    pub(crate) fn new(io: &'a mut S, read_already: &'a [u8], rest: u64) -> Self {
+        let answered = Arc::new(AtomicBool::new(false));
+        Self { io, read_already, read: 0, rest, answered, unflushed: false, reader: None }
+    }
+
+    /// The flag the response's body sets when it is dropped.
+    pub(crate) fn answered(&self) -> Arc<AtomicBool> {
+        self.answered.clone()
+    }
+
+    /// Whether the request has been read to its end: only then can the connection carry
+    /// another one.
+    pub(crate) fn finished(&self) -> bool {
+        self.read == self.read_already.len() && self.rest == 0
+    }
+
+    fn sent(&self) -> bool {
+        self.answered.load(Ordering::Acquire) && !self.unflushed
+    }
+}
+
+impl<S: ClientIo> AsyncRead for OneRequest<'_, S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.read < this.read_already.len() {
+            let n = (this.read_already.len() - this.read).min(buf.remaining());
+            buf.put_slice(&this.read_already[this.read..this.read + n]);
+            this.read += n;
+            return Poll::Ready(Ok(()));
+        }
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        if this.rest > 0 {
+            // Never past the request's body.
+            let want = usize::try_from(this.rest).unwrap_or(usize::MAX).min(buf.remaining());
+            let mut limited = ReadBuf::new(buf.initialize_unfilled_to(want));
+            std::task::ready!(Pin::new(&mut *this.io).poll_read(cx, &mut limited))?;
+            let n = limited.filled().len();
+            buf.advance(n);
+            this.rest -= n as u64;
+            return Poll::Ready(Ok(()));
+        }
+        if this.sent() {
+            // The server is done with the request: the end of its stream.
+            return Poll::Ready(Ok(()));
+        }
+        // The response is still on its way: watch for the client leaving.
+        let mut probe = [0_u8; 1];
+        match this.io.poll_peek(cx, &mut ReadBuf::new(&mut probe)) {
+            // Closed: the server sees the end of the stream mid-response and gives up on it.
+            Poll::Ready(Ok(0)) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            // A pipelined request waits its turn; the response's end wakes the reader.
+            Poll::Ready(Ok(_)) | Poll::Pending => {
+                this.reader = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for OneRequest<'_, S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.unflushed = true;
+        Pin::new(&mut *this.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.unflushed = true;
+        Pin::new(&mut *this.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(Pin::new(&mut *this.io).poll_flush(cx))?;
+        this.unflushed = false;
+        if this.sent()
+            && let Some(reader) = this.reader.take()
+        {
+            reader.wake();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // The connection outlives the request: only the relay closes it.
+        self.poll_flush(cx)
     }
 }

@@ -10,10 +10,15 @@
 //! It is a transport, not a second gateway: every edge rule is the [`pipeline`](crate::pipeline)'s
 //! (the relay hands it the parsed head and acts on its verdict), the headers an upstream gets
 //! are the forwarding policy's raw rendering, and every attempt goes through the upstream's
-//! `Cluster::call` (balancing, breakers, retries, hedging). What the relay does not relay it
-//! hands, with the bytes it has read, to the general server: HTTP/2, upgrades, `Transfer-Encoding`
-//! or `Expect` on a request, HTTP/1.0, absolute-form targets, and every path the gateway's router
-//! owns. A handed-off connection stays with the general server.
+//! `Cluster::call` (balancing, breakers, retries, hedging).
+//!
+//! A request for a path the gateway's router owns is served by the general server (hyper and
+//! the router, behind the same pipeline) one request at a time: the relay gives it exactly that
+//! request's bytes ([`OneRequest`]) and takes the connection back after the response, so a
+//! connection between requests is always the relay's, holding no buffer — hyper's pair of
+//! 8 KiB buffers lives only as long as a request. What the relay cannot frame itself it hands,
+//! with the bytes it has read, to the general server for good: HTTP/2, upgrades,
+//! `Transfer-Encoding` or `Expect` on a request, HTTP/1.0 and absolute-form targets.
 
 mod h1;
 mod io;
@@ -34,7 +39,7 @@ use tokio::{
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use self::h1::chunked_splits_agree;
 pub(crate) use self::h1::{parse_length, tokens};
-pub use self::io::{ClientIo, Prefixed};
+pub use self::io::{ClientIo, OneRequest, Prefixed};
 use self::upstream::{Failure, UpstreamResponse};
 use crate::pipeline::{decimal, push_decimal};
 use crate::{
@@ -61,6 +66,17 @@ pub struct Relay {
     pools: Vec<Arc<pool::Upstream>>,
 }
 
+/// The general server's side of a connection the relay keeps: it serves the router's requests
+/// one at a time.
+pub(crate) trait Routed: Send {
+    /// Serves the one request `request` reads (head and body, then the end of the stream);
+    /// whether the connection may carry another request after it.
+    fn serve_one<'a, S: ClientIo>(
+        &'a mut self,
+        request: OneRequest<'a, S>,
+    ) -> impl Future<Output = bool> + Send + 'a;
+}
+
 /// How a client connection left the relay.
 pub(crate) enum Ended<S> {
     /// It is closed, or about to be.
@@ -72,12 +88,9 @@ pub(crate) enum Ended<S> {
 // === impl Relay ===
 
 impl Relay {
-    /// The relay for the pipeline's pass-through routes, or `None` when it has none.
-    pub(crate) fn new(pipeline: Arc<Pipeline>, config: &GatewayConfig) -> Option<Self> {
+    /// The relay of the pipeline's gateway, with a connection pool per pass-through upstream.
+    pub(crate) fn new(pipeline: Arc<Pipeline>, config: &GatewayConfig) -> Self {
         let routes = pipeline.pass_routes();
-        if routes.is_empty() {
-            return None;
-        }
         let mut pools: Vec<Arc<pool::Upstream>> = Vec::with_capacity(routes.len());
         for route in routes {
             let shared = routes[..route.index]
@@ -88,16 +101,17 @@ impl Relay {
                 Arc::new(pool::Upstream::new(route.upstream.cluster().clone(), config))
             }));
         }
-        Some(Self { pipeline, pools })
+        Self { pipeline, pools }
     }
 
     /// Serves `stream` until the client closes it, the gateway stops (`stop` turns `true`)
-    /// or it needs the general server.
+    /// or it needs the general server for good; `router` serves the router's requests.
     pub(crate) async fn serve_connection<S: ClientIo>(
         &self,
         stream: S,
         peer: SocketAddr,
         mut stop: watch::Receiver<bool>,
+        router: &mut impl Routed,
     ) -> Ended<S> {
         let peer = self.pipeline.peer(peer.ip());
         let limits = self.pipeline.limits();
@@ -141,7 +155,7 @@ impl Relay {
                 }
             }
             idle = limits.keepalive_timeout;
-            match self.serve_request(&mut client).await {
+            match self.serve_request(&mut client, router).await {
                 Next::KeepAlive => {}
                 Next::Close => return Ended::Closed,
                 Next::HandOff => {
@@ -153,7 +167,11 @@ impl Relay {
     }
 
     /// Reads one request head and serves the request.
-    async fn serve_request<S: ClientIo>(&self, client: &mut Client<S>) -> Next {
+    async fn serve_request<S: ClientIo>(
+        &self,
+        client: &mut Client<S>,
+        router: &mut impl Routed,
+    ) -> Next {
         let started = Instant::now();
         let limits = self.pipeline.limits();
         let head_deadline = started + limits.header_read_timeout;
@@ -161,6 +179,23 @@ impl Relay {
             match self.prepare(&client.buf, &client.peer, started.into_std()) {
                 Prepare::Ready(prepared) => break prepared,
                 Prepare::HandOff => return Next::HandOff,
+                Prepare::Routed { head_len, body_len, close } => {
+                    // The body bytes read with the head go with it; a pipelined request after
+                    // them stays here.
+                    let read = head_len
+                        + usize::try_from(body_len)
+                            .unwrap_or(usize::MAX)
+                            .min(client.buf.len() - head_len);
+                    let rest = body_len - (read - head_len) as u64;
+                    let request = OneRequest::new(&mut client.stream, &client.buf[..read], rest);
+                    let reusable = router.serve_one(request).await;
+                    client.buf.drain(..read);
+                    return if reusable && !close && !client.draining() {
+                        Next::KeepAlive
+                    } else {
+                        Next::Close
+                    };
+                }
                 Prepare::Refuse { outbound, error, head_len, close } => {
                     // The refused head is consumed: it is answered once, and a pipelined
                     // request behind it is served next (unless a body we will not read
@@ -261,13 +296,15 @@ impl Relay {
                 return Prepare::Refuse { outbound, error, head_len, close: body_follows };
             }
         };
-        let Route::Pass(route) = inspected.route else { return Prepare::HandOff };
         let facts = &inspected.facts;
         // Framing the relay does not follow itself is the general server's.
         if facts.transfer_encoding || facts.expect || facts.upgrade {
             return Prepare::HandOff;
         }
         let body_len = facts.content_length.unwrap_or(0);
+        let Route::Pass(route) = inspected.route else {
+            return Prepare::Routed { head_len, body_len, close: facts.close };
+        };
 
         // The upstream head, written straight from the client's. The `Host` line and the
         // deadline go in per attempt.
@@ -565,6 +602,13 @@ enum Prepare {
     Ready(Prepared),
     Partial,
     HandOff,
+    /// A request for the router, of `head_len + body_len` bytes; `close` when the client
+    /// asked to close after it.
+    Routed {
+        head_len: usize,
+        body_len: u64,
+        close: bool,
+    },
     /// The pipeline refused the request: answer it; `close` when a body we will not read
     /// follows its head.
     Refuse {

@@ -553,3 +553,288 @@ async fn a_busy_connection_lives_past_the_keepalive_timeout_and_an_idle_one_is_c
     assert!(idle >= Duration::from_millis(380), "closed after {idle:?} idle");
     assert!(idle < Duration::from_millis(1500), "closed after {idle:?} idle");
 }
+
+/// A gateway with its own routes (`routes`) beside one pass-through route to `upstream`
+/// (`CATALOG`), served until `stop` is sent; the server's task is returned to await its drain.
+async fn gateway_with_routes(
+    upstream: &str,
+    routes: Routes,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let config = GatewayConfig::from_toml(&format!(
+        r#"
+        [limits]
+        max_body_bytes = 1000
+        [[routes]]
+        upstream = "catalog"
+        {CATALOG}
+        [upstreams.catalog]
+        endpoints = ["{upstream}"]
+        timeout = "1s"
+        "#
+    ))
+    .unwrap();
+    let upstreams = Upstreams::from_config(&config).unwrap();
+    let app = stack::gateway("relay-routed", routes, &config, &upstreams).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = server::Serving::with_header_read_timeout(Duration::from_secs(5));
+    let server = tokio::spawn(server::serve(listener, app, serving, async {
+        let _ = stopped.await;
+    }));
+    (addr, stop, server)
+}
+
+/// `POST /echo` answers how many body bytes it read and what they were.
+fn echo_routes() -> Routes {
+    use crate::access::Access;
+    Routes::new().post("/echo", Access::public(), |body: axum::body::Bytes| async move {
+        Json(json!({ "body_len": body.len(), "body": String::from_utf8_lossy(&body) }))
+    })
+}
+
+#[tokio::test]
+async fn router_and_relayed_requests_take_turns_on_one_kept_connection() {
+    let backend = echo_backend().await;
+    let (addr, _stop, _server) = gateway_with_routes(&backend, echo_routes()).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    // One at a time: the router's, the relay's, the router's again — one connection.
+    for (request, check) in [
+        ("GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n", "healthz"),
+        ("GET /api/catalog/one HTTP/1.1\r\nHost: a\r\n\r\n", "/one"),
+        ("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", "hello"),
+        ("GET /api/catalog/two HTTP/1.1\r\nHost: a\r\n\r\n", "/two"),
+    ] {
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let answer = read_answer(&mut stream, &mut buf, false).await;
+        assert_eq!(answer.status, 200, "{request}");
+        check_answer(&answer, check);
+    }
+    // Pipelined in one write: answered in order, each by its own transport.
+    stream
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc\
+              GET /api/catalog/three HTTP/1.1\r\nHost: a\r\n\r\n\
+              GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n\
+              POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nxy",
+        )
+        .await
+        .unwrap();
+    for check in ["abc", "/three", "healthz", "xy"] {
+        let answer = read_answer(&mut stream, &mut buf, false).await;
+        assert_eq!(answer.status, 200, "{check}");
+        check_answer(&answer, check);
+    }
+}
+
+fn check_answer(answer: &Answer, expected: &str) {
+    if expected == "healthz" {
+        assert!(String::from_utf8_lossy(&answer.body).to_lowercase().contains("ok"));
+    } else if expected.starts_with('/') {
+        assert_eq!(answer.json()["path"], expected);
+    } else {
+        assert_eq!(answer.json()["body"], expected);
+    }
+}
+
+#[tokio::test]
+async fn a_router_request_body_arriving_in_pieces_is_read_to_its_end_and_no_further() {
+    let backend = echo_backend().await;
+    let (addr, _stop, _server) = gateway_with_routes(&backend, echo_routes()).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n012").await.unwrap();
+    tokio::task::yield_now().await;
+    // The rest of the body and the next request in one write: the body ends at ten bytes.
+    stream.write_all(b"3456789GET /api/catalog/next HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let answer = read_answer(&mut stream, &mut buf, false).await;
+    assert_eq!(answer.json()["body"], "0123456789");
+    let answer = read_answer(&mut stream, &mut buf, false).await;
+    assert_eq!(answer.json()["path"], "/next");
+}
+
+#[tokio::test]
+async fn a_request_inside_a_router_request_body_is_never_served() {
+    let backend = echo_backend().await;
+    let (addr, _stop, _server) = gateway_with_routes(&backend, echo_routes()).await;
+    let smuggled = "GET /api/catalog/smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    // A handler that reads the body, and one the router refuses without reading it (405).
+    for target in ["/echo", "/healthz"] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "POST {target} HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{smuggled}\
+             GET /api/catalog/real HTTP/1.1\r\nHost: a\r\n\r\n",
+            smuggled.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let first = read_answer(&mut stream, &mut buf, false).await;
+        if target == "/echo" {
+            assert_eq!(first.json()["body"], smuggled);
+        } else {
+            assert_eq!(first.status, 405);
+        }
+        // The next answer is the real request's, or the connection closes: never the smuggled.
+        let mut rest = buf;
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !rest.windows(5).any(|w| w == b"/real") {
+                if stream.read_buf(&mut rest).await.unwrap() == 0 {
+                    break;
+                }
+            }
+        })
+        .await
+        .expect("the real request answered or the connection closed");
+        let rest = String::from_utf8_lossy(&rest);
+        assert!(!rest.contains("smuggled"), "{target}: {rest}");
+    }
+}
+
+#[tokio::test]
+async fn a_router_response_while_draining_is_the_connections_last() {
+    use crate::access::Access;
+    let backend = echo_backend().await;
+    let entered = std::sync::Arc::new(tokio::sync::Notify::new());
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let routes = {
+        let (entered, release) = (entered.clone(), release.clone());
+        Routes::new().get("/slow", Access::public(), move || async move {
+            entered.notify_one();
+            release.notified().await;
+            "finished"
+        })
+    };
+    let (addr, stop, server) = gateway_with_routes(&backend, routes).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    entered.notified().await;
+    stop.send(()).unwrap();
+    // Once the gateway drains (it stops accepting first), the answer in flight is the last.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(addr).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "still accepting after shutdown");
+        tokio::task::yield_now().await;
+    }
+    release.notify_one();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut all))
+        .await
+        .expect("the connection is closed after its last answer")
+        .unwrap();
+    let all = String::from_utf8_lossy(&all).to_lowercase();
+    assert!(all.starts_with("http/1.1 200"), "{all}");
+    assert!(all.contains("connection: close"), "{all}");
+    assert!(all.ends_with("finished"), "{all}");
+    tokio::time::timeout(Duration::from_secs(5), server).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_router_request_ends_it_and_a_slow_reader_still_gets_all() {
+    use crate::access::Access;
+    let backend = echo_backend().await;
+    let dropped = std::sync::Arc::new(tokio::sync::Notify::new());
+    let big = "x".repeat(4 << 20);
+    let routes = {
+        let dropped = dropped.clone();
+        let big = big.clone();
+        Routes::new()
+            .get("/forever", Access::public(), move || async move {
+                // Notified when the handler's future is dropped, i.e. the request ended.
+                struct OnDrop(std::sync::Arc<tokio::sync::Notify>);
+                impl Drop for OnDrop {
+                    fn drop(&mut self) {
+                        self.0.notify_one();
+                    }
+                }
+                let _guard = OnDrop(dropped);
+                std::future::pending::<()>().await;
+            })
+            .get("/big", Access::public(), move || async move { big })
+    };
+    let (addr, _stop, _server) = gateway_with_routes(&backend, routes).await;
+
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(b"GET /forever HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    tokio::task::yield_now().await;
+    drop(stream);
+    tokio::time::timeout(Duration::from_secs(5), dropped.notified())
+        .await
+        .expect("the handler was dropped when its client left");
+
+    // A response far larger than the socket buffers, read slowly after a pause: all of it
+    // arrives, and the connection then serves the next request.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\nGET /api/catalog/after HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let answer = read_answer(&mut stream, &mut buf, false).await;
+    assert_eq!(answer.body.len(), big.len());
+    let answer = read_answer(&mut stream, &mut buf, false).await;
+    assert_eq!(answer.json()["path"], "/after");
+}
+
+/// A stand-in for the general server that records each router request it is given and
+/// answers `routed`.
+#[derive(Default)]
+struct Recorder {
+    requests: Vec<Vec<u8>>,
+}
+
+impl super::Routed for Recorder {
+    fn serve_one<'a, S: super::ClientIo>(
+        &'a mut self,
+        mut request: super::OneRequest<'a, S>,
+    ) -> impl Future<Output = bool> + Send + 'a {
+        async move {
+            let mut bytes = Vec::new();
+            while !request.finished() {
+                assert!(request.read_buf(&mut bytes).await.unwrap() > 0, "the request ended early");
+            }
+            self.requests.push(bytes);
+            request.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nrouted").await.unwrap();
+            request.flush().await.unwrap();
+            true
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_relay_keeps_the_connection_and_gives_the_router_one_request_at_a_time() {
+    let backend = echo_backend().await;
+    let config = GatewayConfig::from_toml(&format!(
+        "[[routes]]\nupstream = \"catalog\"\n{CATALOG}\n[upstreams.catalog]\nendpoints = [\"{backend}\"]\n"
+    ))
+    .unwrap();
+    let upstreams = Upstreams::from_config(&config).unwrap();
+    let app = stack::gateway("relay-kept", Routes::new(), &config, &upstreams).unwrap();
+    let relay = app.relay().unwrap().clone();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_stop, stopping) = tokio::sync::watch::channel(false);
+    let served = tokio::spawn(async move {
+        let (stream, peer) = listener.accept().await.unwrap();
+        let mut router = Recorder::default();
+        let ended = relay.serve_connection(stream, peer, stopping, &mut router).await;
+        (matches!(ended, super::Ended::Closed), router.requests)
+    });
+
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    let health = b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n";
+    // Pipelined: the router's request, a relayed one, a router request with a body.
+    let post = b"POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc";
+    let mut all = health.to_vec();
+    all.extend_from_slice(b"GET /api/catalog/x HTTP/1.1\r\nHost: a\r\n\r\n");
+    all.extend_from_slice(post);
+    stream.write_all(&all).await.unwrap();
+    assert_eq!(read_answer(&mut stream, &mut buf, false).await.body, b"routed");
+    assert_eq!(read_answer(&mut stream, &mut buf, false).await.json()["path"], "/x");
+    assert_eq!(read_answer(&mut stream, &mut buf, false).await.body, b"routed");
+    drop(stream);
+    let (closed, requests) = served.await.unwrap();
+    assert!(closed, "the relay kept the connection to its end, never handing it off");
+    assert_eq!(requests, [health.to_vec(), post.to_vec()], "each request exactly, no more");
+}
