@@ -363,11 +363,7 @@ impl<S: ClientIo> ClientIo for Guarded<S> {
         self.io.peek(buf)
     }
 
-    fn poll_peek(
-        &self,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<usize>> {
+    fn poll_peek(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<usize>> {
         self.io.poll_peek(cx, buf)
     }
 }

@@ -144,7 +144,8 @@ pub async fn serve(
             Some(relay) => {
                 let (relay, builder, watcher) =
                     (relay.clone(), builder.clone(), graceful.watcher());
-                let mut router = OneAtATime { services: services.clone(), peer, http1: http1.clone() };
+                let mut router =
+                    OneAtATime { services: services.clone(), peer, http1: http1.clone() };
                 let (stopping, in_flight) = (stopping.clone(), in_flight.clone());
                 tokio::spawn(async move {
                     let (_slot, _in_flight) = (slot, in_flight);
@@ -240,16 +241,13 @@ impl Routed for OneAtATime {
         let service = self.services.connection(self.peer).map_response(
             move |mut response: axum::response::Response| {
                 if draining.is_draining() {
-                    response.headers_mut().insert(
-                        http::header::CONNECTION,
-                        http::HeaderValue::from_static("close"),
-                    );
+                    response
+                        .headers_mut()
+                        .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
                 }
-                let closes = response
-                    .headers()
-                    .get_all(http::header::CONNECTION)
-                    .iter()
-                    .any(|v| crate::relay::tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"close")));
+                let closes = response.headers().get_all(http::header::CONNECTION).iter().any(|v| {
+                    crate::relay::tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"close"))
+                });
                 if closes {
                     said_last.store(true, Ordering::Relaxed);
                 }

@@ -57,11 +57,20 @@ impl Gateway {
     }
 
     /// Wraps the router behind the pipeline, say in a layer that must see every response it
-    /// produces. The relay stands down, since it would bypass what `wrap` adds: every request
-    /// then goes through the router.
+    /// produces. The relay stops relaying, since that would bypass what `wrap` adds: every
+    /// request then goes through the router (the relay still keeps HTTP/1.1 connections
+    /// between requests).
     #[must_use]
     pub fn wrap(self, wrap: impl FnOnce(Router) -> Router) -> Self {
-        Self { inner: wrap(self.inner), pipeline: self.pipeline, relay: None }
+        let relay = self.relay.map(|relay| Arc::new(relay.routes_only()));
+        Self { inner: wrap(self.inner), pipeline: self.pipeline, relay }
+    }
+
+    /// The gateway with no relay at all: hyper serves every connection (tests of that path).
+    #[cfg(test)]
+    #[must_use]
+    pub(crate) fn without_relay(self) -> Self {
+        Self { relay: None, ..self }
     }
 
     /// The pipeline in front of the router, as the server runs it per request.

@@ -176,8 +176,8 @@ async fn a_drain_lets_the_response_in_flight_finish_with_connection_close() {
     .unwrap();
     let upstreams = Upstreams::from_config(&config).unwrap();
     let gateway = stack::gateway("drain", Routes::new(), &config, &upstreams).unwrap();
-    // The relay, and the router over HTTP/1.1 (the same gateway with the relay stood down).
-    for app in [gateway.clone(), gateway.wrap(|router| router)] {
+    // The relay, and the router over HTTP/1.1 (the same gateway without its relay).
+    for app in [gateway.clone(), gateway.without_relay()] {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();

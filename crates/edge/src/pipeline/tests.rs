@@ -28,18 +28,24 @@ const PARTNER_KEY: &str = "pk_test_pipeline_3f9a";
 /// The request paths a case runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Path {
+    /// The relay: relayed pass-through routes; the router's routes one request at a time.
     Relay,
+    /// The relay that relays nothing (a wrapped gateway): every request one at a time.
+    RelayRouted,
+    /// hyper holding the connection (no relay).
     RouterH1,
     RouterH2,
 }
 
-const ALL: &[Path] = &[Path::Relay, Path::RouterH1, Path::RouterH2];
+const ALL: &[Path] = &[Path::Relay, Path::RelayRouted, Path::RouterH1, Path::RouterH2];
 /// Rules of HTTP/1.1 framing (`Host`): HTTP/2 has `:authority` instead.
-const H1: &[Path] = &[Path::Relay, Path::RouterH1];
+const H1: &[Path] = &[Path::Relay, Path::RelayRouted, Path::RouterH1];
 
-/// Two gateways over one config and one backend: with the relay, and with it stood down.
+/// Three gateways over one config and one backend: with the relay, with a relay that relays
+/// nothing, and without a relay.
 struct Fixture {
     relay: SocketAddr,
+    routed: SocketAddr,
     router: SocketAddr,
     _backend: Option<MockServer>,
 }
@@ -113,8 +119,9 @@ async fn fixture_with(extra: &str) -> Fixture {
     let gateway = stack::gateway("pipeline-test", composed(), &config, &upstreams).unwrap();
     assert!(gateway.relay().is_some());
     let relay = serve(gateway.clone()).await;
-    let router = serve(gateway.wrap(|router| router)).await;
-    Fixture { relay, router, _backend: Some(backend) }
+    let routed = serve(gateway.clone().wrap(|router| router)).await;
+    let router = serve(gateway.without_relay()).await;
+    Fixture { relay, routed, router, _backend: Some(backend) }
 }
 
 async fn fixture() -> Fixture {
@@ -269,8 +276,12 @@ fn dechunk(bytes: &[u8]) -> Option<(Vec<u8>, usize)> {
 /// Sends `req` over a fresh connection on `path` and reads the answer.
 async fn send(fixture: &Fixture, path: Path, req: &Req) -> Answer {
     match path {
-        Path::Relay | Path::RouterH1 => {
-            let addr = if path == Path::Relay { fixture.relay } else { fixture.router };
+        Path::Relay | Path::RelayRouted | Path::RouterH1 => {
+            let addr = match path {
+                Path::Relay => fixture.relay,
+                Path::RelayRouted => fixture.routed,
+                _ => fixture.router,
+            };
             let mut stream = TcpStream::connect(addr).await.unwrap();
             stream.write_all(&req.h1()).await.unwrap();
             read_h1(&mut stream, &mut Vec::new()).await
@@ -647,7 +658,7 @@ async fn exchange(addr: SocketAddr, bytes: &[u8], n: usize) -> (TcpStream, Vec<A
 #[tokio::test]
 async fn a_refused_request_is_answered_once_and_the_next_one_is_served() {
     let f = fixture().await;
-    for addr in [f.relay, f.router] {
+    for addr in [f.relay, f.routed, f.router] {
         // Refused by the edge (a bad token; a key where none is wanted; anonymous on a partner
         // route), each followed by a good request on the same connection.
         let mut bytes = Vec::new();
@@ -670,7 +681,7 @@ async fn a_refused_request_is_answered_once_and_the_next_one_is_served() {
 #[tokio::test]
 async fn a_refused_request_with_a_body_closes_the_connection() {
     let f = fixture().await;
-    for addr in [f.relay, f.router] {
+    for addr in [f.relay, f.routed, f.router] {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         // The body is never read: what follows it cannot be told from a next request.
         let req =
@@ -711,8 +722,9 @@ async fn breaker_fixture(backend: &str, limits: &str) -> (Fixture, Upstreams) {
     let upstreams = Upstreams::from_config(&config).unwrap();
     let gateway = stack::gateway("pipeline-breaker", Routes::new(), &config, &upstreams).unwrap();
     let relay = serve(gateway.clone()).await;
-    let router = serve(gateway.wrap(|router| router)).await;
-    (Fixture { relay, router, _backend: None }, upstreams)
+    let routed = serve(gateway.clone().wrap(|router| router)).await;
+    let router = serve(gateway.without_relay()).await;
+    (Fixture { relay, routed, router, _backend: None }, upstreams)
 }
 
 #[tokio::test]
@@ -726,7 +738,7 @@ async fn a_clients_broken_body_never_counts_against_the_upstream() {
         // A chunked body over the size limit.
         b"POST /api/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3e9\r\n",
     ];
-    for addr in [f.relay, f.router] {
+    for addr in [f.relay, f.routed, f.router] {
         for _ in 0..5 {
             for bytes in malformed {
                 let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -760,7 +772,7 @@ async fn a_clients_broken_body_never_counts_against_the_upstream() {
     for endpoint in cluster.snapshot().iter() {
         assert!(endpoint.breaker_closed(), "a client's faults opened the breaker");
     }
-    for addr in [f.relay, f.router] {
+    for addr in [f.relay, f.routed, f.router] {
         let (_, answers) = exchange(addr, &get("/api/ok").h1(), 1).await;
         assert_eq!(answers[0].status, 200, "{addr}");
     }
@@ -771,7 +783,7 @@ async fn a_client_too_slow_with_its_body_is_answered_408_and_never_counts_agains
     let backend = echo_server().await;
     let (f, upstreams) = breaker_fixture(&backend.url(), r#"request_timeout = "300ms""#).await;
     let cluster = upstreams.http("catalog").unwrap().cluster().clone();
-    for addr in [f.relay, f.router] {
+    for addr in [f.relay, f.routed, f.router] {
         for _ in 0..4 {
             // Three bytes of a declared 500, then nothing: the deadline passes mid-body.
             let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -787,7 +799,7 @@ async fn a_client_too_slow_with_its_body_is_answered_408_and_never_counts_agains
     for endpoint in cluster.snapshot().iter() {
         assert!(endpoint.breaker_closed(), "a slow client opened the breaker");
     }
-    for addr in [f.relay, f.router] {
+    for addr in [f.relay, f.routed, f.router] {
         let (_, answers) = exchange(addr, &get("/api/ok").h1(), 1).await;
         assert_eq!(answers[0].status, 200, "{addr}");
     }
@@ -809,7 +821,7 @@ async fn an_http_1_0_backend_does_not_cost_the_client_its_keep_alive() {
         }
     });
     let (f, _) = breaker_fixture(&backend, "").await;
-    for addr in [f.relay, f.router] {
+    for addr in [f.relay, f.routed, f.router] {
         let mut bytes = get("/api/a").h1();
         bytes.extend(get("/api/b").h1());
         let (_, answers) = exchange(addr, &bytes, 2).await;
@@ -917,9 +929,12 @@ async fn framing_attacks_are_refused_and_nothing_is_smuggled() {
     ];
     let mut report = Vec::new();
     for case in &cases {
-        for (path, addr, expected) in
-            [(Path::Relay, f.relay, case.relay), (Path::RouterH1, f.router, case.router)]
-        {
+        for (path, addr, expected) in [
+            (Path::Relay, f.relay, case.relay),
+            // The relay parses the head whether it relays the request or not.
+            (Path::RelayRouted, f.routed, case.relay),
+            (Path::RouterH1, f.router, case.router),
+        ] {
             let mut stream = TcpStream::connect(addr).await.unwrap();
             let mut bytes = case.raw.to_vec();
             bytes.extend(get("/static/smuggled").header("Connection", "close").h1());

@@ -64,6 +64,8 @@ pub struct Relay {
     /// The connection pool of each pass-through route's upstream, by route index (routes to
     /// one upstream share its pool).
     pools: Vec<Arc<pool::Upstream>>,
+    /// Whether it relays pass-through routes itself; when not, the router serves them too.
+    relays: bool,
 }
 
 /// The general server's side of a connection the relay keeps: it serves the router's requests
@@ -101,7 +103,12 @@ impl Relay {
                 Arc::new(pool::Upstream::new(route.upstream.cluster().clone(), config))
             }));
         }
-        Self { pipeline, pools }
+        Self { pipeline, pools, relays: true }
+    }
+
+    /// The same relay, but every request goes to the router (one that must see them all).
+    pub(crate) fn routes_only(&self) -> Self {
+        Self { pipeline: self.pipeline.clone(), pools: Vec::new(), relays: false }
     }
 
     /// Serves `stream` until the client closes it, the gateway stops (`stop` turns `true`)
@@ -302,8 +309,9 @@ impl Relay {
             return Prepare::HandOff;
         }
         let body_len = facts.content_length.unwrap_or(0);
-        let Route::Pass(route) = inspected.route else {
-            return Prepare::Routed { head_len, body_len, close: facts.close };
+        let route = match inspected.route {
+            Route::Pass(route) if self.relays => route,
+            _ => return Prepare::Routed { head_len, body_len, close: facts.close },
         };
 
         // The upstream head, written straight from the client's. The `Host` line and the

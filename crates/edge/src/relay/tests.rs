@@ -643,7 +643,10 @@ async fn a_router_request_body_arriving_in_pieces_is_read_to_its_end_and_no_furt
     let backend = echo_backend().await;
     let (addr, _stop, _server) = gateway_with_routes(&backend, echo_routes()).await;
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n012").await.unwrap();
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n012")
+        .await
+        .unwrap();
     tokio::task::yield_now().await;
     // The rest of the body and the next request in one write: the body ends at ten bytes.
     stream.write_all(b"3456789GET /api/catalog/next HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
