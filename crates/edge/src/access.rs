@@ -43,8 +43,13 @@ pub fn caller() -> Option<Arc<Principal>> {
 }
 
 /// Runs `serve` with `principal` as the task's caller, where upstream calls find it.
-pub async fn within<F: Future>(principal: Option<Arc<Principal>>, serve: F) -> F::Output {
-    CALLER.scope(principal, serve).await
+///
+/// Not an `async fn`, so `serve` is stored once (see [`crate::deadline::within`]).
+pub fn within<F: Future>(
+    principal: Option<Arc<Principal>>,
+    serve: F,
+) -> impl Future<Output = F::Output> {
+    CALLER.scope(principal, serve)
 }
 
 /// Who may call a route.

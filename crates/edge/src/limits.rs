@@ -51,11 +51,15 @@ pub async fn request_timeout(
 }
 
 /// The deadline step on its own: `serve`'s response, or a 504 problem once `deadline` passes.
-pub async fn with_deadline(deadline: Duration, serve: impl Future<Output = Response>) -> Response {
-    match tokio::time::timeout(deadline, serve).await {
+/// Not an `async fn`, so `serve` is stored once (see [`crate::deadline::within`]).
+pub fn with_deadline(
+    deadline: Duration,
+    serve: impl Future<Output = Response>,
+) -> impl Future<Output = Response> {
+    futures::FutureExt::map(tokio::time::timeout(deadline, serve), |timed| match timed {
         Ok(response) => response,
         Err(_elapsed) => EdgeError::request_timeout().into_response(),
-    }
+    })
 }
 
 #[cfg(test)]

@@ -141,8 +141,9 @@ pub async fn within(
 }
 
 /// Runs `serve` with `id` as the task's current request id, where upstream calls find it.
-pub(crate) async fn scope<F: Future>(id: RequestId, serve: F) -> F::Output {
-    CURRENT.scope(id, serve).await
+/// Not an `async fn`, so `serve` is stored once (see [`crate::deadline::within`]).
+pub(crate) fn scope<F: Future>(id: RequestId, serve: F) -> impl Future<Output = F::Output> {
+    CURRENT.scope(id, serve)
 }
 
 /// Writes the access-log line of a request answered with `status`, inside its span.

@@ -145,7 +145,7 @@ pub async fn serve(
                 let (relay, builder, watcher) =
                     (relay.clone(), builder.clone(), graceful.watcher());
                 let mut router =
-                    OneAtATime { services: services.clone(), peer, http1: http1.clone() };
+                    OneAtATime { services: services.clone(), peer, http1: http1.clone(), service: None };
                 let (stopping, in_flight) = (stopping.clone(), in_flight.clone());
                 tokio::spawn(async move {
                     let (_slot, _in_flight) = (slot, in_flight);
@@ -154,7 +154,9 @@ pub async fn serve(
                     else {
                         return;
                     };
-                    let service = TowerToHyperService::new(router.services.connection(peer));
+                    let service = router.service.take();
+                    let service = service.unwrap_or_else(|| router.services.connection(peer));
+                    let service = TowerToHyperService::new(service);
                     let connection =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     if let Err(error) = watcher.watch(connection.into_owned()).await {
@@ -225,6 +227,8 @@ struct OneAtATime {
     services: Services,
     peer: SocketAddr,
     http1: Arc<hyper::server::conn::http1::Builder>,
+    /// Made for the connection's first router request, then reused.
+    service: Option<PerConnection>,
 }
 
 impl Routed for OneAtATime {
@@ -238,7 +242,9 @@ impl Routed for OneAtATime {
         let draining = self.services.draining.clone();
         let said_last = last.clone();
         let answered = request.answered();
-        let service = self.services.connection(self.peer).map_response(
+        let (services, peer) = (&self.services, self.peer);
+        let service = self.service.get_or_insert_with(|| services.connection(peer));
+        let service = service.clone().map_response(
             move |mut response: axum::response::Response| {
                 if draining.is_draining() {
                     response
@@ -338,45 +344,56 @@ impl Services {
     }
 
     /// The service of one connection from `peer` (its peer worked out once).
-    fn connection(
-        &self,
-        peer: SocketAddr,
-    ) -> impl tower::Service<
-        http::Request<Incoming>,
-        Response = axum::response::Response,
-        Error = Infallible,
-        Future = Pin<Box<dyn Future<Output = Result<axum::response::Response, Infallible>> + Send>>,
-    > + Clone
-    + use<> {
-        // The pipeline's view of the peer is worked out once for the connection.
-        let connection = match &self.kind {
+    fn connection(&self, peer: SocketAddr) -> PerConnection {
+        let kind = match &self.kind {
             ServicesKind::Pipeline(front) => {
                 Connection::Pipeline(front.clone(), Arc::new(front.pipeline.peer(peer.ip())))
             }
             ServicesKind::Bare(router) => Connection::Bare(router.clone()),
         };
-        let draining = self.draining.clone();
-        tower::service_fn(move |mut request: http::Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            request.extensions_mut().insert(draining.clone());
-            let request = request.map(axum::body::Body::new);
-            let serve: Pin<Box<dyn Future<Output = _> + Send>> = match &connection {
-                Connection::Pipeline(front, client) => {
-                    let (front, client) = (front.clone(), client.clone());
-                    Box::pin(async move { Ok(front.serve(request, &client).await) })
-                }
-                Connection::Bare(router) => Box::pin(router.clone().oneshot(request)),
-            };
-            serve
-        })
+        PerConnection { kind, draining: self.draining.clone(), peer }
     }
 }
 
-/// [`Services`] for one connection.
+/// The general server's service for one connection.
+#[derive(Clone)]
+struct PerConnection {
+    kind: Connection,
+    draining: Draining,
+    peer: SocketAddr,
+}
+
 #[derive(Clone)]
 enum Connection {
+    /// The pipeline in front of the router, with the pipeline's view of the peer.
     Pipeline(Front, Arc<crate::pipeline::Peer>),
     Bare(axum::Router),
+}
+
+impl tower::Service<http::Request<Incoming>> for PerConnection {
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: http::Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        request.extensions_mut().insert(self.draining.clone());
+        let request = request.map(axum::body::Body::new);
+        match &self.kind {
+            Connection::Pipeline(front, client) => {
+                let (front, client) = (front.clone(), client.clone());
+                Box::pin(async move { Ok(front.serve(request, &client).await) })
+            }
+            Connection::Bare(router) => Box::pin(router.clone().oneshot(request)),
+        }
+    }
 }
 
 /// Serves with `workers` threads, each running its own single-threaded runtime, its own

@@ -107,13 +107,11 @@ impl Front {
         let request =
             Request::from_parts(parts, Body::new(http_body_util::Limited::new(body, limit)));
 
-        let work = inner.oneshot(request);
-        let work = crate::access::within(principal, async move {
-            match work.await {
-                Ok(response) => response,
-                Err(infallible) => match infallible {},
-            }
+        let work = futures::FutureExt::map(inner.oneshot(request), |served| match served {
+            Ok(response) => response,
+            Err(infallible) => match infallible {},
         });
+        let work = crate::access::within(principal, work);
         let work = crate::deadline::within(deadline, work);
         let work = limits::with_deadline(pipeline.limits.request_timeout, work);
         let work =
@@ -167,5 +165,33 @@ impl tower::Service<Request> for Front {
             });
         let front = self.clone();
         Box::pin(async move { Ok(front.serve(request, &peer).await) })
+    }
+}
+
+#[cfg(test)]
+mod size_probe {
+    #[tokio::test]
+    async fn sizes() {
+        let config = crate::GatewayConfig::from_toml("").unwrap();
+        let upstreams = crate::Upstreams::from_config(&config).unwrap();
+        let app = crate::stack::gateway("size", crate::access::Routes::new(), &config, &upstreams).unwrap();
+        let front = app.front().unwrap();
+        let peer = front.pipeline.peer(std::net::IpAddr::from([127, 0, 0, 1]));
+        let request = http::Request::get("/healthz").body(axum::body::Body::empty()).unwrap();
+        let fut = front.clone().serve(request, &peer);
+        eprintln!("Front::serve future: {} bytes", std::mem::size_of_val(&fut));
+        let peer2 = front.pipeline.peer(std::net::IpAddr::from([127, 0, 0, 1])).in_process();
+        let head = super::Head {
+            method: &http::Method::GET, path: "/healthz", query: None, target_len: 8,
+            version: http::Version::HTTP_11, authority: None,
+            headers: super::Headers::Map(&http::HeaderMap::new()), peer: &peer2, scheme: "http",
+        };
+        let inspection = front.pipeline.inspect(&head);
+        let inspected = inspection.verdict.ok().unwrap();
+        let admit = front.pipeline.admit(&inspected);
+        eprintln!("admit: {} bytes", size_of_val(&admit));
+        let request = http::Request::get("/healthz").body(axum::body::Body::empty()).unwrap();
+        let fut2 = tower::ServiceExt::oneshot(front.inner.clone(), request);
+        eprintln!("router oneshot: {} bytes", std::mem::size_of_val(&fut2));
     }
 }
