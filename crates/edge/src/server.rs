@@ -144,8 +144,12 @@ pub async fn serve(
             Some(relay) => {
                 let (relay, builder, watcher) =
                     (relay.clone(), builder.clone(), graceful.watcher());
-                let mut router =
-                    OneAtATime { services: services.clone(), peer, http1: http1.clone(), service: None };
+                let mut router = OneAtATime {
+                    services: services.clone(),
+                    peer,
+                    http1: http1.clone(),
+                    service: None,
+                };
                 let (stopping, in_flight) = (stopping.clone(), in_flight.clone());
                 tokio::spawn(async move {
                     let (_slot, _in_flight) = (slot, in_flight);
@@ -232,6 +236,21 @@ struct OneAtATime {
 }
 
 impl Routed for OneAtATime {
+    fn call(
+        &mut self,
+        request: http::Request<axum::body::Body>,
+    ) -> Pin<Box<dyn Future<Output = axum::response::Response> + Send>> {
+        let (services, peer) = (&self.services, self.peer);
+        let service = self.service.get_or_insert_with(|| services.connection(peer));
+        let served = service.serve(request);
+        Box::pin(async move {
+            match served.await {
+                Ok(response) => response,
+                Err(infallible) => match infallible {},
+            }
+        })
+    }
+
     fn serve_one<'a, S: ClientIo>(
         &'a mut self,
         request: OneRequest<'a, S>,
@@ -244,8 +263,8 @@ impl Routed for OneAtATime {
         let answered = request.answered();
         let (services, peer) = (&self.services, self.peer);
         let service = self.service.get_or_insert_with(|| services.connection(peer));
-        let service = service.clone().map_response(
-            move |mut response: axum::response::Response| {
+        let service =
+            service.clone().map_response(move |mut response: axum::response::Response| {
                 if draining.is_draining() {
                     response
                         .headers_mut()
@@ -258,8 +277,7 @@ impl Routed for OneAtATime {
                     said_last.store(true, Ordering::Relaxed);
                 }
                 response.map(|body| Answered { body, answered })
-            },
-        );
+            });
         let connection = self
             .http1
             .serve_connection(TokioIo::new(request), TowerToHyperService::new(service))
@@ -382,10 +400,19 @@ impl tower::Service<http::Request<Incoming>> for PerConnection {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut request: http::Request<Incoming>) -> Self::Future {
+    fn call(&mut self, request: http::Request<Incoming>) -> Self::Future {
+        self.serve(request.map(axum::body::Body::new))
+    }
+}
+
+impl PerConnection {
+    /// Serves `request`, whatever read it (hyper, or the relay for the router's requests).
+    fn serve(
+        &self,
+        mut request: http::Request<axum::body::Body>,
+    ) -> Pin<Box<dyn Future<Output = Result<axum::response::Response, Infallible>> + Send>> {
         request.extensions_mut().insert(ConnectInfo(self.peer));
         request.extensions_mut().insert(self.draining.clone());
-        let request = request.map(axum::body::Body::new);
         match &self.kind {
             Connection::Pipeline(front, client) => {
                 let (front, client) = (front.clone(), client.clone());

@@ -23,6 +23,7 @@
 mod h1;
 mod io;
 mod pool;
+mod routed;
 mod upstream;
 
 use std::{net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
@@ -71,6 +72,12 @@ pub struct Relay {
 /// The general server's side of a connection the relay keeps: it serves the router's requests
 /// one at a time.
 pub(crate) trait Routed: Send {
+    /// The general server's service (the pipeline, then the router) for `request`.
+    fn call(
+        &mut self,
+        request: http::Request<axum::body::Body>,
+    ) -> Pin<Box<dyn Future<Output = axum::response::Response> + Send>>;
+
     /// Serves the one request `request` reads (head and body, then the end of the stream);
     /// whether the connection may carry another request after it.
     fn serve_one<'a, S: ClientIo>(
@@ -186,8 +193,15 @@ impl Relay {
             match self.prepare(&client.buf, &client.peer, started.into_std()) {
                 Prepare::Ready(prepared) => break prepared,
                 Prepare::HandOff => return Next::HandOff,
+                Prepare::Routed { head_len, body_len, close }
+                    if body_len <= routed::MAX_READ_FIRST =>
+                {
+                    let deadline = started + limits.request_timeout;
+                    return routed::serve(client, router, head_len, body_len, close, deadline)
+                        .await;
+                }
                 Prepare::Routed { head_len, body_len, close } => {
-                    // The body bytes read with the head go with it; a pipelined request after
+                    // A large body streams through hyper. The body bytes read with the head go with it; a pipelined request after
                     // them stays here.
                     let read = head_len
                         + usize::try_from(body_len)

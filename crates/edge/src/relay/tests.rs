@@ -563,7 +563,7 @@ async fn gateway_with_routes(
     let config = GatewayConfig::from_toml(&format!(
         r#"
         [limits]
-        max_body_bytes = 1000
+        max_body_bytes = 200000
         [[routes]]
         upstream = "catalog"
         {CATALOG}
@@ -661,7 +661,15 @@ async fn a_router_request_body_arriving_in_pieces_is_read_to_its_end_and_no_furt
 async fn a_request_inside_a_router_request_body_is_never_served() {
     let backend = echo_backend().await;
     let (addr, _stop, _server) = gateway_with_routes(&backend, echo_routes()).await;
-    let smuggled = "GET /api/catalog/smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    // Small enough to be read first, and too large for it (hyper streams it).
+    for padding in [0, 100 * 1024] {
+        let smuggled =
+            format!("{}GET /api/catalog/smuggled HTTP/1.1\r\nHost: a\r\n\r\n", " ".repeat(padding));
+        smuggled_requests_are_never_served(addr, &smuggled).await;
+    }
+}
+
+async fn smuggled_requests_are_never_served(addr: SocketAddr, smuggled: &str) {
     // A handler that reads the body, and one the router refuses without reading it (405).
     for target in ["/echo", "/healthz"] {
         let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -678,12 +686,14 @@ async fn a_request_inside_a_router_request_body_is_never_served() {
         } else {
             assert_eq!(first.status, 405);
         }
-        // The next answer is the real request's, or the connection closes: never the smuggled.
+        // The next answer is the real request's, or the connection closes (a body left unread
+        // may make it a reset): never the smuggled one.
         let mut rest = buf;
         tokio::time::timeout(Duration::from_secs(5), async {
             while !rest.windows(5).any(|w| w == b"/real") {
-                if stream.read_buf(&mut rest).await.unwrap() == 0 {
-                    break;
+                match stream.read_buf(&mut rest).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
                 }
             }
         })
@@ -779,14 +789,29 @@ async fn a_client_that_leaves_mid_router_request_ends_it_and_a_slow_reader_still
     assert_eq!(answer.json()["path"], "/after");
 }
 
-/// A stand-in for the general server that records each router request it is given and
-/// answers `routed`.
+/// A stand-in for the general server that records each router request it is given (as
+/// `call: METHOD /path body` or, for one handed to hyper, `whole: <bytes>`) and answers `routed`.
 #[derive(Default)]
 struct Recorder {
-    requests: Vec<Vec<u8>>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl super::Routed for Recorder {
+    fn call(
+        &mut self,
+        request: http::Request<Body>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = axum::response::Response> + Send>> {
+        let seen = self.seen.clone();
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+            let line =
+                format!("call: {} {} {}", parts.method, parts.uri, String::from_utf8_lossy(&body));
+            seen.lock().unwrap().push(line);
+            axum::response::IntoResponse::into_response("routed")
+        })
+    }
+
     fn serve_one<'a, S: super::ClientIo>(
         &'a mut self,
         mut request: super::OneRequest<'a, S>,
@@ -796,7 +821,7 @@ impl super::Routed for Recorder {
             while !request.finished() {
                 assert!(request.read_buf(&mut bytes).await.unwrap() > 0, "the request ended early");
             }
-            self.requests.push(bytes);
+            self.seen.lock().unwrap().push(format!("whole: {} bytes", bytes.len()));
             request.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nrouted").await.unwrap();
             request.flush().await.unwrap();
             true
@@ -808,7 +833,7 @@ impl super::Routed for Recorder {
 async fn the_relay_keeps_the_connection_and_gives_the_router_one_request_at_a_time() {
     let backend = echo_backend().await;
     let config = GatewayConfig::from_toml(&format!(
-        "[[routes]]\nupstream = \"catalog\"\n{CATALOG}\n[upstreams.catalog]\nendpoints = [\"{backend}\"]\n"
+        "[limits]\nmax_body_bytes = 1000000\n[[routes]]\nupstream = \"catalog\"\n{CATALOG}\n[upstreams.catalog]\nendpoints = [\"{backend}\"]\n"
     ))
     .unwrap();
     let upstreams = Upstreams::from_config(&config).unwrap();
@@ -817,27 +842,74 @@ async fn the_relay_keeps_the_connection_and_gives_the_router_one_request_at_a_ti
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (_stop, stopping) = tokio::sync::watch::channel(false);
+    let router = Recorder::default();
+    let seen = router.seen.clone();
     let served = tokio::spawn(async move {
         let (stream, peer) = listener.accept().await.unwrap();
-        let mut router = Recorder::default();
+        let mut router = router;
         let ended = relay.serve_connection(stream, peer, stopping, &mut router).await;
-        (matches!(ended, super::Ended::Closed), router.requests)
+        matches!(ended, super::Ended::Closed)
     });
 
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let mut buf = Vec::new();
-    let health = b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n";
-    // Pipelined: the router's request, a relayed one, a router request with a body.
-    let post = b"POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc";
-    let mut all = health.to_vec();
-    all.extend_from_slice(b"GET /api/catalog/x HTTP/1.1\r\nHost: a\r\n\r\n");
-    all.extend_from_slice(post);
-    stream.write_all(&all).await.unwrap();
+    // Pipelined: the router's request, a relayed one, a router request with a small body,
+    // and one with a body too large to read first (hyper streams it).
+    let big = "b".repeat(70 * 1024);
+    let all = format!(
+        "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n\
+         GET /api/catalog/x HTTP/1.1\r\nHost: a\r\n\r\n\
+         POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc\
+         POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{big}\
+         GET /healthz?last HTTP/1.1\r\nHost: a\r\n\r\n",
+        big.len()
+    );
+    stream.write_all(all.as_bytes()).await.unwrap();
     assert_eq!(read_answer(&mut stream, &mut buf, false).await.body, b"routed");
     assert_eq!(read_answer(&mut stream, &mut buf, false).await.json()["path"], "/x");
-    assert_eq!(read_answer(&mut stream, &mut buf, false).await.body, b"routed");
+    for _ in 0..3 {
+        assert_eq!(read_answer(&mut stream, &mut buf, false).await.body, b"routed");
+    }
     drop(stream);
-    let (closed, requests) = served.await.unwrap();
-    assert!(closed, "the relay kept the connection to its end, never handing it off");
-    assert_eq!(requests, [health.to_vec(), post.to_vec()], "each request exactly, no more");
+    assert!(
+        served.await.unwrap(),
+        "the relay kept the connection to its end, never handing it off"
+    );
+    let head_len = "POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 71680\r\n\r\n".len();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "call: GET /healthz ".to_owned(),
+            "call: POST /healthz abc".to_owned(),
+            format!("whole: {} bytes", head_len + big.len()),
+            "call: GET /healthz?last ".to_owned(),
+        ],
+        "each request exactly, no more"
+    );
+}
+
+#[tokio::test]
+async fn a_large_router_request_body_streams_through_and_the_connection_carries_on() {
+    let backend = echo_backend().await;
+    let (addr, _stop, _server) = gateway_with_routes(&backend, echo_routes()).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let body = "z".repeat(150 * 1024);
+    let head = format!("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n", body.len());
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // In pieces, the last with the next request behind it.
+    let (first, last) = body.split_at(100 * 1024);
+    stream.write_all(first.as_bytes()).await.unwrap();
+    tokio::task::yield_now().await;
+    let rest = format!("{last}GET /api/catalog/after HTTP/1.1\r\nHost: a\r\n\r\n");
+    stream.write_all(rest.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let answer = read_answer(&mut stream, &mut buf, false).await;
+    assert_eq!(answer.json()["body_len"], body.len());
+    let answer = read_answer(&mut stream, &mut buf, false).await;
+    assert_eq!(answer.json()["path"], "/after");
+    // Over the limit: refused by the pipeline before anything reads it.
+    let over = "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 300000\r\n\r\n";
+    stream.write_all(over.as_bytes()).await.unwrap();
+    let answer = read_answer(&mut stream, &mut buf, false).await;
+    assert_eq!(answer.status, 413);
 }
