@@ -812,20 +812,18 @@ impl super::Routed for Recorder {
         })
     }
 
-    fn serve_one<'a, S: super::ClientIo>(
-        &'a mut self,
-        mut request: super::OneRequest<'a, S>,
-    ) -> impl Future<Output = bool> + Send + 'a {
-        async move {
-            let mut bytes = Vec::new();
-            while !request.finished() {
-                assert!(request.read_buf(&mut bytes).await.unwrap() > 0, "the request ended early");
-            }
-            self.seen.lock().unwrap().push(format!("whole: {} bytes", bytes.len()));
-            request.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nrouted").await.unwrap();
-            request.flush().await.unwrap();
-            true
+    async fn serve_one<S: super::ClientIo>(
+        &mut self,
+        mut request: super::OneRequest<'_, S>,
+    ) -> bool {
+        let mut bytes = Vec::new();
+        while !request.finished() {
+            assert!(request.read_buf(&mut bytes).await.unwrap() > 0, "the request ended early");
         }
+        self.seen.lock().unwrap().push(format!("whole: {} bytes", bytes.len()));
+        request.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nrouted").await.unwrap();
+        request.flush().await.unwrap();
+        true
     }
 }
 
