@@ -84,8 +84,10 @@ impl Draining {
 /// `Connection: close` on their response, HTTP/2 ones a GOAWAY, and in-flight requests get
 /// `limits.drain_timeout` to finish.
 ///
-/// With a [`Relay`](crate::relay::Relay) (a gateway with pass-through routes), each connection
-/// goes to the relay first, which hands it to the general server when it needs one.
+/// With a [`Relay`](crate::relay::Relay) (every gateway behind the pipeline), each connection
+/// goes to the relay first: it serves HTTP/1.1 itself, with this server's service for the
+/// router's requests ([`Routed`]), and hands the connection over for good only for what it does
+/// not frame (HTTP/2, upgrades, chunked or `Expect` request bodies, HTTP/1.0).
 pub async fn serve(
     listener: TcpListener,
     app: impl Into<Gateway>,

@@ -1,12 +1,12 @@
 //! Assembles a gateway: its own composed routes, the configured pass-through routes, the
 //! health routes and `/metrics`, behind the one edge [`pipeline`](crate::pipeline), with the
-//! [`Relay`] as the HTTP/1.1 transport of its pass-through routes.
+//! [`Relay`] as its HTTP/1.1 transport.
 //!
 //! A request meets, outermost first:
 //!
 //! | piece | why it sits here |
 //! |---|---|
-//! | a transport: the relay (HTTP/1.1 pass-through) or hyper (everything else) | framing and bytes only; both hand the head to the pipeline |
+//! | a transport: the relay (every HTTP/1.1 connection; relays pass-through routes itself) or hyper (HTTP/2, upgrades, what the relay hands over) | framing and bytes only; both hand the head to the pipeline |
 //! | the pipeline (request id → head limits → hygiene and path normalisation → route match → body limit and deadline → authentication → access rule → identity headers) | one order for every request path, before any handler or backend runs (see [`pipeline`](crate::pipeline)) |
 //! | problem normaliser | rewrites bare framework errors (405, 415, extractor rejections) from everything inside it into problem+json |
 //! | the router (axum) | routes the normalised path to a composed handler or the pass-through handler |
@@ -29,8 +29,8 @@ use crate::{
 };
 
 /// A built gateway: its router behind the edge pipeline, and the [`Relay`] that serves its
-/// pass-through routes to HTTP/1.1 clients (the server hands the relay every connection
-/// first). Both transports run the same pipeline.
+/// HTTP/1.1 clients (the server hands the relay every connection first; it relays the
+/// pass-through routes and gives the router the rest). Both transports run the same pipeline.
 #[derive(Clone, Debug)]
 pub struct Gateway {
     /// The router, without the pipeline in front of it.
@@ -93,7 +93,7 @@ impl From<Router> for Gateway {
 
 /// A gateway: `routes` (its composed endpoints), the config's pass-through routes, the health
 /// routes and `/metrics`, with a problem+json 404 for everything else, behind the pipeline;
-/// and the relay of its pass-through routes. `name` labels the gateway's metrics. Its
+/// and its relay. `name` labels the gateway's metrics. Its
 /// per-process state is its own ([`gateway_in`] shares one between workers).
 ///
 /// Fails when a route needs a caller but the config has no `[auth]` to find one, and when
