@@ -55,6 +55,10 @@ pub struct GatewayConfig {
     /// Who callers are: JWT verification against a JWKS, and partner API keys. Without it the
     /// gateway serves public routes only (checked at start-up).
     pub auth: Option<crate::auth::AuthConfig>,
+    /// Partner plans by name: each API key names one (`[[auth.api_keys]] plan`).
+    pub plans: BTreeMap<String, crate::ratelimit::PlanConfig>,
+    /// Limits for every client: the throttle on credential guessing.
+    pub rate_limits: crate::ratelimit::RateLimitsConfig,
 }
 
 /// Listener addresses.
@@ -527,6 +531,20 @@ impl GatewayConfig {
     /// Checks what the types cannot: references between sections and well-formed values.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.limits.validate()?;
+        crate::ratelimit::validate(&self.plans)?;
+        if !self.plans.is_empty()
+            && let Some(auth) = &self.auth
+            && let Some(key) = auth.api_keys.iter().find(|k| !self.plans.contains_key(&k.plan))
+        {
+            // A typo must not leave a partner unlimited.
+            return Err(invalid(
+                "auth.api_keys.plan",
+                format!(
+                    "API key `{}` names plan `{}`, which [plans] does not define",
+                    key.id, key.plan
+                ),
+            ));
+        }
         for (key, value) in [
             ("limits.request_timeout", self.limits.request_timeout),
             ("limits.header_read_timeout", self.limits.header_read_timeout),

@@ -65,6 +65,19 @@ impl EdgeError {
         }
     }
 
+    /// 429 `rate_limited`: a limit refused the request; `retry_after` seconds until it would
+    /// not.
+    pub fn too_many_requests(detail: &'static str, retry_after: u64) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "Too many requests",
+            Source::Client,
+        )
+        .with_detail(detail)
+        .with_retry_after(u16::try_from(retry_after).unwrap_or(u16::MAX))
+    }
+
     /// 400 `invalid_path`: the request path cannot be normalised safely (an encoded slash or
     /// backslash, a NUL, a bad escape, or dot-segments that climb above `/`).
     pub fn invalid_path(detail: &'static str) -> Self {

@@ -42,6 +42,7 @@ pub mod params;
 pub mod path;
 pub mod pipeline;
 pub mod proxy;
+pub mod ratelimit;
 pub mod relay;
 pub mod request_id;
 pub mod rescue;

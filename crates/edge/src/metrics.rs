@@ -20,6 +20,8 @@ use crate::{
 
 /// Requests refused by authentication or authorisation, by gateway and reason.
 pub const AUTH_FAILURES: &str = "portico_auth_failures_total";
+/// Requests refused by a rate limit, by gateway and limit (`burst`, `day`, `auth_failures`).
+pub const RATE_LIMITED: &str = "portico_rate_limited_total";
 
 /// Client header fields the edge dropped, by gateway and `reason` (`underscore`).
 pub const HEADERS_DROPPED: &str = "portico_headers_dropped_total";
@@ -78,6 +80,10 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                         AUTH_FAILURES,
                         "Requests refused by authentication or authorisation, by reason"
                     );
+                    metrics::describe_counter!(
+                        RATE_LIMITED,
+                        "Requests refused by a rate limit, by limit (burst, day, auth_failures)"
+                    );
                     describe_upstream_metrics();
                     Some(handle)
                 }
@@ -113,6 +119,11 @@ async fn render(request: Request) -> Response {
 /// Counts one request refused by auth.
 pub fn auth_failure(gateway: &'static str, reason: &'static str) {
     metrics::counter!(AUTH_FAILURES, "gateway" => gateway, "reason" => reason).increment(1);
+}
+
+/// Counts a request refused by the rate limit `limit`.
+pub(crate) fn throttled(gateway: &'static str, limit: &'static str) {
+    metrics::counter!(RATE_LIMITED, "gateway" => gateway, "limit" => limit).increment(1);
 }
 
 fn describe_upstream_metrics() {

@@ -54,6 +54,7 @@ use crate::{
     config::{Cidr, ConfigError, GatewayConfig, Limits},
     error::EdgeError,
     metrics as metric_names,
+    ratelimit::Limiter,
     request_id::RequestId,
     upstream::Upstreams,
 };
@@ -62,15 +63,39 @@ use crate::{
 /// copies would let each worker admit what the process must admit once (a token whose keys
 /// one worker already fetched; later a rate limit or a cached answer). Owned by the gateway
 /// instance that builds it, never a `static`, so tests stay independent.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct EdgeState {
     authenticator: Option<Authenticator>,
+    limiter: Arc<Limiter>,
 }
 
 impl EdgeState {
-    /// The state `config` asks for: the authenticator and its key cache, when `[auth]` is set.
+    /// The state `config` asks for: the authenticator and its key cache, when `[auth]` is set,
+    /// and the rate limits of its plans and clients.
     pub fn new(config: &GatewayConfig) -> Result<Self, ConfigError> {
-        Ok(Self { authenticator: config.auth.as_ref().map(Authenticator::new).transpose()? })
+        let keys = config.auth.iter().flat_map(|auth| &auth.api_keys);
+        let limiter = Limiter::new(
+            &config.plans,
+            keys.map(|k| (k.partner.as_str(), k.plan.as_str())),
+            &config.rate_limits,
+        );
+        Ok(Self {
+            authenticator: config.auth.as_ref().map(Authenticator::new).transpose()?,
+            limiter: Arc::new(limiter),
+        })
+    }
+}
+
+impl Default for EdgeState {
+    fn default() -> Self {
+        Self {
+            authenticator: None,
+            limiter: Arc::new(Limiter::new(
+                &std::collections::BTreeMap::new(),
+                std::iter::empty(),
+                &crate::ratelimit::RateLimitsConfig::default(),
+            )),
+        }
     }
 }
 
@@ -173,6 +198,8 @@ pub struct Pipeline {
     trusted_proxies: Arc<[Cidr]>,
     routes: RouteTable,
     authenticator: Option<Authenticator>,
+    /// The process's rate limits (plans, the guessing throttle).
+    limiter: Arc<Limiter>,
     dropped_headers: Counter,
 }
 
@@ -191,6 +218,7 @@ impl Pipeline {
     ) -> Result<Self, ConfigError> {
         let routes = RouteTable::new(config, table, upstreams)?;
         let authenticator = state.authenticator.clone();
+        let limiter = state.limiter.clone();
         if authenticator.is_none()
             && let Some((path, access)) = routes.rules().find(|(_, a)| a.requires_authentication())
         {
@@ -212,6 +240,7 @@ impl Pipeline {
             trusted_proxies: config.listen.trusted_proxies.clone().into(),
             routes,
             authenticator,
+            limiter,
             dropped_headers,
         })
     }
@@ -328,9 +357,14 @@ impl Pipeline {
         Ok(Inspected { path, route, facts, forwarded })
     }
 
-    /// Authentication and the route's access rule: admitted with the caller, refused with
-    /// why, or answered by the edge itself.
-    pub async fn admit(&self, inspected: &Inspected<'_, '_>) -> Verdict<Admitted> {
+    /// Authentication, the route's access rule and the caller's rate limits: admitted with the
+    /// caller, refused with why, or answered by the edge itself. The rate-limit headers of the
+    /// response go to `outbound`.
+    pub async fn admit(
+        &self,
+        inspected: &Inspected<'_, '_>,
+        outbound: &mut Outbound,
+    ) -> Verdict<Admitted> {
         let (rule, other_schemes) = match &inspected.route {
             Route::Pass(route) => (route.access.as_ref(), route.forward_authorization),
             Route::Router(rule) => (*rule, false),
@@ -341,7 +375,9 @@ impl Pipeline {
             }
         };
         let facts = &inspected.facts;
-        match self.authorize(rule, facts.authorization, facts.api_key, other_schemes).await {
+        let credentials = (facts.authorization, facts.api_key);
+        let client = inspected.forwarded.client;
+        match self.authorize(rule, credentials, other_schemes, client, outbound).await {
             Ok(principal) => {
                 Verdict::Admit(Admitted { principal, forwarded: inspected.forwarded.clone() })
             }
@@ -375,11 +411,13 @@ impl Pipeline {
     pub(crate) async fn admit_pass(
         &self,
         route: &PassRoute,
-        authorization: Option<&[u8]>,
-        api_key: Option<&[u8]>,
+        credentials: (Option<&[u8]>, Option<&[u8]>),
+        client: IpAddr,
+        outbound: &mut Outbound,
     ) -> Verdict<Option<Arc<Principal>>> {
         let rule = route.access.as_ref();
-        match self.authorize(rule, authorization, api_key, route.forward_authorization).await {
+        let other_schemes = route.forward_authorization;
+        match self.authorize(rule, credentials, other_schemes, client, outbound).await {
             Ok(principal) => Verdict::Admit(principal),
             Err(error) => Verdict::Refuse(error),
         }
@@ -391,9 +429,10 @@ impl Pipeline {
     async fn authorize(
         &self,
         rule: Option<&Access>,
-        authorization: Option<&[u8]>,
-        api_key: Option<&[u8]>,
+        (authorization, api_key): (Option<&[u8]>, Option<&[u8]>),
         other_schemes: bool,
+        client: IpAddr,
+        outbound: &mut Outbound,
     ) -> Result<Option<Arc<Principal>>, EdgeError> {
         let Some(rule) = rule else {
             return Err(self.denied(Denied::Forbidden(None)));
@@ -401,15 +440,43 @@ impl Pipeline {
         let principal = match &self.authenticator {
             None => None,
             Some(authenticator) => {
+                // A client that failed too often is refused before anything is verified, so
+                // the answer says nothing about whether this credential was right.
+                if (authorization.is_some() || api_key.is_some())
+                    && let Some(seconds) = self.limiter.throttled(client)
+                {
+                    crate::metrics::throttled(self.gateway, "auth_failures");
+                    return Err(EdgeError::too_many_requests(
+                        "too many failed authentications from this address",
+                        seconds,
+                    ));
+                }
                 match authenticator.authenticate_values(authorization, api_key, other_schemes).await
                 {
                     Ok(principal) => principal.map(Arc::new),
-                    Err(error) => return Err(self.auth_refused(error)),
+                    Err(error) => {
+                        self.limiter.failed(client);
+                        return Err(self.auth_refused(error));
+                    }
                 }
             }
         };
         if let Err(denied) = rule.check(principal.as_deref()) {
             return Err(self.denied(denied));
+        }
+        if let Some(principal) = &principal
+            && let Some(decision) = self.limiter.check(principal)
+        {
+            outbound.set_rate_limit(decision.policy, decision.limit);
+            if let Some(limit) = decision.refused_by {
+                crate::metrics::throttled(self.gateway, limit);
+                let detail = if limit == "day" {
+                    "the plan's quota for today is used up"
+                } else {
+                    "the plan's rate limit is exceeded"
+                };
+                return Err(EdgeError::too_many_requests(detail, decision.retry_after));
+            }
         }
         Ok(principal)
     }
@@ -438,8 +505,13 @@ impl Pipeline {
     }
 }
 
+/// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers).
+static RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
+
 /// The outbound phase every response passes, on every transport: the request id echoed, the
-/// access-log line. (Later: RateLimit, CORS and caching headers.) One rule, two renderers.
+/// rate-limit headers, the access-log line. (Later: CORS and caching headers.) One rule, two
+/// renderers.
 #[derive(Debug)]
 pub struct Outbound {
     id: RequestId,
@@ -451,6 +523,8 @@ pub struct Outbound {
     bytes: Option<u64>,
     /// The upstream endpoint that answered, and the time to its response head.
     upstream: Option<(Arc<crate::upstream::cluster::Endpoint>, std::time::Duration)>,
+    /// `RateLimit-Policy` and `RateLimit`, on a request a limit applied to.
+    rate_limit: Option<Box<(HeaderValue, HeaderValue)>>,
 }
 
 impl Outbound {
@@ -468,7 +542,12 @@ impl Outbound {
             let at = std::time::SystemTime::now() - started.elapsed();
             log.begin(at, peer.addr, id.as_str(), method.as_str(), path)
         });
-        Self { id, span, started, line, bytes: None, upstream: None }
+        Self { id, span, started, line, bytes: None, upstream: None, rate_limit: None }
+    }
+
+    /// Notes the rate-limit headers the response carries.
+    pub(crate) fn set_rate_limit(&mut self, policy: HeaderValue, limit: HeaderValue) {
+        self.rate_limit = Some(Box::new((policy, limit)));
     }
 
     /// Notes the response body's size, for the access log.
@@ -506,11 +585,19 @@ impl Outbound {
     /// Adds the outbound headers to a response's header map.
     pub fn render_map(&self, headers: &mut http::HeaderMap) {
         headers.insert(crate::request_id::HEADER, self.id.header_value().clone());
+        if let Some(rate_limit) = &self.rate_limit {
+            headers.insert(&RATELIMIT_POLICY, rate_limit.0.clone());
+            headers.insert(&RATELIMIT, rate_limit.1.clone());
+        }
     }
 
     /// Appends the outbound headers to a raw response head.
     pub fn render_raw(&self, head: &mut Vec<u8>) {
         push_header(head, crate::request_id::HEADER, self.id.as_str().as_bytes());
+        if let Some(rate_limit) = &self.rate_limit {
+            push_header(head, RATELIMIT_POLICY.as_str(), rate_limit.0.as_bytes());
+            push_header(head, RATELIMIT.as_str(), rate_limit.1.as_bytes());
+        }
     }
 
     /// Writes the access-log line once the response is on its way.

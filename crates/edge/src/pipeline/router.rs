@@ -53,11 +53,12 @@ impl Front {
             scheme: "http",
         };
         let inspection = pipeline.inspect(&head);
-        let outbound = Outbound::new(inspection.id, &parts.method, uri.path(), peer, started);
+        let mut outbound = Outbound::new(inspection.id, &parts.method, uri.path(), peer, started);
         let verdict = match inspection.verdict {
             Err(error) => Verdict::Refuse(error),
             Ok(inspected) => {
-                let verdict = pipeline.admit(&inspected).instrument(outbound.span().clone()).await;
+                let span = outbound.span().clone();
+                let verdict = pipeline.admit(&inspected, &mut outbound).instrument(span).await;
                 match verdict {
                     Verdict::Admit(admitted) => {
                         let path = match inspected.path {

@@ -959,3 +959,71 @@ async fn framing_attacks_are_refused_and_nothing_is_smuggled() {
     }
     assert!(report.is_empty(), "{}", report.join("\n"));
 }
+
+#[tokio::test]
+async fn a_partners_plan_is_enforced_on_every_path_with_the_ratelimit_headers() {
+    // A plan that refills almost never: what each gateway admits is its burst.
+    let f = fixture_with("[plans.gold]\nrate = 0.001\nburst = 2\nquota_per_day = 1000").await;
+    for &path in ALL {
+        for target in ["/admin/x", "/composed/whoami"] {
+            let req = get(target).header("x-api-key", PARTNER_KEY);
+            let mut admitted = 0;
+            let refused = loop {
+                let answer = send(&f, path, &req).await;
+                if answer.status == 429 {
+                    break answer;
+                }
+                assert_eq!(answer.status, 200, "{path:?} {target}");
+                let limit = answer.header("ratelimit").unwrap_or_default();
+                assert!(limit.starts_with("\"burst\";r="), "{path:?} {target}: {limit}");
+                admitted += 1;
+                assert!(admitted <= 2, "{path:?} {target}: more than the burst admitted");
+            };
+            assert_eq!(refused.header("content-type"), Some("application/problem+json"));
+            assert_eq!(refused.code(), "rate_limited", "{path:?} {target}");
+            let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+            assert!(retry >= 1, "{path:?} {target}: Retry-After {retry}");
+            assert_eq!(
+                refused.header("ratelimit-policy"),
+                Some("\"burst\";q=2;w=2000, \"day\";q=1000;w=86400"),
+                "{path:?} {target}"
+            );
+            let limit = refused.header("ratelimit").unwrap();
+            assert!(limit.starts_with("\"burst\";r=0;t="), "{path:?} {target}: {limit}");
+            assert!(limit.contains("\"day\";r=998;t="), "{path:?} {target}: {limit}");
+        }
+    }
+}
+
+/// Sends `req` from the loopback address `from` (127.0.0.x) to `addr` on a fresh connection.
+async fn send_from(from: [u8; 4], addr: SocketAddr, req: &Req) -> Answer {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((from, 0))).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    stream.write_all(&req.h1()).await.unwrap();
+    read_h1(&mut stream, &mut Vec::new()).await
+}
+
+#[tokio::test]
+async fn guessing_keys_from_one_address_is_throttled_before_any_verification() {
+    let f = fixture_with("[rate_limits]\nauth_failures = 3\nauth_failure_window = \"1h\"").await;
+    let wrong = get("/admin/x").header("x-api-key", "pk_live_wrong_guess_0000000000000000");
+    let right = get("/admin/x").header("x-api-key", PARTNER_KEY);
+    // Each transport's gateway has its own process state here; a guesser per gateway.
+    for (i, addr) in [f.relay, f.routed, f.router].into_iter().enumerate() {
+        let guesser = [127, 0, 0, 10 + i as u8];
+        for _ in 0..3 {
+            assert_eq!(send_from(guesser, addr, &wrong).await.status, 401);
+        }
+        // Now even the right key is refused unverified: the answer says nothing about it.
+        for req in [&wrong, &right] {
+            let answer = send_from(guesser, addr, req).await;
+            assert_eq!(answer.status, 429, "{addr}");
+            assert_eq!(answer.code(), "rate_limited");
+            assert!(answer.header("retry-after").is_some());
+        }
+        // Without credentials a public route still answers; another address is not throttled.
+        assert_eq!(send_from(guesser, addr, &get("/static/x")).await.status, 200);
+        assert_eq!(send_from([127, 0, 0, 20 + i as u8], addr, &right).await.status, 200);
+    }
+}

@@ -357,6 +357,7 @@ impl Relay {
             method: method.clone(),
             authorization: facts.authorization.map(Bytes::copy_from_slice),
             api_key: facts.api_key.map(Bytes::copy_from_slice),
+            client_addr: inspected.forwarded.client,
             outbound: Outbound::new(inspection.id, &method, &inspected.path, peer, started),
         })
     }
@@ -391,7 +392,8 @@ impl Relay {
             method,
             authorization,
             api_key,
-            outbound,
+            client_addr,
+            mut outbound,
             ..
         } = request;
         client.buf.drain(..head_len);
@@ -400,7 +402,12 @@ impl Relay {
         let (authorization, api_key) = (authorization.as_deref(), api_key.as_deref());
         let verdict = match self.pipeline.admit_anonymous(&route, authorization, api_key) {
             Some(verdict) => verdict,
-            None => self.pipeline.admit_pass(&route, authorization, api_key).await,
+            None => {
+                let credentials = (authorization, api_key);
+                let admitted =
+                    self.pipeline.admit_pass(&route, credentials, client_addr, &mut outbound);
+                admitted.await
+            }
         };
         match verdict {
             Verdict::Admit(Some(principal)) => render_identity_raw(&mut upstream_head, &principal),
@@ -654,6 +661,8 @@ struct Prepared {
     method: Method,
     authorization: Option<Bytes>,
     api_key: Option<Bytes>,
+    /// The client's address as the pipeline defines it (what rate limits key on).
+    client_addr: std::net::IpAddr,
     outbound: Outbound,
 }
 

@@ -1,0 +1,310 @@
+//! Rate limits: partner plans (a sustained rate with a burst, and a quota per UTC day, shared by
+//! every key of one partner) and the throttle on credential guessing (after too many failed
+//! authentications from one client address, its credentialed requests get 429 before any
+//! verification runs, so the throttle never tells a right credential from a wrong one).
+//!
+//! One step of the pipeline, after authentication and the route's access rule, on every
+//! transport. The state lives once per process ([`EdgeState`](crate::pipeline::EdgeState)),
+//! shared by its workers: a plan's partners are known from the config, so their state is a
+//! fixed table; client addresses are not, so theirs is a bounded LRU.
+
+mod gcra;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt::Write as _,
+    net::IpAddr,
+    num::NonZeroUsize,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use http::HeaderValue;
+use serde::Deserialize;
+
+pub(crate) use self::gcra::Rate;
+use crate::{
+    auth::{Principal, PrincipalKind},
+    config::ConfigError,
+};
+
+/// `[plans.<name>]`: what a partner on the plan may send.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanConfig {
+    /// Sustained requests per second.
+    pub rate: f64,
+    /// Requests admitted at once after a quiet spell.
+    pub burst: u32,
+    /// Admitted requests per UTC calendar day (429s do not count); none when unset.
+    #[serde(default)]
+    pub quota_per_day: Option<u64>,
+}
+
+/// `[rate_limits]`: limits that hold for every client.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    /// Failed authentications from one client address per `auth_failure_window` before its
+    /// credentialed requests are refused unverified (0 turns the throttle off).
+    pub auth_failures: u32,
+    /// The window of `auth_failures`.
+    #[serde(with = "humantime_serde")]
+    pub auth_failure_window: Duration,
+    /// Client addresses whose failures are remembered (least recently seen forgotten first).
+    pub tracked_addresses: usize,
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        Self {
+            auth_failures: 20,
+            auth_failure_window: Duration::from_secs(60),
+            tracked_addresses: 65_536,
+        }
+    }
+}
+
+/// Checks `[plans]` against the rest of the config: each is a usable rate.
+pub(crate) fn validate(plans: &BTreeMap<String, PlanConfig>) -> Result<(), ConfigError> {
+    for (name, plan) in plans {
+        if !(plan.rate.is_finite() && plan.rate > 0.0) {
+            return Err(ConfigError::Invalid {
+                key: format!("plans.{name}.rate"),
+                message: "must be a number of requests per second above 0".into(),
+            });
+        }
+        if plan.burst == 0 {
+            return Err(ConfigError::Invalid {
+                key: format!("plans.{name}.burst"),
+                message: "must be at least 1".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The process's rate limits.
+#[derive(Debug)]
+pub(crate) struct Limiter {
+    epoch: Instant,
+    /// Each partner's state under its plan (partners named by the config's API keys).
+    partners: HashMap<String, Partner>,
+    throttle: Option<Throttle>,
+}
+
+#[derive(Debug)]
+struct Partner {
+    plan: Arc<Plan>,
+    state: Mutex<PlanState>,
+}
+
+#[derive(Debug)]
+struct Plan {
+    rate: Rate,
+    quota_per_day: Option<u64>,
+    /// `RateLimit-Policy`, the same on every response.
+    policy: HeaderValue,
+}
+
+#[derive(Debug, Default)]
+struct PlanState {
+    /// GCRA's theoretical arrival time, in nanoseconds since the limiter's epoch.
+    tat: u64,
+    /// The UTC day `used` counts, in days since the Unix epoch.
+    day: u64,
+    used: u64,
+}
+
+/// The rate-limit headers of a response on a limited request: `RateLimit-Policy` and
+/// `RateLimit` (draft-ietf-httpapi-ratelimit-headers), and what refused it, if anything.
+#[derive(Clone, Debug)]
+pub(crate) struct Decision {
+    pub(crate) policy: HeaderValue,
+    pub(crate) limit: HeaderValue,
+    /// Whole seconds until a refused request may be admitted.
+    pub(crate) retry_after: u64,
+    /// Which limit refused it (`burst` or `day`).
+    pub(crate) refused_by: Option<&'static str>,
+}
+
+impl Limiter {
+    /// The limiter of `plans` for the partners of `keys` (partner id → plan name).
+    pub(crate) fn new<'a>(
+        plans: &BTreeMap<String, PlanConfig>,
+        keys: impl Iterator<Item = (&'a str, &'a str)>,
+        limits: &RateLimitsConfig,
+    ) -> Self {
+        let plans: HashMap<&str, Arc<Plan>> = plans
+            .iter()
+            .map(|(name, config)| (name.as_str(), Arc::new(Plan::new(config))))
+            .collect();
+        let mut partners = HashMap::new();
+        for (partner, plan) in keys {
+            if let Some(plan) = plans.get(plan) {
+                partners.entry(partner.to_owned()).or_insert_with(|| Partner {
+                    plan: plan.clone(),
+                    state: Mutex::new(PlanState::default()),
+                });
+            }
+        }
+        let throttle = (limits.auth_failures > 0).then(|| Throttle::new(limits));
+        Self { epoch: Instant::now(), partners, throttle }
+    }
+
+    /// Counts a request of `principal` against its partner's plan; `None` when no plan limits it.
+    pub(crate) fn check(&self, principal: &Principal) -> Option<Decision> {
+        if principal.kind != PrincipalKind::Partner {
+            return None;
+        }
+        let partner = self.partners.get(&principal.subject)?;
+        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mut state = partner.state.lock().unwrap_or_else(PoisonError::into_inner);
+        Some(partner.plan.check(&mut state, now, unix))
+    }
+
+    /// `Some(seconds to wait)` when `client` has failed authentication too often to be
+    /// verified again now.
+    pub(crate) fn throttled(&self, client: IpAddr) -> Option<u64> {
+        self.throttle.as_ref()?.throttled(client, self.epoch.elapsed())
+    }
+
+    /// Notes a failed authentication from `client`.
+    pub(crate) fn failed(&self, client: IpAddr) {
+        if let Some(throttle) = &self.throttle {
+            throttle.failed(client, self.epoch.elapsed());
+        }
+    }
+}
+
+impl Plan {
+    fn new(config: &PlanConfig) -> Self {
+        let rate = Rate::new(config.rate, config.burst);
+        let mut policy = format!("\"burst\";q={};w={}", rate.burst(), rate.window_secs());
+        if let Some(quota) = config.quota_per_day {
+            let _ = write!(policy, ", \"day\";q={quota};w=86400");
+        }
+        let policy = HeaderValue::try_from(policy).unwrap_or(HeaderValue::from_static("\"burst\""));
+        Self { rate, quota_per_day: config.quota_per_day, policy }
+    }
+
+    /// Decides one request at `now` (nanoseconds since the epoch) and `unix` (seconds): it is
+    /// admitted only if every limit admits it, and only then counted.
+    fn check(&self, state: &mut PlanState, now: u64, unix: u64) -> Decision {
+        let day = unix / 86_400;
+        if state.day != day {
+            state.day = day;
+            state.used = 0;
+        }
+        let burst = self.rate.check(state.tat, now);
+        let quota_left = self.quota_per_day.map(|quota| quota.saturating_sub(state.used));
+        let day_reset = (day + 1) * 86_400 - unix;
+        let refused_by = if !burst.admitted {
+            Some("burst")
+        } else if quota_left == Some(0) {
+            Some("day")
+        } else {
+            None
+        };
+        let admitted = refused_by.is_none();
+        if admitted {
+            state.tat = burst.tat;
+            state.used += 1;
+        }
+        let seconds = |ns: u64| ns.div_ceil(1_000_000_000);
+        let mut limit = format!("\"burst\";r={};t={}", burst.remaining, seconds(burst.reset));
+        if let Some(left) = quota_left {
+            let left = if admitted { left - 1 } else { left };
+            let _ = write!(limit, ", \"day\";r={left};t={day_reset}");
+        }
+        let retry_after = match refused_by {
+            Some("burst") => seconds(burst.retry).max(1),
+            Some(_) => day_reset,
+            None => 0,
+        };
+        Decision {
+            policy: self.policy.clone(),
+            limit: HeaderValue::try_from(limit).unwrap_or(HeaderValue::from_static("\"burst\"")),
+            retry_after,
+            refused_by,
+        }
+    }
+}
+
+/// Failed authentications per client address, in fixed windows, for a bounded set of addresses.
+#[derive(Debug)]
+struct Throttle {
+    limit: u32,
+    window: Duration,
+    /// Sharded so that workers rarely wait on one another.
+    shards: Box<[Mutex<lru::LruCache<IpKey, Failures>>]>,
+}
+
+/// An address as the throttle keys it: IPv6 clients by their /64, as one host usually holds it.
+type IpKey = u128;
+
+#[derive(Clone, Copy, Debug)]
+struct Failures {
+    since: Duration,
+    count: u32,
+}
+
+const SHARDS: usize = 16;
+
+impl Throttle {
+    fn new(limits: &RateLimitsConfig) -> Self {
+        let per_shard = NonZeroUsize::new((limits.tracked_addresses / SHARDS).max(1))
+            .unwrap_or(NonZeroUsize::MIN);
+        let shards = (0..SHARDS).map(|_| Mutex::new(lru::LruCache::new(per_shard))).collect();
+        Self { limit: limits.auth_failures, window: limits.auth_failure_window, shards }
+    }
+
+    fn key(client: IpAddr) -> IpKey {
+        match client {
+            IpAddr::V4(v4) => u128::from(v4.to_bits()),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => u128::from(v4.to_bits()),
+                None => v6.to_bits() & !((1 << 64) - 1),
+            },
+        }
+    }
+
+    fn shard(&self, key: IpKey) -> &Mutex<lru::LruCache<IpKey, Failures>> {
+        // Fold the address so that neighbours spread over the shards.
+        let folded = (key ^ (key >> 64)) as u64;
+        let index = folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60;
+        &self.shards[index as usize % self.shards.len()]
+    }
+
+    fn throttled(&self, client: IpAddr, now: Duration) -> Option<u64> {
+        let key = Self::key(client);
+        let shard = self.shard(key).lock().unwrap_or_else(PoisonError::into_inner);
+        let failures = shard.peek(&key)?;
+        let ends = failures.since + self.window;
+        (failures.count >= self.limit && now < ends).then(|| (ends - now).as_secs().max(1))
+    }
+
+    fn failed(&self, client: IpAddr, now: Duration) {
+        let key = Self::key(client);
+        let mut shard = self.shard(key).lock().unwrap_or_else(PoisonError::into_inner);
+        let fresh = Failures { since: now, count: 1 };
+        match shard.get_mut(&key) {
+            Some(failures) if now < failures.since + self.window => {
+                failures.count = failures.count.saturating_add(1);
+            }
+            Some(failures) => *failures = fresh,
+            None => {
+                shard.put(key, fresh);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,138 @@
+//! Plans and the guessing throttle on a virtual clock.
+
+use std::{net::IpAddr, time::Duration};
+
+use super::*;
+use crate::auth::Credential;
+
+const SECOND: u64 = 1_000_000_000;
+/// Noon on a UTC day.
+const NOON: u64 = 20_000 * 86_400 + 12 * 3600;
+
+fn plan(rate: f64, burst: u32, quota_per_day: Option<u64>) -> Plan {
+    Plan::new(&PlanConfig { rate, burst, quota_per_day })
+}
+
+fn text(value: &HeaderValue) -> &str {
+    value.to_str().unwrap()
+}
+
+#[test]
+fn a_plan_admits_its_burst_then_refuses_with_the_headers_of_every_limit() {
+    let basic = plan(5.0, 10, Some(10_000));
+    assert_eq!(text(&basic.policy), "\"burst\";q=10;w=2, \"day\";q=10000;w=86400");
+    let mut state = PlanState::default();
+    let now = 50 * SECOND;
+    for i in 0..10_u64 {
+        let decision = basic.check(&mut state, now, NOON);
+        assert_eq!(decision.refused_by, None, "request {i}");
+        assert_eq!(
+            text(&decision.limit),
+            format!(
+                "\"burst\";r={};t={}, \"day\";r={};t=43200",
+                9 - i,
+                (i + 1).div_ceil(5),
+                9_999 - i
+            )
+        );
+    }
+    let refused = basic.check(&mut state, now, NOON);
+    assert_eq!(refused.refused_by, Some("burst"));
+    assert_eq!(refused.retry_after, 1);
+    assert_eq!(text(&refused.limit), "\"burst\";r=0;t=2, \"day\";r=9990;t=43200");
+    assert_eq!(state.used, 10, "a refused request does not count against the quota");
+    // One interval later, one more.
+    assert_eq!(basic.check(&mut state, now + SECOND / 5, NOON).refused_by, None);
+}
+
+#[test]
+fn the_daily_quota_counts_admitted_requests_and_resets_at_utc_midnight() {
+    let tiny = plan(1000.0, 1000, Some(3));
+    let mut state = PlanState::default();
+    let mut now = SECOND;
+    for _ in 0..3 {
+        assert_eq!(tiny.check(&mut state, now, NOON).refused_by, None);
+        now += SECOND;
+    }
+    let refused = tiny.check(&mut state, now, NOON);
+    assert_eq!(refused.refused_by, Some("day"));
+    assert_eq!(refused.retry_after, 43_200, "until midnight UTC");
+    assert!(text(&refused.limit).ends_with("\"day\";r=0;t=43200"));
+    // The next UTC day starts afresh.
+    let tomorrow = NOON + 12 * 3600;
+    assert_eq!(tiny.check(&mut state, now, tomorrow).refused_by, None);
+    assert_eq!(state.used, 1);
+}
+
+fn partner(subject: &str) -> Principal {
+    Principal {
+        kind: PrincipalKind::Partner,
+        subject: subject.into(),
+        scopes: Vec::new(),
+        plan: None,
+        credential: Credential::ApiKey,
+    }
+}
+
+#[test]
+fn one_partners_keys_share_one_plan_and_other_callers_are_not_limited() {
+    let plans = BTreeMap::from([(
+        "basic".to_owned(),
+        PlanConfig { rate: 1.0, burst: 2, quota_per_day: None },
+    )]);
+    // globex has two keys during a rotation; acme's plan is not defined here.
+    let keys = [("globex", "basic"), ("globex", "basic"), ("acme", "gold")];
+    let limiter = Limiter::new(&plans, keys.into_iter(), &RateLimitsConfig::default());
+    let globex = partner("globex");
+    assert!(limiter.check(&globex).unwrap().refused_by.is_none());
+    assert!(limiter.check(&globex).unwrap().refused_by.is_none());
+    assert_eq!(limiter.check(&globex).unwrap().refused_by, Some("burst"));
+    assert!(limiter.check(&partner("acme")).is_none(), "no plan, no limit");
+    let user = Principal { kind: PrincipalKind::User, ..partner("globex") };
+    assert!(limiter.check(&user).is_none(), "a user named like a partner is not the partner");
+}
+
+#[test]
+fn failed_authentications_throttle_an_address_for_the_rest_of_the_window() {
+    let limits = RateLimitsConfig {
+        auth_failures: 3,
+        auth_failure_window: Duration::from_secs(60),
+        tracked_addresses: 1024,
+    };
+    let throttle = Throttle::new(&limits);
+    let guesser: IpAddr = "203.0.113.7".parse().unwrap();
+    let neighbour: IpAddr = "203.0.113.8".parse().unwrap();
+    let at = Duration::from_secs(100);
+    for i in 0..3 {
+        assert_eq!(throttle.throttled(guesser, at), None, "after {i} failures");
+        throttle.failed(guesser, at);
+    }
+    assert_eq!(throttle.throttled(guesser, at + Duration::from_secs(20)), Some(40));
+    assert_eq!(throttle.throttled(neighbour, at), None, "only the guessing address");
+    // The window passes: verified again, and a new failure starts a new window.
+    assert_eq!(throttle.throttled(guesser, at + Duration::from_secs(60)), None);
+    throttle.failed(guesser, at + Duration::from_secs(61));
+    assert_eq!(throttle.throttled(guesser, at + Duration::from_secs(61)), None);
+}
+
+#[test]
+fn ipv6_clients_are_throttled_by_their_64_and_the_state_stays_bounded() {
+    let limits = RateLimitsConfig {
+        auth_failures: 1,
+        auth_failure_window: Duration::from_secs(60),
+        tracked_addresses: 160,
+    };
+    let throttle = Throttle::new(&limits);
+    let at = Duration::from_secs(1);
+    throttle.failed("2001:db8:1:2::1".parse().unwrap(), at);
+    assert!(throttle.throttled("2001:db8:1:2:ffff::9".parse().unwrap(), at).is_some());
+    assert!(throttle.throttled("2001:db8:1:3::1".parse().unwrap(), at).is_none());
+    // An IPv4-mapped address is its IPv4 address.
+    throttle.failed("198.51.100.1".parse().unwrap(), at);
+    assert!(throttle.throttled("::ffff:198.51.100.1".parse().unwrap(), at).is_some());
+    // A flood of addresses evicts the least recently seen; the table never grows past its bound.
+    for i in 0..10_000_u32 {
+        throttle.failed(IpAddr::from(i.to_be_bytes()), at);
+    }
+    assert!(throttle.tracked() <= 160, "{} addresses tracked", throttle.tracked());
+}
