@@ -57,6 +57,8 @@ pub fn within<F: Future>(
 pub struct Access {
     rule: Rule,
     scopes: Vec<String>,
+    /// Whether a call counts against the caller's plan (not for asking what is left of it).
+    counted: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,22 +74,30 @@ enum Rule {
 impl Access {
     /// Anyone may call; a token or key, when sent, must still be valid.
     pub fn public() -> Self {
-        Self { rule: Rule::Public, scopes: Vec::new() }
+        Self { rule: Rule::Public, scopes: Vec::new(), counted: true }
     }
 
     /// Any authenticated caller.
     pub fn authenticated() -> Self {
-        Self { rule: Rule::Authenticated(None), scopes: Vec::new() }
+        Self { rule: Rule::Authenticated(None), scopes: Vec::new(), counted: true }
     }
 
     /// An authenticated end user (a user token), not a partner.
     pub fn user() -> Self {
-        Self { rule: Rule::Authenticated(Some(PrincipalKind::User)), scopes: Vec::new() }
+        Self {
+            rule: Rule::Authenticated(Some(PrincipalKind::User)),
+            scopes: Vec::new(),
+            counted: true,
+        }
     }
 
     /// An authenticated partner (an API key or a client-credentials token).
     pub fn partner() -> Self {
-        Self { rule: Rule::Authenticated(Some(PrincipalKind::Partner)), scopes: Vec::new() }
+        Self {
+            rule: Rule::Authenticated(Some(PrincipalKind::Partner)),
+            scopes: Vec::new(),
+            counted: true,
+        }
     }
 
     /// Also requires `scope` (every scope added is required). Makes a public rule authenticated.
@@ -97,6 +107,18 @@ impl Access {
         }
         self.scopes.push(scope.into());
         self
+    }
+
+    /// Calls do not count against the caller's plan, nor are they refused by it (a partner
+    /// asking how much of its plan is left must get an answer).
+    pub fn uncounted(mut self) -> Self {
+        self.counted = false;
+        self
+    }
+
+    /// Whether calls count against the caller's plan.
+    pub(crate) fn counted(&self) -> bool {
+        self.counted
     }
 
     /// Whether this rule needs a caller at all (so the gateway needs `[auth]`).

@@ -106,6 +106,22 @@ another gateway (`invalid_token`), or an unknown API key (`invalid_api_key`)",
 #[allow(dead_code)] // see above: a description, never built
 pub struct PartnerUnauthorized(Problem<'static>);
 
+/// 429: the caller's plan (or its address, after failed authentications) refuses the call for
+/// now.
+#[derive(Debug, utoipa::IntoResponses)]
+#[response(
+    status = 429,
+    description = "Over the plan's rate or today's quota, or too many failed authentications from this address (`rate_limited`); admitted answers carry `RateLimit` too",
+    content_type = "application/problem+json",
+    headers(
+        ("Retry-After" = u64, description = "Seconds until a retry may be admitted"),
+        ("RateLimit-Policy" = String, description = "The plan's limits (draft-ietf-httpapi-ratelimit-headers), e.g. `\"burst\";q=10;w=2, \"day\";q=10000;w=86400`"),
+        ("RateLimit" = String, description = "What is left of each limit and in how many seconds it resets, e.g. `\"burst\";r=0;t=2, \"day\";r=9000;t=43200`")
+    )
+)]
+#[allow(dead_code)] // see above: a description, never built
+pub struct RateLimited(Problem<'static>);
+
 /// 403: a known caller who may not do this.
 #[derive(Debug, utoipa::IntoResponses)]
 #[response(

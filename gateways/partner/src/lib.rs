@@ -49,9 +49,13 @@ Send one of them, not both (`400 invalid_request`). \
 Each operation names the scope it needs (`catalog:read`, `stock:read`, `orders:read`, \
 `orders:write`). Missing or invalid credentials are a `401`; a valid caller without the scope, \
 or a shopper's token, is a `403 forbidden`. Orders are filed under the calling partner, and a \
-partner sees only its own."),
+partner sees only its own.\n\n\
+**Plans:** each partner has a plan — a rate with a burst, and a quota per UTC day — shared by \
+all its keys and tokens. Over it a call gets `429 rate_limited` with `Retry-After`; every \
+answer carries `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers). \
+`GET /partner/v1/usage` tells what is left today and never counts against it."),
     paths(routes::products::products, routes::stock::stock,
-          routes::orders::place_order, routes::orders::get_order,
+          routes::orders::place_order, routes::orders::get_order, routes::usage::usage,
           portico_edge::health::healthz, portico_edge::health::readyz),
     components(schemas(portico_edge::error::Problem)),
     modifiers(&SecuritySchemes),
@@ -126,6 +130,8 @@ pub fn app_in(config: &GatewayConfig, edge: &EdgeState) -> Result<stack::Gateway
             Access::partner().scope("orders:read"),
             routes::orders::get_order,
         )
+        // Asking what is left of the plan never uses it up.
+        .get("/partner/v1/usage", Access::partner().uncounted(), routes::usage::usage)
         .with_state(state)
         .merge(portico_edge::openapi::routes(&ApiDoc::openapi()));
     stack::gateway_in(NAME, routes, config, &upstreams, edge)

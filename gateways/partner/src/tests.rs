@@ -797,3 +797,48 @@ async fn serves_its_openapi_document_and_health() {
     assert_eq!(backends.get_with("/healthz", &[]).await.json()["status"], "ok");
     assert_eq!(backends.get_with("/readyz", &[]).await.json()["status"], "ready");
 }
+
+#[tokio::test]
+async fn a_partner_sees_its_plan_and_asking_never_uses_it_up() {
+    let backends = Backends::healthy().await;
+    let mut toml = gateway_toml(
+        &[("catalog", &backends.catalog), ("orders", &backends.orders)],
+        &[("inventory", &backends.inventory)],
+    );
+    toml.push_str(&backends.identity.auth_toml("partner", true));
+    // globex may make two calls today; acme's plan is generous.
+    toml.push_str("[plans.gold]\nrate = 100\nburst = 100\n");
+    toml.push_str("[plans.basic]\nrate = 0.001\nburst = 10\nquota_per_day = 2\n");
+    let app = crate::app(&GatewayConfig::from_toml(&toml).unwrap()).unwrap().into_router();
+    let as_globex =
+        |uri: &str| Request::get(uri).header("x-api-key", GLOBEX_KEY).body(Body::empty()).unwrap();
+    for _ in 0..2 {
+        let admitted = call(app.clone(), as_globex("/partner/v1/products")).await;
+        assert_eq!(admitted.status, 200);
+        assert!(admitted.headers["ratelimit"].to_str().unwrap().contains("\"day\";r="));
+    }
+    let refused = call(app.clone(), as_globex("/partner/v1/products")).await;
+    refused.assert_problem(429, "rate_limited");
+    assert!(refused.headers.contains_key("retry-after"));
+    // Usage is answered while the plan is used up, and asking again changes nothing.
+    for _ in 0..3 {
+        let usage = call(app.clone(), as_globex("/partner/v1/usage")).await;
+        assert_eq!(usage.status, 200);
+        let usage = usage.json();
+        assert_eq!(usage["partner"], "globex");
+        assert_eq!(usage["plan"], "basic");
+        assert_eq!(usage["quota_per_day"], 2);
+        assert_eq!(usage["used_today"], 2, "refusals and usage queries do not count");
+        assert_eq!(usage["remaining_today"], 0);
+        assert!(usage["resets_at"].as_str().unwrap().ends_with("T00:00:00Z"), "{usage}");
+    }
+    // acme's plan has no daily quota: none is reported.
+    let acme = Request::get("/partner/v1/usage").header("x-api-key", ACME_NEW_KEY);
+    let usage = call(app.clone(), acme.body(Body::empty()).unwrap()).await.json();
+    assert_eq!(usage["plan"], "gold");
+    assert!(usage.get("quota_per_day").is_none(), "{usage}");
+    // A partner with no plan at all is told so.
+    let plain = Backends::healthy().await;
+    let none = plain.get_as("globex", "/partner/v1/usage").await;
+    none.assert_problem(404, "no_plan");
+}

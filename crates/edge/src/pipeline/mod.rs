@@ -465,6 +465,7 @@ impl Pipeline {
             return Err(self.denied(denied));
         }
         if let Some(principal) = &principal
+            && rule.counted()
             && let Some(decision) = self.limiter.check(principal)
         {
             outbound.set_rate_limit(decision.policy, decision.limit);

@@ -97,6 +97,8 @@ impl Front {
         let principal = admitted.principal.clone();
         if let Some(principal) = &principal {
             parts.extensions.insert(principal.clone());
+            // For handlers that report the caller's plan (`ratelimit::PlanUsage`).
+            parts.extensions.insert(pipeline.limiter.clone());
         }
         if !matches!(parts.method, http::Method::GET | http::Method::HEAD) {
             parts.extensions.insert(MaxDepth(pipeline.limits.max_json_depth));

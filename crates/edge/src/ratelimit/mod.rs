@@ -101,6 +101,9 @@ struct Partner {
 
 #[derive(Debug)]
 struct Plan {
+    name: String,
+    /// Sustained requests per second, as configured.
+    per_second: f64,
     rate: Rate,
     quota_per_day: Option<u64>,
     /// `RateLimit-Policy`, the same on every response.
@@ -137,7 +140,7 @@ impl Limiter {
     ) -> Self {
         let plans: HashMap<&str, Arc<Plan>> = plans
             .iter()
-            .map(|(name, config)| (name.as_str(), Arc::new(Plan::new(config))))
+            .map(|(name, config)| (name.as_str(), Arc::new(Plan::new(name, config))))
             .collect();
         let mut partners = HashMap::new();
         for (partner, plan) in keys {
@@ -164,6 +167,33 @@ impl Limiter {
         Some(partner.plan.check(&mut state, now, unix))
     }
 
+    /// What `principal`'s plan allows and what is left of it today, without counting a
+    /// request; `None` for a caller no plan limits.
+    pub(crate) fn usage(&self, principal: &Principal) -> Option<Usage> {
+        if principal.kind != PrincipalKind::Partner {
+            return None;
+        }
+        let partner = self.partners.get(&principal.subject)?;
+        let plan = &partner.plan;
+        let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let day = unix / 86_400;
+        let used = {
+            let state = partner.state.lock().unwrap_or_else(PoisonError::into_inner);
+            if state.day == day { state.used } else { 0 }
+        };
+        let resets = UNIX_EPOCH + Duration::from_secs((day + 1) * 86_400);
+        Some(Usage {
+            partner: principal.subject.clone(),
+            plan: plan.name.clone(),
+            rate_per_second: plan.per_second,
+            burst: plan.rate.burst(),
+            quota_per_day: plan.quota_per_day,
+            used_today: used,
+            remaining_today: plan.quota_per_day.map(|quota| quota.saturating_sub(used)),
+            resets_at: humantime::format_rfc3339_seconds(resets).to_string(),
+        })
+    }
+
     /// `Some(seconds to wait)` when `client` has failed authentication too often to be
     /// verified again now.
     pub(crate) fn throttled(&self, client: IpAddr) -> Option<u64> {
@@ -179,14 +209,20 @@ impl Limiter {
 }
 
 impl Plan {
-    fn new(config: &PlanConfig) -> Self {
+    fn new(name: &str, config: &PlanConfig) -> Self {
         let rate = Rate::new(config.rate, config.burst);
         let mut policy = format!("\"burst\";q={};w={}", rate.burst(), rate.window_secs());
         if let Some(quota) = config.quota_per_day {
             let _ = write!(policy, ", \"day\";q={quota};w=86400");
         }
         let policy = HeaderValue::try_from(policy).unwrap_or(HeaderValue::from_static("\"burst\""));
-        Self { rate, quota_per_day: config.quota_per_day, policy }
+        Self {
+            name: name.to_owned(),
+            per_second: config.rate,
+            rate,
+            quota_per_day: config.quota_per_day,
+            policy,
+        }
     }
 
     /// Decides one request at `now` (nanoseconds since the epoch) and `unix` (seconds): it is
@@ -229,6 +265,55 @@ impl Plan {
             retry_after,
             refused_by,
         }
+    }
+}
+
+/// A partner's plan and what is left of it today: what `GET /partner/v1/usage` answers.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct Usage {
+    /// The partner (every key and token of it shares the plan).
+    #[schema(example = "acme")]
+    pub partner: String,
+    /// The plan's name.
+    #[schema(example = "gold")]
+    pub plan: String,
+    /// Sustained requests per second.
+    #[schema(example = 200.0)]
+    pub rate_per_second: f64,
+    /// Requests admitted at once after a quiet spell.
+    #[schema(example = 400)]
+    pub burst: u64,
+    /// Requests admitted per UTC day; absent when the plan has no daily quota.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = 5_000_000)]
+    pub quota_per_day: Option<u64>,
+    /// Requests admitted so far today (UTC); refused ones and usage queries do not count.
+    #[schema(example = 1234)]
+    pub used_today: u64,
+    /// What is left of today's quota.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = 4_998_766)]
+    pub remaining_today: Option<u64>,
+    /// When today's count starts again: the next midnight, UTC (RFC 3339).
+    #[schema(example = "2026-12-03T00:00:00Z")]
+    pub resets_at: String,
+}
+
+/// The caller's plan usage, for a handler (`GET /partner/v1/usage`): `None` when no plan
+/// limits the caller. Works behind the pipeline, which hands each request the limiter.
+#[derive(Clone, Debug)]
+pub struct PlanUsage(pub Option<Usage>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PlanUsage {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let limiter = parts.extensions.get::<Arc<Limiter>>();
+        let principal = parts.extensions.get::<Arc<Principal>>();
+        Ok(Self(limiter.zip(principal).and_then(|(limiter, principal)| limiter.usage(principal))))
     }
 }
 

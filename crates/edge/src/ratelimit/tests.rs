@@ -10,7 +10,7 @@ const SECOND: u64 = 1_000_000_000;
 const NOON: u64 = 20_000 * 86_400 + 12 * 3600;
 
 fn plan(rate: f64, burst: u32, quota_per_day: Option<u64>) -> Plan {
-    Plan::new(&PlanConfig { rate, burst, quota_per_day })
+    Plan::new("test", &PlanConfig { rate, burst, quota_per_day })
 }
 
 fn text(value: &HeaderValue) -> &str {

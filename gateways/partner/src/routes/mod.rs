@@ -3,6 +3,7 @@
 pub mod orders;
 pub mod products;
 pub mod stock;
+pub mod usage;
 
 use portico_contracts::inventory::{
     BatchGetStockRequest, BatchGetStockResponse, inventory_client::InventoryClient,

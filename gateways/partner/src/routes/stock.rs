@@ -35,6 +35,7 @@ pub struct StockQuery {
          content_type = "application/problem+json"),
         portico_edge::openapi::PartnerUnauthorized,
         portico_edge::openapi::Forbidden,
+        portico_edge::openapi::RateLimited,
         portico_edge::openapi::UpstreamFailure,
         portico_edge::openapi::Unavailable,
         portico_edge::openapi::UpstreamTimeout,
