@@ -59,6 +59,8 @@ pub struct GatewayConfig {
     pub plans: BTreeMap<String, crate::ratelimit::PlanConfig>,
     /// Limits for every client: the throttle on credential guessing.
     pub rate_limits: crate::ratelimit::RateLimitsConfig,
+    /// The Redis that shared limits live in (`[plans.x] store = "redis"`).
+    pub redis: Option<crate::ratelimit::RedisConfig>,
 }
 
 /// Listener addresses.
@@ -531,7 +533,7 @@ impl GatewayConfig {
     /// Checks what the types cannot: references between sections and well-formed values.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.limits.validate()?;
-        crate::ratelimit::validate(&self.plans)?;
+        crate::ratelimit::validate(&self.plans, self.redis.as_ref())?;
         if !self.plans.is_empty()
             && let Some(auth) = &self.auth
             && let Some(key) = auth.api_keys.iter().find(|k| !self.plans.contains_key(&k.plan))

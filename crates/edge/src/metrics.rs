@@ -121,6 +121,16 @@ pub fn auth_failure(gateway: &'static str, reason: &'static str) {
     metrics::counter!(AUTH_FAILURES, "gateway" => gateway, "reason" => reason).increment(1);
 }
 
+/// Plan checks the shared store could not make, by what the plan did instead (`open`: limited
+/// locally, `closed`: refused).
+pub const RATE_LIMIT_STORE_ERRORS: &str = "portico_rate_limit_store_errors_total";
+
+/// Counts a plan check the shared store could not make.
+pub(crate) fn rate_limit_store_error(gateway: &'static str, outcome: &'static str) {
+    metrics::counter!(RATE_LIMIT_STORE_ERRORS, "gateway" => gateway, "outcome" => outcome)
+        .increment(1);
+}
+
 /// Counts a request refused by the rate limit `limit`.
 pub(crate) fn throttled(gateway: &'static str, limit: &'static str) {
     metrics::counter!(RATE_LIMITED, "gateway" => gateway, "limit" => limit).increment(1);

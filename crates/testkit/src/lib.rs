@@ -218,3 +218,4 @@ pub fn gateway_toml(http: &[(&str, &str)], grpc: &[(&str, &str)]) -> String {
 pub mod fixtures;
 pub mod identity;
 pub mod inventory;
+pub mod services;

@@ -78,7 +78,8 @@ impl EdgeState {
             &config.plans,
             keys.map(|k| (k.partner.as_str(), k.plan.as_str())),
             &config.rate_limits,
-        );
+            config.redis.as_ref(),
+        )?;
         Ok(Self {
             authenticator: config.auth.as_ref().map(Authenticator::new).transpose()?,
             limiter: Arc::new(limiter),
@@ -90,11 +91,15 @@ impl Default for EdgeState {
     fn default() -> Self {
         Self {
             authenticator: None,
-            limiter: Arc::new(Limiter::new(
-                &std::collections::BTreeMap::new(),
-                std::iter::empty(),
-                &crate::ratelimit::RateLimitsConfig::default(),
-            )),
+            limiter: Arc::new(
+                Limiter::new(
+                    &std::collections::BTreeMap::new(),
+                    std::iter::empty(),
+                    &crate::ratelimit::RateLimitsConfig::default(),
+                    None,
+                )
+                .unwrap_or_else(|_| unreachable!("no plans, no store: nothing to fail")),
+            ),
         }
     }
 }
@@ -466,9 +471,17 @@ impl Pipeline {
         }
         if let Some(principal) = &principal
             && rule.counted()
-            && let Some(decision) = self.limiter.check(principal)
+            && let Some(decision) = self.limiter.check(principal, self.gateway).await
         {
             outbound.set_rate_limit(decision.policy, decision.limit);
+            if decision.refused_by == Some("store") {
+                return Err(EdgeError::from_status(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    "rate_limit_unavailable",
+                )
+                .with_detail("the plan's limits cannot be checked right now")
+                .with_retry_after(1));
+            }
             if let Some(limit) = decision.refused_by {
                 crate::metrics::throttled(self.gateway, limit);
                 let detail = if limit == "day" {

@@ -37,6 +37,11 @@ impl Rate {
         self.burst
     }
 
+    /// The time between requests at the sustained rate.
+    pub(crate) fn interval(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.interval)
+    }
+
     /// Seconds the whole burst takes to refill (the window the policy header states).
     pub(crate) fn window_secs(&self) -> u64 {
         (self.interval.saturating_mul(self.burst)).div_ceil(1_000_000_000).max(1)

@@ -9,6 +9,7 @@
 //! fixed table; client addresses are not, so theirs is a bounded LRU.
 
 mod gcra;
+mod redis;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -23,6 +24,8 @@ use http::HeaderValue;
 use serde::Deserialize;
 
 pub(crate) use self::gcra::Rate;
+pub use self::redis::RedisConfig;
+use self::redis::{RedisStore, Stored};
 use crate::{
     auth::{Principal, PrincipalKind},
     config::ConfigError,
@@ -39,6 +42,36 @@ pub struct PlanConfig {
     /// Admitted requests per UTC calendar day (429s do not count); none when unset.
     #[serde(default)]
     pub quota_per_day: Option<u64>,
+    /// Where the plan's counts live: this process (`memory`) or shared by every replica
+    /// (`redis`, needs `[redis]`).
+    #[serde(default)]
+    pub store: Store,
+    /// While the shared store fails: `open` admits each replica's share locally, `closed`
+    /// answers 503.
+    #[serde(default)]
+    pub on_store_error: OnStoreError,
+}
+
+/// Where a plan's counts live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Store {
+    /// In this process, shared by its workers.
+    #[default]
+    Memory,
+    /// In Redis, shared by every replica.
+    Redis,
+}
+
+/// What a plan does while its shared store fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStoreError {
+    /// Limit locally, at the plan's rate, burst and quota ÷ `[redis] replicas` (counted).
+    #[default]
+    Open,
+    /// Refuse with 503 and `Retry-After` until the store answers again.
+    Closed,
 }
 
 /// `[rate_limits]`: limits that hold for every client.
@@ -65,9 +98,19 @@ impl Default for RateLimitsConfig {
     }
 }
 
-/// Checks `[plans]` against the rest of the config: each is a usable rate.
-pub(crate) fn validate(plans: &BTreeMap<String, PlanConfig>) -> Result<(), ConfigError> {
+/// Checks `[plans]` against the rest of the config: each is a usable rate, and a shared one
+/// has a store.
+pub(crate) fn validate(
+    plans: &BTreeMap<String, PlanConfig>,
+    redis: Option<&RedisConfig>,
+) -> Result<(), ConfigError> {
     for (name, plan) in plans {
+        if plan.store == Store::Redis && redis.is_none() {
+            return Err(ConfigError::Invalid {
+                key: format!("plans.{name}.store"),
+                message: "`redis` needs a [redis] section".into(),
+            });
+        }
         if !(plan.rate.is_finite() && plan.rate > 0.0) {
             return Err(ConfigError::Invalid {
                 key: format!("plans.{name}.rate"),
@@ -91,6 +134,8 @@ pub(crate) struct Limiter {
     /// Each partner's state under its plan (partners named by the config's API keys).
     partners: HashMap<String, Partner>,
     throttle: Option<Throttle>,
+    /// The shared store, when a plan uses it.
+    redis: Option<RedisStore>,
 }
 
 #[derive(Debug)]
@@ -102,6 +147,10 @@ struct Partner {
 #[derive(Debug)]
 struct Plan {
     name: String,
+    store: Store,
+    on_store_error: OnStoreError,
+    /// The local share of a shared plan, for while its store fails.
+    fallback: Option<Box<Plan>>,
     /// Sustained requests per second, as configured.
     per_second: f64,
     rate: Rate,
@@ -137,10 +186,19 @@ impl Limiter {
         plans: &BTreeMap<String, PlanConfig>,
         keys: impl Iterator<Item = (&'a str, &'a str)>,
         limits: &RateLimitsConfig,
-    ) -> Self {
+        redis: Option<&RedisConfig>,
+    ) -> Result<Self, ConfigError> {
+        let shared = plans.values().any(|plan| plan.store == Store::Redis);
+        let redis = match redis {
+            Some(config) if shared => Some(RedisStore::new(config).map_err(|error| {
+                ConfigError::Invalid { key: "redis.url".into(), message: error.to_string() }
+            })?),
+            _ => None,
+        };
+        let replicas = redis.as_ref().map_or(1, RedisStore::replicas);
         let plans: HashMap<&str, Arc<Plan>> = plans
             .iter()
-            .map(|(name, config)| (name.as_str(), Arc::new(Plan::new(name, config))))
+            .map(|(name, config)| (name.as_str(), Arc::new(Plan::new(name, config, replicas))))
             .collect();
         let mut partners = HashMap::new();
         for (partner, plan) in keys {
@@ -152,19 +210,46 @@ impl Limiter {
             }
         }
         let throttle = (limits.auth_failures > 0).then(|| Throttle::new(limits));
-        Self { epoch: Instant::now(), partners, throttle }
+        Ok(Self { epoch: Instant::now(), partners, throttle, redis })
     }
 
-    /// Counts a request of `principal` against its partner's plan; `None` when no plan limits it.
-    pub(crate) fn check(&self, principal: &Principal) -> Option<Decision> {
+    /// Counts a request of `principal` against its partner's plan; `None` when no plan limits
+    /// it. `gateway` labels the metrics.
+    pub(crate) async fn check(
+        &self,
+        principal: &Principal,
+        gateway: &'static str,
+    ) -> Option<Decision> {
         if principal.kind != PrincipalKind::Partner {
             return None;
         }
         let partner = self.partners.get(&principal.subject)?;
-        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let plan = &partner.plan;
         let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mut local = plan.as_ref();
+        if plan.store == Store::Redis
+            && let Some(store) = &self.redis
+        {
+            let day = unix / 86_400;
+            let (interval, burst) = (plan.rate.interval(), plan.rate.burst());
+            match store.check(&principal.subject, interval, burst, plan.quota_per_day, day).await {
+                Ok(stored) => return Some(plan.stored(&stored, unix)),
+                Err(_unavailable) => {
+                    let outcome = match plan.on_store_error {
+                        OnStoreError::Open => "open",
+                        OnStoreError::Closed => "closed",
+                    };
+                    crate::metrics::rate_limit_store_error(gateway, outcome);
+                    match (plan.on_store_error, &plan.fallback) {
+                        (OnStoreError::Open, Some(fallback)) => local = fallback,
+                        _ => return Some(plan.unavailable()),
+                    }
+                }
+            }
+        }
+        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let mut state = partner.state.lock().unwrap_or_else(PoisonError::into_inner);
-        Some(partner.plan.check(&mut state, now, unix))
+        Some(local.check(&mut state, now, unix))
     }
 
     /// What `principal`'s plan allows and what is left of it today, without counting a
@@ -209,7 +294,27 @@ impl Limiter {
 }
 
 impl Plan {
-    fn new(name: &str, config: &PlanConfig) -> Self {
+    fn new(name: &str, config: &PlanConfig, replicas: u32) -> Self {
+        let mut plan = Self::local(name, config);
+        if config.store == Store::Redis {
+            // While the store fails, each replica admits its share of the plan.
+            let share = f64::from(replicas.max(1));
+            let fallback = PlanConfig {
+                rate: config.rate / share,
+                burst: (config.burst / replicas.max(1)).max(1),
+                quota_per_day: config
+                    .quota_per_day
+                    .map(|q| (q / u64::from(replicas.max(1))).max(1)),
+                store: Store::Memory,
+                on_store_error: config.on_store_error,
+            };
+            plan.fallback = Some(Box::new(Self::local(name, &fallback)));
+            plan.store = Store::Redis;
+        }
+        plan
+    }
+
+    fn local(name: &str, config: &PlanConfig) -> Self {
         let rate = Rate::new(config.rate, config.burst);
         let mut policy = format!("\"burst\";q={};w={}", rate.burst(), rate.window_secs());
         if let Some(quota) = config.quota_per_day {
@@ -218,10 +323,48 @@ impl Plan {
         let policy = HeaderValue::try_from(policy).unwrap_or(HeaderValue::from_static("\"burst\""));
         Self {
             name: name.to_owned(),
+            store: Store::Memory,
+            on_store_error: config.on_store_error,
+            fallback: None,
             per_second: config.rate,
             rate,
             quota_per_day: config.quota_per_day,
             policy,
+        }
+    }
+
+    /// The decision the shared store made.
+    fn stored(&self, stored: &Stored, unix: u64) -> Decision {
+        let day_reset = (unix / 86_400 + 1) * 86_400 - unix;
+        let seconds = |d: Duration| d.as_nanos().div_ceil(1_000_000_000) as u64;
+        let mut limit = format!("\"burst\";r={};t={}", stored.remaining, seconds(stored.reset));
+        if let Some(quota) = self.quota_per_day {
+            let _ = write!(
+                limit,
+                ", \"day\";r={};t={day_reset}",
+                quota.saturating_sub(stored.used_today)
+            );
+        }
+        let retry_after = match stored.refused_by {
+            Some("burst") => seconds(stored.retry).max(1),
+            Some(_) => day_reset,
+            None => 0,
+        };
+        Decision {
+            policy: self.policy.clone(),
+            limit: HeaderValue::try_from(limit).unwrap_or(HeaderValue::from_static("\"burst\"")),
+            retry_after,
+            refused_by: stored.refused_by,
+        }
+    }
+
+    /// The decision while the shared store fails and the plan fails closed.
+    fn unavailable(&self) -> Decision {
+        Decision {
+            policy: self.policy.clone(),
+            limit: HeaderValue::from_static("\"burst\";r=0;t=1"),
+            retry_after: 1,
+            refused_by: Some("store"),
         }
     }
 

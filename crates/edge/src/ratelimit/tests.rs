@@ -1,6 +1,9 @@
 //! Plans and the guessing throttle on a virtual clock.
 
-use std::{net::IpAddr, time::Duration};
+use std::{
+    net::IpAddr,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use super::*;
 use crate::auth::Credential;
@@ -10,7 +13,17 @@ const SECOND: u64 = 1_000_000_000;
 const NOON: u64 = 20_000 * 86_400 + 12 * 3600;
 
 fn plan(rate: f64, burst: u32, quota_per_day: Option<u64>) -> Plan {
-    Plan::new("test", &PlanConfig { rate, burst, quota_per_day })
+    Plan::new("test", &memory(rate, burst, quota_per_day), 1)
+}
+
+fn memory(rate: f64, burst: u32, quota_per_day: Option<u64>) -> PlanConfig {
+    PlanConfig {
+        rate,
+        burst,
+        quota_per_day,
+        store: Store::Memory,
+        on_store_error: OnStoreError::Open,
+    }
 }
 
 fn text(value: &HeaderValue) -> &str {
@@ -74,22 +87,20 @@ fn partner(subject: &str) -> Principal {
     }
 }
 
-#[test]
-fn one_partners_keys_share_one_plan_and_other_callers_are_not_limited() {
-    let plans = BTreeMap::from([(
-        "basic".to_owned(),
-        PlanConfig { rate: 1.0, burst: 2, quota_per_day: None },
-    )]);
+#[tokio::test]
+async fn one_partners_keys_share_one_plan_and_other_callers_are_not_limited() {
+    let plans = BTreeMap::from([("basic".to_owned(), memory(1.0, 2, None))]);
     // globex has two keys during a rotation; acme's plan is not defined here.
     let keys = [("globex", "basic"), ("globex", "basic"), ("acme", "gold")];
-    let limiter = Limiter::new(&plans, keys.into_iter(), &RateLimitsConfig::default());
+    let limiter =
+        Limiter::new(&plans, keys.into_iter(), &RateLimitsConfig::default(), None).unwrap();
     let globex = partner("globex");
-    assert!(limiter.check(&globex).unwrap().refused_by.is_none());
-    assert!(limiter.check(&globex).unwrap().refused_by.is_none());
-    assert_eq!(limiter.check(&globex).unwrap().refused_by, Some("burst"));
-    assert!(limiter.check(&partner("acme")).is_none(), "no plan, no limit");
+    assert!(limiter.check(&globex, "t").await.unwrap().refused_by.is_none());
+    assert!(limiter.check(&globex, "t").await.unwrap().refused_by.is_none());
+    assert_eq!(limiter.check(&globex, "t").await.unwrap().refused_by, Some("burst"));
+    assert!(limiter.check(&partner("acme"), "t").await.is_none(), "no plan, no limit");
     let user = Principal { kind: PrincipalKind::User, ..partner("globex") };
-    assert!(limiter.check(&user).is_none(), "a user named like a partner is not the partner");
+    assert!(limiter.check(&user, "t").await.is_none(), "a user named like a partner is not it");
 }
 
 #[test]
@@ -135,4 +146,123 @@ fn ipv6_clients_are_throttled_by_their_64_and_the_state_stays_bounded() {
         throttle.failed(IpAddr::from(i.to_be_bytes()), at);
     }
     assert!(throttle.tracked() <= 160, "{} addresses tracked", throttle.tracked());
+}
+
+/// A prefix of this test's own, so that tests sharing the machine's Redis keep apart.
+fn prefix(test: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("portico-test:{test}:{}:{nanos}", std::process::id())
+}
+
+fn shared(rate: f64, burst: u32, quota: Option<u64>, on_store_error: OnStoreError) -> PlanConfig {
+    PlanConfig { store: Store::Redis, on_store_error, ..memory(rate, burst, quota) }
+}
+
+/// Every key under `prefix` has a TTL; then they are removed.
+async fn assert_ttls_and_clean(url: &str, prefix: &str) {
+    let client = ::redis::Client::open(url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> =
+        ::redis::cmd("KEYS").arg(format!("{prefix}:*")).query_async(&mut connection).await.unwrap();
+    assert!(!keys.is_empty(), "the limits left keys under {prefix}");
+    for key in &keys {
+        let ttl: i64 = ::redis::cmd("PTTL").arg(key).query_async(&mut connection).await.unwrap();
+        assert!(ttl > 0, "{key} has no TTL ({ttl})");
+        assert!(!key.contains("globex") && !key.contains("acme"), "{key} names the partner");
+    }
+    let _: () = ::redis::cmd("DEL").arg(&keys).query_async(&mut connection).await.unwrap();
+}
+
+#[tokio::test]
+async fn two_replicas_sharing_redis_hold_one_limit() {
+    let Some(url) = portico_testkit::services::redis_or_skip("two_replicas_sharing_redis").await
+    else {
+        return;
+    };
+    let prefix = prefix("replicas");
+    let redis = RedisConfig {
+        url: url.clone(),
+        timeout: Duration::from_secs(2),
+        replicas: 2,
+        prefix: prefix.clone(),
+    };
+    // A rate that refills nothing during the test: what both admit together is the burst.
+    let plans =
+        BTreeMap::from([("basic".to_owned(), shared(0.001, 20, Some(1000), OnStoreError::Closed))]);
+    let replica = || {
+        let keys = [("globex", "basic")].into_iter();
+        Limiter::new(&plans, keys, &RateLimitsConfig::default(), Some(&redis)).unwrap()
+    };
+    let (a, b) = (replica(), replica());
+    let globex = partner("globex");
+    let mut admitted = 0;
+    for i in 0..40 {
+        let limiter = if i % 2 == 0 { &a } else { &b };
+        let decision = limiter.check(&globex, "t").await.unwrap();
+        assert_ne!(decision.refused_by, Some("store"), "Redis answered");
+        if decision.refused_by.is_none() {
+            admitted += 1;
+        }
+    }
+    assert!((18..=22).contains(&admitted), "{admitted} admitted by two replicas, limit 20");
+    // The day's count is shared as well.
+    let last = a.check(&globex, "t").await.unwrap();
+    assert!(text(&last.limit).contains(&format!("\"day\";r={}", 1000 - admitted)), "{last:?}");
+    assert_ttls_and_clean(&url, &prefix).await;
+}
+
+#[tokio::test]
+async fn a_redis_outage_follows_each_plans_policy_and_recovers_by_itself() {
+    let Some(url) = portico_testkit::services::redis_or_skip("a_redis_outage").await else {
+        return;
+    };
+    let proxy =
+        portico_testkit::services::FaultProxy::start(portico_testkit::services::REDIS).await;
+    let prefix = prefix("outage");
+    let redis = RedisConfig {
+        url: format!("redis://{}", proxy.addr()),
+        timeout: Duration::from_millis(500),
+        replicas: 2,
+        prefix: prefix.clone(),
+    };
+    let plans = BTreeMap::from([
+        ("open".to_owned(), shared(0.001, 10, None, OnStoreError::Open)),
+        ("closed".to_owned(), shared(0.001, 10, None, OnStoreError::Closed)),
+    ]);
+    let keys = [("acme", "open"), ("globex", "closed")].into_iter();
+    let limiter = Limiter::new(&plans, keys, &RateLimitsConfig::default(), Some(&redis)).unwrap();
+    let (acme, globex) = (partner("acme"), partner("globex"));
+    assert_eq!(limiter.check(&acme, "t").await.unwrap().refused_by, None);
+    assert_eq!(limiter.check(&globex, "t").await.unwrap().refused_by, None);
+
+    proxy.cut();
+    // Open: this replica admits its share of the burst (10 / 2 replicas) on its own, then 429.
+    let mut admitted = 0;
+    for _ in 0..8 {
+        match limiter.check(&acme, "t").await.unwrap().refused_by {
+            None => admitted += 1,
+            Some(limit) => assert_eq!(limit, "burst"),
+        }
+    }
+    assert_eq!(admitted, 5, "the local share while Redis is down");
+    // Closed: refused, at once, for as long as the store is down.
+    let started = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(limiter.check(&globex, "t").await.unwrap().refused_by, Some("store"));
+    }
+    assert!(started.elapsed() < Duration::from_secs(2), "a known-down store is not waited for");
+
+    proxy.restore();
+    // Recovered without a restart: a probe finds Redis again within a few seconds.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let decision = limiter.check(&globex, "t").await.unwrap();
+        if decision.refused_by != Some("store") {
+            assert_eq!(decision.refused_by, None);
+            break;
+        }
+        assert!(Instant::now() < deadline, "Redis never used again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_ttls_and_clean(&url, &prefix).await;
 }

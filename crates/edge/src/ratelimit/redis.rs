@@ -1,0 +1,241 @@
+//! The shared store of plan limits: Redis, so every replica of a gateway counts against one
+//! limit. Each request is one `EVALSHA` of a script that runs GCRA and the daily quota on Redis's
+//! own clock (`TIME`), so replicas with drifting clocks still agree. Keys carry a hash of the
+//! partner (never a credential), a hash tag (both keys of one partner on one Redis Cluster
+//! slot) and a TTL.
+//!
+//! A store that fails or is slow is skipped for a while (no request waits out a timeout once it
+//! is known down), then probed by one request; the plan's `on_store_error` decides the meantime.
+
+use std::{
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::Deserialize;
+
+/// `[redis]`: the store shared by the gateway's replicas.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port[/db]`.
+    pub url: String,
+    /// The longest a request waits for Redis before the store counts as failing.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Gateway instances sharing the limits: while Redis is down, each admits its share.
+    pub replicas: u32,
+    /// The start of every key, so that gateways (and tests) sharing a Redis keep apart.
+    pub prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            timeout: Duration::from_millis(50),
+            replicas: 1,
+            prefix: "portico".into(),
+        }
+    }
+}
+
+/// How long a failing store is skipped before one request probes it.
+const SKIP_FOR: Duration = Duration::from_secs(1);
+
+/// GCRA and the day's count in one round trip. KEYS: the partner's arrival-time key and its
+/// count for the caller's UTC day. ARGV: the interval and burst in microseconds and requests,
+/// and the daily quota (-1: none). Returns {refused_by (0 none, 1 burst, 2 day), remaining,
+/// reset µs, retry µs, used today}.
+const SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local quota = tonumber(ARGV[3])
+local capacity = interval * burst
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local nxt = tat + interval
+local ahead = nxt - now
+local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+if ahead > capacity then
+  return {1, 0, tat - now, ahead - capacity, used}
+end
+if quota >= 0 and used >= quota then
+  return {2, 0, tat - now, 0, used}
+end
+redis.call('SET', KEYS[1], string.format('%d', nxt), 'PX', string.format('%d', math.floor(ahead / 1000) + 1000))
+used = redis.call('INCR', KEYS[2])
+if used == 1 then redis.call('EXPIRE', KEYS[2], 90000) end
+return {0, math.floor((capacity - ahead) / interval), ahead, 0, used}
+";
+
+/// What the store decided for one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Stored {
+    pub(crate) refused_by: Option<&'static str>,
+    pub(crate) remaining: u64,
+    pub(crate) reset: Duration,
+    pub(crate) retry: Duration,
+    pub(crate) used_today: u64,
+}
+
+/// The Redis store of one process.
+pub(crate) struct RedisStore {
+    client: redis::Client,
+    config: RedisConfig,
+    connection: tokio::sync::Mutex<Option<ConnectionManager>>,
+    script: redis::Script,
+    epoch: Instant,
+    /// Until when (ms since `epoch`) the store is skipped; 0 when it is believed up.
+    skip_until: AtomicU64,
+    /// One probe at a time while it is skipped.
+    probing: AtomicBool,
+    /// The last error, for the log when the store first fails.
+    last_error: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// The store failed (or is being skipped): the plan's `on_store_error` decides.
+#[derive(Debug)]
+pub(crate) struct Unavailable;
+
+impl RedisStore {
+    /// The store of `config`; connects on first use (a gateway starts whether Redis is up or
+    /// not).
+    pub(crate) fn new(config: &RedisConfig) -> Result<Self, redis::RedisError> {
+        Ok(Self {
+            client: redis::Client::open(config.url.as_str())?,
+            config: config.clone(),
+            connection: tokio::sync::Mutex::new(None),
+            script: redis::Script::new(SCRIPT),
+            epoch: Instant::now(),
+            skip_until: AtomicU64::new(0),
+            probing: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+        })
+    }
+
+    /// The replicas sharing the limits.
+    pub(crate) fn replicas(&self) -> u32 {
+        self.config.replicas.max(1)
+    }
+
+    /// The two keys of `partner` for UTC day `day`: `<prefix>:rl:{<hash>}:tat` and `…:d<day>`.
+    fn keys(&self, partner: &str, day: u64) -> [String; 2] {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, partner.as_bytes());
+        let hash: String = digest.as_ref()[..12].iter().map(|b| format!("{b:02x}")).collect();
+        let base = format!("{}:rl:{{{hash}}}", self.config.prefix);
+        [format!("{base}:tat"), format!("{base}:d{day}")]
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Decides one request of `partner` for UTC day `day`.
+    pub(crate) async fn check(
+        &self,
+        partner: &str,
+        interval: Duration,
+        burst: u64,
+        quota: Option<u64>,
+        day: u64,
+    ) -> Result<Stored, Unavailable> {
+        let skip_until = self.skip_until.load(Ordering::Acquire);
+        if skip_until != 0 {
+            // Known down: no waiting. After the skip, one request at a time probes.
+            if self.now_ms() < skip_until || self.probing.swap(true, Ordering::AcqRel) {
+                return Err(Unavailable);
+            }
+        }
+        let result = tokio::time::timeout(
+            self.config.timeout,
+            self.run(partner, interval, burst, quota, day),
+        )
+        .await;
+        self.probing.store(false, Ordering::Release);
+        match result {
+            Ok(Ok(stored)) => {
+                if self.skip_until.swap(0, Ordering::AcqRel) != 0 {
+                    tracing::info!("the rate-limit store answers again");
+                }
+                Ok(stored)
+            }
+            Ok(Err(error)) => Err(self.failed(error.to_string())),
+            Err(_elapsed) => {
+                Err(self.failed(format!("no answer within {:?}", self.config.timeout)))
+            }
+        }
+    }
+
+    fn failed(&self, error: String) -> Unavailable {
+        let until = self.now_ms() + u64::try_from(SKIP_FOR.as_millis()).unwrap_or(1000);
+        if self.skip_until.swap(until, Ordering::AcqRel) == 0 {
+            tracing::warn!(%error, "the rate-limit store failed; skipping it, probing every {SKIP_FOR:?}");
+        }
+        *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+        Unavailable
+    }
+
+    async fn run(
+        &self,
+        partner: &str,
+        interval: Duration,
+        burst: u64,
+        quota: Option<u64>,
+        day: u64,
+    ) -> redis::RedisResult<Stored> {
+        let mut connection = {
+            let mut slot = self.connection.lock().await;
+            match &*slot {
+                Some(connection) => connection.clone(),
+                None => {
+                    let config = ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(self.config.timeout))
+                        .set_response_timeout(Some(self.config.timeout))
+                        .set_number_of_retries(1);
+                    let connection =
+                        ConnectionManager::new_with_config(self.client.clone(), config).await?;
+                    *slot = Some(connection.clone());
+                    connection
+                }
+            }
+        };
+        let [tat, count] = self.keys(partner, day);
+        let interval_us = u64::try_from(interval.as_micros()).unwrap_or(u64::MAX).max(1);
+        let quota = quota.map_or(-1, |q| i64::try_from(q).unwrap_or(i64::MAX));
+        let reply: (u8, u64, i64, i64, u64) = self
+            .script
+            .key(tat)
+            .key(count)
+            .arg(interval_us)
+            .arg(burst)
+            .arg(quota)
+            .invoke_async(&mut connection)
+            .await?;
+        let (refused, remaining, reset, retry, used_today) = reply;
+        let micros = |us: i64| Duration::from_micros(u64::try_from(us).unwrap_or(0));
+        Ok(Stored {
+            refused_by: match refused {
+                1 => Some("burst"),
+                2 => Some("day"),
+                _ => None,
+            },
+            remaining,
+            reset: micros(reset),
+            retry: micros(retry),
+            used_today,
+        })
+    }
+}
