@@ -19,6 +19,8 @@ pub struct Options {
     pub ports: [u16; 3],
     /// The sample services' settings (ports, demo data, injected faults).
     pub services: portico_services::Config,
+    /// The Redis the plans' counts live in (`portico up --redis`); `None`: in the process.
+    pub redis: Option<String>,
 }
 
 impl Options {
@@ -28,6 +30,7 @@ impl Options {
             host: IpAddr::from([127, 0, 0, 1]),
             ports: [0; 3],
             services: portico_services::Config::ephemeral(),
+            redis: None,
         }
     }
 }
@@ -47,7 +50,11 @@ impl Stack {
         let (shutdown, signal) = watch::channel(false);
         let mut gateways = Vec::new();
         for (gateway, port) in Gateway::ALL.into_iter().zip(options.ports) {
-            let config = demo_config(gateway, SocketAddr::new(options.host, port), &services)?;
+            let mut config =
+                demo_config(gateway, SocketAddr::new(options.host, port), &services)?;
+            if let Some(url) = &options.redis {
+                with_redis(&mut config, url)?;
+            }
             let mut signal = signal.clone();
             let stopped = async move {
                 let _ = signal.wait_for(|stop| *stop).await;
@@ -79,6 +86,20 @@ impl Stack {
         }
         self.services.shutdown().await;
     }
+}
+
+/// `config` with its plans' counts in the Redis at `url` (`portico up --redis`).
+pub fn with_redis(config: &mut GatewayConfig, url: &str) -> Result<(), crate::Error> {
+    if config.plans.is_empty() {
+        return Ok(());
+    }
+    let redis = config.redis.get_or_insert_with(Default::default);
+    redis.url = url.to_owned();
+    for plan in config.plans.values_mut() {
+        plan.store = portico_edge::ratelimit::Store::Redis;
+    }
+    config.validate()?;
+    Ok(())
 }
 
 /// `gateway`'s demo config with its listen address and upstream endpoints replaced by the

@@ -41,6 +41,7 @@ fn options(args: &UpArgs) -> Result<Options, Error> {
     };
     // Already checked by `Cli::parse_checked`; `?` keeps a programmatic caller honest too.
     options.services.faults = args.faults()?;
+    options.redis.clone_from(&args.redis);
     Ok(options)
 }
 
