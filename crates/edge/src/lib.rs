@@ -25,6 +25,7 @@
 pub mod access;
 pub mod access_log;
 pub mod auth;
+mod bounded;
 pub mod compose;
 pub mod config;
 pub mod connection;

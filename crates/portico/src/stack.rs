@@ -50,8 +50,7 @@ impl Stack {
         let (shutdown, signal) = watch::channel(false);
         let mut gateways = Vec::new();
         for (gateway, port) in Gateway::ALL.into_iter().zip(options.ports) {
-            let mut config =
-                demo_config(gateway, SocketAddr::new(options.host, port), &services)?;
+            let mut config = demo_config(gateway, SocketAddr::new(options.host, port), &services)?;
             if let Some(url) = &options.redis {
                 with_redis(&mut config, url)?;
             }

@@ -76,6 +76,11 @@ impl KeySet {
         self.keys.get(kid)
     }
 
+    /// Whether the set still holds `kid`.
+    pub(super) fn holds(&self, kid: &str) -> bool {
+        self.keys.contains_key(kid)
+    }
+
     fn age(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.fetched_at)
     }
@@ -196,7 +201,7 @@ impl Jwks {
         }
     }
 
-    fn snapshot(&self) -> Option<Arc<KeySet>> {
+    pub(super) fn snapshot(&self) -> Option<Arc<KeySet>> {
         // A poisoned lock only means a writer panicked mid-assignment of an `Option<Arc>`,
         // which cannot leave it half-written.
         self.current.read().unwrap_or_else(PoisonError::into_inner).clone()

@@ -482,9 +482,38 @@ async fn rotation_takes_one_refetch_and_retires_the_old_key() {
     assert_eq!(auth.verify_token(&new_token).await.unwrap().subject, "alice");
     assert_eq!(server.fetches(), 2, "exactly one refetch");
     // The old key left the set: its tokens fail, and do not cost another fetch (cooldown).
+    // Even though it was verified (and remembered) before.
     assert_eq!(reason(auth.verify_token(&old_token).await), "unknown_key");
     assert!(auth.verify_token(&new_token).await.is_ok());
     assert_eq!(server.fetches(), 2);
+}
+
+#[tokio::test]
+async fn a_verified_token_is_trusted_until_exp_and_at_most_a_refresh_interval() {
+    let key = TestKey::es256();
+    let (_server, auth) = gateway(&key).await;
+    let lasting = key.sign(&user_claims("alice", "web"));
+    let mut claims = user_claims("bob", "web");
+    claims["exp"] = json!(now() + 10);
+    let brief = key.sign(&claims);
+    for _ in 0..3 {
+        assert_eq!(auth.verify_token(&lasting).await.unwrap().subject, "alice");
+        assert_eq!(auth.verify_token(&brief).await.unwrap().subject, "bob");
+    }
+    assert_eq!(auth.signature_checks(), 2, "one signature check per token");
+    // Past `exp` the remembered verdict is gone: the token is checked again (here the wall
+    // clock, which paused time does not move, still finds it valid).
+    travel(Duration::from_secs(11)).await;
+    auth.verify_token(&brief).await.unwrap();
+    auth.verify_token(&lasting).await.unwrap();
+    assert_eq!(auth.signature_checks(), 3);
+    // And none is trusted longer than the JWKS refresh interval (5 minutes).
+    travel(Duration::from_secs(300)).await;
+    auth.verify_token(&lasting).await.unwrap();
+    assert_eq!(auth.signature_checks(), 4);
+    // A tampered copy is never the remembered token.
+    let tampered = format!("{}x", &lasting[..lasting.len() - 1]);
+    assert!(auth.verify_token(&tampered).await.is_err());
 }
 
 #[tokio::test]

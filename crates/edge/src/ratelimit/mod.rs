@@ -15,7 +15,6 @@ use std::{
     collections::{BTreeMap, HashMap},
     fmt::Write as _,
     net::IpAddr,
-    num::NonZeroUsize,
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -465,8 +464,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PlanUsage {
 struct Throttle {
     limit: u32,
     window: Duration,
-    /// Sharded so that workers rarely wait on one another.
-    shards: Box<[Mutex<lru::LruCache<IpKey, Failures>>]>,
+    failures: crate::bounded::Lru<IpKey, Failures>,
 }
 
 /// An address as the throttle keys it: IPv6 clients by their /64, as one host usually holds it.
@@ -478,14 +476,13 @@ struct Failures {
     count: u32,
 }
 
-const SHARDS: usize = 16;
-
 impl Throttle {
     fn new(limits: &RateLimitsConfig) -> Self {
-        let per_shard = NonZeroUsize::new((limits.tracked_addresses / SHARDS).max(1))
-            .unwrap_or(NonZeroUsize::MIN);
-        let shards = (0..SHARDS).map(|_| Mutex::new(lru::LruCache::new(per_shard))).collect();
-        Self { limit: limits.auth_failures, window: limits.auth_failure_window, shards }
+        Self {
+            limit: limits.auth_failures,
+            window: limits.auth_failure_window,
+            failures: crate::bounded::Lru::new(limits.tracked_addresses),
+        }
     }
 
     fn key(client: IpAddr) -> IpKey {
@@ -498,16 +495,14 @@ impl Throttle {
         }
     }
 
-    fn shard(&self, key: IpKey) -> &Mutex<lru::LruCache<IpKey, Failures>> {
+    fn spread(key: IpKey) -> u64 {
         // Fold the address so that neighbours spread over the shards.
-        let folded = (key ^ (key >> 64)) as u64;
-        let index = folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60;
-        &self.shards[index as usize % self.shards.len()]
+        (key ^ (key >> 64)) as u64
     }
 
     fn throttled(&self, client: IpAddr, now: Duration) -> Option<u64> {
         let key = Self::key(client);
-        let shard = self.shard(key).lock().unwrap_or_else(PoisonError::into_inner);
+        let shard = self.failures.shard(Self::spread(key));
         let failures = shard.peek(&key)?;
         let ends = failures.since + self.window;
         (failures.count >= self.limit && now < ends).then(|| (ends - now).as_secs().max(1))
@@ -515,7 +510,7 @@ impl Throttle {
 
     fn failed(&self, client: IpAddr, now: Duration) {
         let key = Self::key(client);
-        let mut shard = self.shard(key).lock().unwrap_or_else(PoisonError::into_inner);
+        let mut shard = self.failures.shard(Self::spread(key));
         let fresh = Failures { since: now, count: 1 };
         match shard.get_mut(&key) {
             Some(failures) if now < failures.since + self.window => {
@@ -530,7 +525,7 @@ impl Throttle {
 
     #[cfg(test)]
     fn tracked(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len()).sum()
+        self.failures.len()
     }
 }
 
