@@ -59,6 +59,10 @@ pub struct Access {
     scopes: Vec<String>,
     /// Whether a call counts against the caller's plan (not for asking what is left of it).
     counted: bool,
+    /// The route's name, by which the config gives it a policy (`[routes_policy."<name>"]`).
+    name: Option<Arc<str>>,
+    /// The route's own rate limit, from its policy.
+    limit: Option<Arc<crate::ratelimit::RouteLimit>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,12 +78,18 @@ enum Rule {
 impl Access {
     /// Anyone may call; a token or key, when sent, must still be valid.
     pub fn public() -> Self {
-        Self { rule: Rule::Public, scopes: Vec::new(), counted: true }
+        Self { rule: Rule::Public, scopes: Vec::new(), counted: true, name: None, limit: None }
     }
 
     /// Any authenticated caller.
     pub fn authenticated() -> Self {
-        Self { rule: Rule::Authenticated(None), scopes: Vec::new(), counted: true }
+        Self {
+            rule: Rule::Authenticated(None),
+            scopes: Vec::new(),
+            counted: true,
+            name: None,
+            limit: None,
+        }
     }
 
     /// An authenticated end user (a user token), not a partner.
@@ -88,6 +98,8 @@ impl Access {
             rule: Rule::Authenticated(Some(PrincipalKind::User)),
             scopes: Vec::new(),
             counted: true,
+            name: None,
+            limit: None,
         }
     }
 
@@ -97,6 +109,8 @@ impl Access {
             rule: Rule::Authenticated(Some(PrincipalKind::Partner)),
             scopes: Vec::new(),
             counted: true,
+            name: None,
+            limit: None,
         }
     }
 
@@ -119,6 +133,28 @@ impl Access {
     /// Whether calls count against the caller's plan.
     pub(crate) fn counted(&self) -> bool {
         self.counted
+    }
+
+    /// Names the route, e.g. `web.product`: the config gives it a policy by that name
+    /// (`[routes_policy."web.product"]`).
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The route's name, if it has one.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The route's own rate limit.
+    pub(crate) fn limit(&self) -> Option<&crate::ratelimit::RouteLimit> {
+        self.limit.as_deref()
+    }
+
+    /// Gives the route its rate limit.
+    pub(crate) fn set_limit(&mut self, limit: Arc<crate::ratelimit::RouteLimit>) {
+        self.limit = Some(limit);
     }
 
     /// Whether this rule needs a caller at all (so the gateway needs `[auth]`).
@@ -244,6 +280,11 @@ impl AccessTable {
     /// Every declared rule, for start-up checks.
     pub fn rules(&self) -> impl Iterator<Item = (&str, &Access)> {
         self.routes.iter().flat_map(|(path, rules)| rules.iter().map(|(_, a)| (path.as_str(), a)))
+    }
+
+    /// Every declared rule, to attach policies to.
+    pub(crate) fn rules_mut(&mut self) -> impl Iterator<Item = &mut Access> {
+        self.routes.values_mut().flat_map(|rules| rules.iter_mut().map(|(_, a)| a))
     }
 
     /// The rule for a request to `matched` (the route pattern, if a route matched).

@@ -61,6 +61,9 @@ pub struct GatewayConfig {
     pub rate_limits: crate::ratelimit::RateLimitsConfig,
     /// The Redis that shared limits live in (`[plans.x] store = "redis"`).
     pub redis: Option<crate::ratelimit::RedisConfig>,
+    /// Policies of named routes (a composed route's `Access::named`, a pass-through route's
+    /// `name`): their rate limits.
+    pub routes_policy: BTreeMap<String, crate::ratelimit::RoutePolicyConfig>,
 }
 
 /// Listener addresses.
@@ -398,6 +401,9 @@ pub struct RouteConfig {
     /// uninspected on this route.
     #[serde(default)]
     pub forward_authorization: bool,
+    /// The route's name, by which `[routes_policy."<name>"]` gives it a policy.
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 // === impl RouteConfig ===

@@ -399,7 +399,11 @@ impl Pipeline {
         authorization: Option<&[u8]>,
         api_key: Option<&[u8]>,
     ) -> Option<Verdict<Option<Arc<Principal>>>> {
-        if authorization.is_some() || api_key.is_some() {
+        // Credentials to verify, or a limit to count: the full admission.
+        if authorization.is_some()
+            || api_key.is_some()
+            || route.access.as_ref().is_some_and(|a| a.limit().is_some())
+        {
             return None;
         }
         let Some(rule) = route.access.as_ref() else {
@@ -428,6 +432,26 @@ impl Pipeline {
         }
     }
 
+    /// Counts a request against a route's own limit.
+    fn route_limit(
+        &self,
+        limit: &crate::ratelimit::RouteLimit,
+        client: IpAddr,
+        caller: Option<&Principal>,
+        outbound: &mut Outbound,
+    ) -> Result<(), EdgeError> {
+        let decision = limit.check(client, caller);
+        outbound.set_rate_limit(decision.policy, decision.limit);
+        if decision.refused_by.is_some() {
+            crate::metrics::throttled(self.gateway, "route");
+            return Err(EdgeError::too_many_requests(
+                "the route's rate limit is exceeded",
+                decision.retry_after,
+            ));
+        }
+        Ok(())
+    }
+
     /// Verifies the credentials (if the gateway has `[auth]`) and checks the caller against
     /// `rule` (`None`: the route declared nothing and admits nobody). Refusals are counted
     /// and logged.
@@ -442,6 +466,12 @@ impl Pipeline {
         let Some(rule) = rule else {
             return Err(self.denied(Denied::Forbidden(None)));
         };
+        // The route's per-address limit first: cheap, and before any credential is verified.
+        if let Some(limit) = rule.limit()
+            && limit.per == crate::ratelimit::Per::Address
+        {
+            self.route_limit(limit, client, None, outbound)?;
+        }
         let principal = match &self.authenticator {
             None => None,
             Some(authenticator) => {
@@ -468,6 +498,11 @@ impl Pipeline {
         };
         if let Err(denied) = rule.check(principal.as_deref()) {
             return Err(self.denied(denied));
+        }
+        if let Some(limit) = rule.limit()
+            && limit.per == crate::ratelimit::Per::Caller
+        {
+            self.route_limit(limit, client, principal.as_deref(), outbound)?;
         }
         if let Some(principal) = &principal
             && rule.counted()
@@ -559,9 +594,22 @@ impl Outbound {
         Self { id, span, started, line, bytes: None, upstream: None, rate_limit: None }
     }
 
-    /// Notes the rate-limit headers the response carries.
+    /// Notes the rate-limit headers of one more limit that applied: every limit that applies
+    /// is reported, in one list per header.
     pub(crate) fn set_rate_limit(&mut self, policy: HeaderValue, limit: HeaderValue) {
-        self.rate_limit = Some(Box::new((policy, limit)));
+        let joined = match self.rate_limit.take() {
+            None => (policy, limit),
+            Some(before) => {
+                let join = |a: &HeaderValue, b: &HeaderValue| {
+                    let mut both = a.as_bytes().to_vec();
+                    both.extend_from_slice(b", ");
+                    both.extend_from_slice(b.as_bytes());
+                    HeaderValue::from_bytes(&both).unwrap_or_else(|_| a.clone())
+                };
+                (join(&before.0, &policy), join(&before.1, &limit))
+            }
+        };
+        self.rate_limit = Some(Box::new(joined));
     }
 
     /// Notes the response body's size, for the access log.

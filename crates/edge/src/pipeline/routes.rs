@@ -10,6 +10,7 @@ use crate::{
     access::{Access, AccessTable, Lookup},
     config::{ConfigError, GatewayConfig, RESERVED_PATHS},
     error::EdgeError,
+    ratelimit::RouteLimit,
     upstream::{HttpUpstream, Upstreams},
 };
 
@@ -94,9 +95,28 @@ pub(crate) struct RouteTable {
 impl RouteTable {
     pub(crate) fn new(
         config: &GatewayConfig,
-        table: AccessTable,
+        mut table: AccessTable,
         upstreams: &Upstreams,
     ) -> Result<Self, ConfigError> {
+        // Each named route gets its policy; a policy naming no route is a typo.
+        let limits: std::collections::HashMap<&str, Arc<RouteLimit>> = config
+            .routes_policy
+            .iter()
+            .filter_map(|(name, policy)| {
+                let limit = policy.rate_limit.as_ref()?;
+                Some((name.as_str(), Arc::new(RouteLimit::new(name, limit))))
+            })
+            .collect();
+        let mut named: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut attach = |access: &mut Access| {
+            if let Some(name) = access.name() {
+                named.insert(name.to_owned());
+                if let Some(limit) = limits.get(name) {
+                    access.set_limit(limit.clone());
+                }
+            }
+        };
+        table.rules_mut().for_each(&mut attach);
         let mut paths = matchit::Router::new();
         let mut patterns: Vec<String> = table.patterns().map(str::to_owned).collect();
         patterns.sort();
@@ -127,10 +147,16 @@ impl RouteTable {
             if route.access.is_none() {
                 tracing::warn!(path = %route.path, "route declares no access: it refuses every request");
             }
+            let mut access =
+                route.access.as_deref().and_then(|a| Access::from_config(a, &route.scopes));
+            if let (Some(access), Some(name)) = (&mut access, &route.name) {
+                *access = std::mem::replace(access, Access::public()).named(name);
+                attach(access);
+            }
             let route = Arc::new(PassRoute {
                 index,
                 timeout: route.timeout.unwrap_or_else(|| upstream.timeout()),
-                access: route.access.as_deref().and_then(|a| Access::from_config(a, &route.scopes)),
+                access,
                 rewrite: route.rewrite.clone(),
                 upstream: upstream.clone(),
                 forward_authorization: route.forward_authorization,
@@ -140,6 +166,12 @@ impl RouteTable {
                 insert(&mut paths, &pattern, Entry::Pass(index), || format!("{key}.path"))?;
             }
             pass.push(route);
+        }
+        if let Some(name) = config.routes_policy.keys().find(|name| !named.contains(*name)) {
+            return Err(ConfigError::Invalid {
+                key: format!("routes_policy.{name}"),
+                message: "no route has this name".into(),
+            });
         }
         Ok(Self { paths, pass, table })
     }

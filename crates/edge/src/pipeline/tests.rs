@@ -64,10 +64,12 @@ fn config(backend: &str, extra: &str) -> GatewayConfig {
         upstream = "catalog"
         rewrite = "/files"
         access = "public"
+        name = "static"
         [[routes]]
         path = "/admin"
         upstream = "catalog"
         access = "partner"
+        name = "admin"
         [[routes]]
         path = "/basic"
         upstream = "catalog"
@@ -95,9 +97,13 @@ fn composed() -> Routes {
         .post("/composed/json", Access::public(), |body: crate::json::Json<Value>| async move {
             Json(body.0)
         })
-        .get("/composed/whoami", Access::public(), |caller: crate::access::MaybeCaller| async {
-            caller.0.map(|p| p.subject.clone()).unwrap_or_default()
-        })
+        .get(
+            "/composed/whoami",
+            Access::public().named("whoami"),
+            |caller: crate::access::MaybeCaller| async {
+                caller.0.map(|p| p.subject.clone()).unwrap_or_default()
+            },
+        )
 }
 
 async fn serve(gateway: stack::Gateway) -> SocketAddr {
@@ -1026,4 +1032,53 @@ async fn guessing_keys_from_one_address_is_throttled_before_any_verification() {
         assert_eq!(send_from(guesser, addr, &get("/static/x")).await.status, 200);
         assert_eq!(send_from([127, 0, 0, 20 + i as u8], addr, &right).await.status, 200);
     }
+}
+
+#[tokio::test]
+async fn a_routes_own_limit_holds_on_every_path_per_address_and_per_caller() {
+    let f = fixture_with(
+        "[routes_policy.static]\nrate_limit = { per = \"address\", rate = 0.001, burst = 2 }\n\
+         [routes_policy.whoami]\nrate_limit = { per = \"address\", rate = 0.001, burst = 2 }\n\
+         [routes_policy.admin]\nrate_limit = { per = \"caller\", rate = 0.001, burst = 1 }",
+    )
+    .await;
+    for &path in ALL {
+        for (target, name, key) in [
+            ("/static/x", "static", None),
+            ("/composed/whoami", "whoami", None),
+            ("/admin/x", "admin", Some(PARTNER_KEY)),
+        ] {
+            let mut req = get(target);
+            if let Some(key) = key {
+                req = req.header("x-api-key", key);
+            }
+            let mut admitted = 0;
+            let refused = loop {
+                let answer = send(&f, path, &req).await;
+                if answer.status == 429 {
+                    break answer;
+                }
+                assert_eq!(answer.status, 200, "{path:?} {target}");
+                assert!(answer.header("ratelimit").unwrap().starts_with(&format!("\"{name}\";r=")));
+                admitted += 1;
+                assert!(admitted <= 2, "{path:?} {target}: more than the burst admitted");
+            };
+            assert_eq!(refused.code(), "rate_limited", "{path:?} {target}");
+            assert!(refused.header("retry-after").is_some());
+            let policy = refused.header("ratelimit-policy").unwrap();
+            assert!(policy.starts_with(&format!("\"{name}\";q=")), "{path:?} {target}: {policy}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_policy_for_a_route_nobody_named_is_a_config_error() {
+    let backend = echo_server().await;
+    let config = config(
+        &backend.url(),
+        "[routes_policy.statik]\nrate_limit = { per = \"address\", rate = 1, burst = 1 }",
+    );
+    let upstreams = Upstreams::from_config(&config).unwrap();
+    let error = stack::gateway("pipeline-test", composed(), &config, &upstreams).unwrap_err();
+    assert!(error.to_string().contains("routes_policy.statik"), "{error}");
 }

@@ -126,6 +126,121 @@ pub(crate) fn validate(
     Ok(())
 }
 
+/// `[routes_policy."<name>"]`: what the config says of one named route.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutePolicyConfig {
+    /// The route's own rate limit.
+    pub rate_limit: Option<RouteLimitConfig>,
+}
+
+/// A route's rate limit: `{ per = "address", rate = 20, burst = 40 }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteLimitConfig {
+    /// Whom it counts: each client `address` (IPv6 by /64; checked before any credential is
+    /// verified), or each `caller` (the authenticated subject; the address when anonymous).
+    pub per: Per,
+    /// Sustained requests per second.
+    pub rate: f64,
+    /// Requests admitted at once after a quiet spell.
+    pub burst: u32,
+    /// Keys remembered at most (least recently seen forgotten first).
+    #[serde(default = "default_tracked")]
+    pub tracked: usize,
+}
+
+fn default_tracked() -> usize {
+    65_536
+}
+
+/// Whom a route's limit counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Per {
+    /// Each client address.
+    Address,
+    /// Each authenticated caller (user `sub`, partner id); anonymous callers by address.
+    Caller,
+}
+
+/// A route's own rate limit and its state (per process, bounded).
+pub struct RouteLimit {
+    name: String,
+    pub(crate) per: Per,
+    rate: Rate,
+    policy: HeaderValue,
+    epoch: Instant,
+    /// GCRA's theoretical arrival time per key.
+    tats: crate::bounded::Lru<u128, u64>,
+    /// Keys callers by subject: a keyed hash, so that nobody can aim two names at one slot.
+    hasher: std::hash::RandomState,
+}
+
+impl std::fmt::Debug for RouteLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteLimit").field("name", &self.name).field("per", &self.per).finish()
+    }
+}
+
+impl PartialEq for RouteLimit {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other)
+    }
+}
+
+impl Eq for RouteLimit {}
+
+impl RouteLimit {
+    pub(crate) fn new(name: &str, config: &RouteLimitConfig) -> Self {
+        let rate = Rate::new(config.rate, config.burst);
+        let policy = format!("\"{name}\";q={};w={}", rate.burst(), rate.window_secs());
+        Self {
+            name: name.to_owned(),
+            per: config.per,
+            rate,
+            policy: HeaderValue::try_from(policy).unwrap_or(HeaderValue::from_static("\"route\"")),
+            epoch: Instant::now(),
+            tats: crate::bounded::Lru::new(config.tracked),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    /// Counts a request of `client` (and `caller`, for a per-caller limit): the headers, and
+    /// whether it was refused.
+    pub(crate) fn check(&self, client: IpAddr, caller: Option<&Principal>) -> Decision {
+        use std::hash::BuildHasher;
+        let key = match (self.per, caller) {
+            (Per::Caller, Some(caller)) => {
+                let kind = u8::from(caller.kind == PrincipalKind::Partner);
+                let low = self.hasher.hash_one((kind, &caller.subject, 0_u8));
+                let high = self.hasher.hash_one((kind, &caller.subject, 1_u8));
+                // Apart from every address: an address key never has its top bit set.
+                ((u128::from(high) << 64) | u128::from(low)) | (1 << 127)
+            }
+            _ => Throttle::key(client),
+        };
+        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let check = {
+            let mut tats = self.tats.shard(Throttle::spread(key));
+            let tat = tats.peek(&key).copied().unwrap_or(0);
+            let check = self.rate.check(tat, now);
+            if check.admitted {
+                tats.put(key, check.tat);
+            }
+            check
+        };
+        let seconds = |ns: u64| ns.div_ceil(1_000_000_000);
+        let limit = format!("\"{}\";r={};t={}", self.name, check.remaining, seconds(check.reset));
+        Decision {
+            policy: self.policy.clone(),
+            limit: HeaderValue::try_from(limit).unwrap_or(HeaderValue::from_static("\"route\"")),
+            retry_after: seconds(check.retry).max(1),
+            refused_by: (!check.admitted).then_some("route"),
+        }
+    }
+}
+
 /// The process's rate limits.
 #[derive(Debug)]
 pub(crate) struct Limiter {
