@@ -92,8 +92,12 @@ pub fn app_in(config: &GatewayConfig, edge: &EdgeState) -> Result<stack::Gateway
     // Anonymous browsing: the app shows the shop before anyone signs in. Any route not declared
     // here refuses every caller.
     let routes = Routes::new()
-        .get("/v1/home", Access::public(), routes::home::home)
-        .get("/v1/products/{id}", Access::public(), routes::product::product)
+        .get("/v1/home", Access::public().named("mobile.home"), routes::home::home)
+        .get(
+            "/v1/products/{id}",
+            Access::public().named("mobile.product"),
+            routes::product::product,
+        )
         .with_state(state)
         .merge(portico_edge::openapi::routes(&ApiDoc::openapi()));
     let gateway = stack::gateway_in(NAME, routes, config, &upstreams, edge)?;

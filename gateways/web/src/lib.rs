@@ -100,10 +100,22 @@ pub fn app_in(config: &GatewayConfig, edge: &EdgeState) -> Result<stack::Gateway
     // Browsing needs no account; orders are a customer's own, so only their user token reads
     // them. Any route not declared here refuses every caller.
     let routes = Routes::new()
-        .get("/api/products/{id}", Access::public(), routes::product::product_page)
-        .get("/api/search", Access::public(), routes::search::search)
-        .get("/api/orders", Access::user().scope("orders:read"), routes::orders::order_history)
-        .get("/api/orders/{id}", Access::user().scope("orders:read"), routes::orders::get_order)
+        .get(
+            "/api/products/{id}",
+            Access::public().named("web.product"),
+            routes::product::product_page,
+        )
+        .get("/api/search", Access::public().named("web.search"), routes::search::search)
+        .get(
+            "/api/orders",
+            Access::user().scope("orders:read").named("web.orders"),
+            routes::orders::order_history,
+        )
+        .get(
+            "/api/orders/{id}",
+            Access::user().scope("orders:read").named("web.order"),
+            routes::orders::get_order,
+        )
         .with_state(state)
         .merge(portico_edge::openapi::routes(&ApiDoc::openapi()));
     stack::gateway_in(NAME, routes, config, &upstreams, edge)
