@@ -973,18 +973,7 @@ async fn a_partners_plan_is_enforced_on_every_path_with_the_ratelimit_headers() 
     for &path in ALL {
         for target in ["/admin/x", "/composed/whoami"] {
             let req = get(target).header("x-api-key", PARTNER_KEY);
-            let mut admitted = 0;
-            let refused = loop {
-                let answer = send(&f, path, &req).await;
-                if answer.status == 429 {
-                    break answer;
-                }
-                assert_eq!(answer.status, 200, "{path:?} {target}");
-                let limit = answer.header("ratelimit").unwrap_or_default();
-                assert!(limit.starts_with("\"burst\";r="), "{path:?} {target}: {limit}");
-                admitted += 1;
-                assert!(admitted <= 2, "{path:?} {target}: more than the burst admitted");
-            };
+            let refused = until_refused(&f, path, &req, 2, "\"burst\";r=").await;
             assert_eq!(refused.header("content-type"), Some("application/problem+json"));
             assert_eq!(refused.code(), "rate_limited", "{path:?} {target}");
             let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
@@ -999,6 +988,21 @@ async fn a_partners_plan_is_enforced_on_every_path_with_the_ratelimit_headers() 
             assert!(limit.contains("\"day\";r=998;t="), "{path:?} {target}: {limit}");
         }
     }
+}
+
+/// Sends `req` on `path` until it is refused (429), at most `burst` times admitted, each
+/// admitted answer's `RateLimit` starting with `limit`; the refusal.
+async fn until_refused(f: &Fixture, path: Path, req: &Req, burst: usize, limit: &str) -> Answer {
+    for _ in 0..=burst {
+        let answer = send(f, path, req).await;
+        if answer.status == 429 {
+            return answer;
+        }
+        assert_eq!(answer.status, 200, "{path:?} {}", req.target);
+        let header = answer.header("ratelimit").unwrap_or_default();
+        assert!(header.starts_with(limit), "{path:?} {}: {header}", req.target);
+    }
+    panic!("{path:?} {}: more than the burst of {burst} admitted", req.target);
 }
 
 /// Sends `req` from the loopback address `from` (127.0.0.x) to `addr` on a fresh connection.
@@ -1052,17 +1056,7 @@ async fn a_routes_own_limit_holds_on_every_path_per_address_and_per_caller() {
             if let Some(key) = key {
                 req = req.header("x-api-key", key);
             }
-            let mut admitted = 0;
-            let refused = loop {
-                let answer = send(&f, path, &req).await;
-                if answer.status == 429 {
-                    break answer;
-                }
-                assert_eq!(answer.status, 200, "{path:?} {target}");
-                assert!(answer.header("ratelimit").unwrap().starts_with(&format!("\"{name}\";r=")));
-                admitted += 1;
-                assert!(admitted <= 2, "{path:?} {target}: more than the burst admitted");
-            };
+            let refused = until_refused(&f, path, &req, 2, &format!("\"{name}\";r=")).await;
             assert_eq!(refused.code(), "rate_limited", "{path:?} {target}");
             assert!(refused.header("retry-after").is_some());
             let policy = refused.header("ratelimit-policy").unwrap();

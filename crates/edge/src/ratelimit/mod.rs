@@ -24,7 +24,18 @@ use serde::Deserialize;
 
 pub(crate) use self::gcra::Rate;
 pub use self::redis::RedisConfig;
-use self::redis::{RedisStore, Stored};
+use self::redis::{Ask, RedisStore};
+
+/// What a store decided for one request of a plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Stored {
+    pub(crate) refused_by: Option<&'static str>,
+    pub(crate) remaining: u64,
+    pub(crate) reset: Duration,
+    pub(crate) retry: Duration,
+    /// Requests admitted today, this one included when admitted.
+    pub(crate) used_today: u64,
+}
 use crate::{
     auth::{Principal, PrincipalKind},
     config::ConfigError,
@@ -344,9 +355,13 @@ impl Limiter {
         if plan.store == Store::Redis
             && let Some(store) = &self.redis
         {
-            let day = unix / 86_400;
-            let (interval, burst) = (plan.rate.interval(), plan.rate.burst());
-            match store.check(&principal.subject, interval, burst, plan.quota_per_day, day).await {
+            let ask = Ask {
+                interval: plan.rate.interval(),
+                burst: plan.rate.burst(),
+                quota: plan.quota_per_day,
+                day: unix / 86_400,
+            };
+            match store.check(&principal.subject, ask).await {
                 Ok(stored) => return Some(plan.stored(&stored, unix)),
                 Err(_unavailable) => {
                     let outcome = match plan.on_store_error {
@@ -447,7 +462,7 @@ impl Plan {
         }
     }
 
-    /// The decision the shared store made.
+    /// The decision of a store (this process's, or the shared one) as headers.
     fn stored(&self, stored: &Stored, unix: u64) -> Decision {
         let day_reset = (unix / 86_400 + 1) * 86_400 - unix;
         let seconds = |d: Duration| d.as_nanos().div_ceil(1_000_000_000) as u64;
@@ -491,37 +506,25 @@ impl Plan {
             state.used = 0;
         }
         let burst = self.rate.check(state.tat, now);
-        let quota_left = self.quota_per_day.map(|quota| quota.saturating_sub(state.used));
-        let day_reset = (day + 1) * 86_400 - unix;
         let refused_by = if !burst.admitted {
             Some("burst")
-        } else if quota_left == Some(0) {
+        } else if self.quota_per_day.is_some_and(|quota| state.used >= quota) {
             Some("day")
         } else {
             None
         };
-        let admitted = refused_by.is_none();
-        if admitted {
+        if refused_by.is_none() {
             state.tat = burst.tat;
             state.used += 1;
         }
-        let seconds = |ns: u64| ns.div_ceil(1_000_000_000);
-        let mut limit = format!("\"burst\";r={};t={}", burst.remaining, seconds(burst.reset));
-        if let Some(left) = quota_left {
-            let left = if admitted { left - 1 } else { left };
-            let _ = write!(limit, ", \"day\";r={left};t={day_reset}");
-        }
-        let retry_after = match refused_by {
-            Some("burst") => seconds(burst.retry).max(1),
-            Some(_) => day_reset,
-            None => 0,
-        };
-        Decision {
-            policy: self.policy.clone(),
-            limit: HeaderValue::try_from(limit).unwrap_or(HeaderValue::from_static("\"burst\"")),
-            retry_after,
+        let stored = Stored {
             refused_by,
-        }
+            remaining: burst.remaining,
+            reset: Duration::from_nanos(burst.reset),
+            retry: Duration::from_nanos(burst.retry),
+            used_today: state.used,
+        };
+        self.stored(&stored, unix)
     }
 }
 

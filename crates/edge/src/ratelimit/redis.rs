@@ -8,15 +8,14 @@
 //! is known down), then probed by one request; the plan's `on_store_error` decides the meantime.
 
 use std::{
-    sync::{
-        Mutex, PoisonError,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Deserialize;
+
+use super::Stored;
 
 /// `[redis]`: the store shared by the gateway's replicas.
 #[derive(Clone, Debug, Deserialize)]
@@ -75,14 +74,13 @@ if used == 1 then redis.call('EXPIRE', KEYS[2], 90000) end
 return {0, math.floor((capacity - ahead) / interval), ahead, 0, used}
 ";
 
-/// What the store decided for one request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Stored {
-    pub(crate) refused_by: Option<&'static str>,
-    pub(crate) remaining: u64,
-    pub(crate) reset: Duration,
-    pub(crate) retry: Duration,
-    pub(crate) used_today: u64,
+/// One request to decide: the plan's interval, burst and daily quota, and the UTC day.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ask {
+    pub(crate) interval: Duration,
+    pub(crate) burst: u64,
+    pub(crate) quota: Option<u64>,
+    pub(crate) day: u64,
 }
 
 /// The Redis store of one process.
@@ -96,8 +94,6 @@ pub(crate) struct RedisStore {
     skip_until: AtomicU64,
     /// One probe at a time while it is skipped.
     probing: AtomicBool,
-    /// The last error, for the log when the store first fails.
-    last_error: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -122,7 +118,6 @@ impl RedisStore {
             epoch: Instant::now(),
             skip_until: AtomicU64::new(0),
             probing: AtomicBool::new(false),
-            last_error: Mutex::new(None),
         })
     }
 
@@ -143,15 +138,8 @@ impl RedisStore {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Decides one request of `partner` for UTC day `day`.
-    pub(crate) async fn check(
-        &self,
-        partner: &str,
-        interval: Duration,
-        burst: u64,
-        quota: Option<u64>,
-        day: u64,
-    ) -> Result<Stored, Unavailable> {
+    /// Decides one request of `partner`.
+    pub(crate) async fn check(&self, partner: &str, ask: Ask) -> Result<Stored, Unavailable> {
         let skip_until = self.skip_until.load(Ordering::Acquire);
         if skip_until != 0 {
             // Known down: no waiting. After the skip, one request at a time probes.
@@ -159,11 +147,7 @@ impl RedisStore {
                 return Err(Unavailable);
             }
         }
-        let result = tokio::time::timeout(
-            self.config.timeout,
-            self.run(partner, interval, burst, quota, day),
-        )
-        .await;
+        let result = tokio::time::timeout(self.config.timeout, self.run(partner, ask)).await;
         self.probing.store(false, Ordering::Release);
         match result {
             Ok(Ok(stored)) => {
@@ -184,18 +168,11 @@ impl RedisStore {
         if self.skip_until.swap(until, Ordering::AcqRel) == 0 {
             tracing::warn!(%error, "the rate-limit store failed; skipping it, probing every {SKIP_FOR:?}");
         }
-        *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
         Unavailable
     }
 
-    async fn run(
-        &self,
-        partner: &str,
-        interval: Duration,
-        burst: u64,
-        quota: Option<u64>,
-        day: u64,
-    ) -> redis::RedisResult<Stored> {
+    async fn run(&self, partner: &str, ask: Ask) -> redis::RedisResult<Stored> {
+        let Ask { interval, burst, quota, day } = ask;
         let mut connection = {
             let mut slot = self.connection.lock().await;
             match &*slot {
