@@ -11,7 +11,8 @@ use portico_testkit::{MockServer, refused_url};
 
 async fn proxy_to(to: &str) -> (String, tokio::task::JoinHandle<()>) {
     let listen = "127.0.0.1:0".parse().expect("an address");
-    let config = gateways::proxy_config(listen, to, Duration::from_secs(2)).expect("valid flags");
+    let config =
+        gateways::proxy_config(listen, to, Duration::from_secs(2), "").expect("valid flags");
     let app = gateways::proxy_app(&config).expect("a proxy app");
     let (addr, task) = gateways::spawn_server(
         app,
@@ -55,6 +56,6 @@ async fn a_dead_backend_is_a_502_problem() {
 #[test]
 fn a_bad_target_is_refused_with_the_flag_named() {
     let listen = "127.0.0.1:0".parse().expect("an address");
-    let err = gateways::proxy_config(listen, "ftp://x", Duration::from_secs(1)).unwrap_err();
+    let err = gateways::proxy_config(listen, "ftp://x", Duration::from_secs(1), "").unwrap_err();
     assert!(err.to_string().contains("--to ftp://x"), "{err}");
 }

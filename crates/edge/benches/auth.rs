@@ -72,9 +72,14 @@ fn issuer() -> Issuer {
 
 /// A user token as the identity service signs it.
 fn token(issuer: &Issuer) -> String {
+    token_of(issuer, "alice")
+}
+
+/// A token for user `sub`.
+fn token_of(issuer: &Issuer, sub: &str) -> String {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
     let claims = json!({
-        "iss": ISSUER, "sub": "alice", "aud": "web", "iat": now, "nbf": now,
+        "iss": ISSUER, "sub": sub, "aud": "web", "iat": now, "nbf": now,
         // Long-lived, so a slow run never crosses the expiry.
         "exp": now + 3600,
         "scope": "profile catalog:read orders:read orders:write",
@@ -119,9 +124,20 @@ fn tokens(c: &mut Criterion) {
     let validation = validation();
     assert!(verify_without_cache(&token, &jwk, &validation));
 
+    // More distinct tokens than the verified-token cache holds, taken in turn: every one is a
+    // signature check (the least recently used is always the one evicted).
+    let distinct: Vec<String> = (0..20_000).map(|i| token_of(&issuer, &format!("u{i}"))).collect();
+    let mut next = 0;
+
     let mut group = configure(c, "auth_token");
-    group.bench_function("es256_warm_key_cache", |b| {
+    group.bench_function("es256_remembered_token", |b| {
         b.to_async(&rt).iter(|| auth.verify_token(black_box(&token)));
+    });
+    group.bench_function("es256_distinct_tokens_warm_key_cache", |b| {
+        b.to_async(&rt).iter(|| {
+            next = (next + 1) % distinct.len();
+            auth.verify_token(black_box(&distinct[next]))
+        });
     });
     group.bench_function("es256_decoding_key_from_jwk_each_time", |b| {
         b.iter(|| verify_without_cache(black_box(&token), &jwk, &validation));

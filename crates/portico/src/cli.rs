@@ -169,6 +169,10 @@ pub struct ProxyArgs {
     /// Deadline for the backend's response head.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
     pub timeout: Duration,
+    /// More of the gateway's TOML, added to the generated config: `[auth]`, `[plans]`,
+    /// `[rate_limits]`, `[redis]`, `[limits]` (e.g. to measure the full edge in `bench/edge`).
+    #[arg(long, value_name = "FILE")]
+    pub extra_config: Option<PathBuf>,
     /// Worker threads, each with its own listener, runtime and upstream pool (default: one
     /// per available core).
     #[arg(long)]

@@ -118,9 +118,11 @@ pub fn proxy_config(
     listen: SocketAddr,
     to: &str,
     timeout: std::time::Duration,
+    extra: &str,
 ) -> Result<GatewayConfig, crate::Error> {
+    // The extra tables first: the generated ones end in an array of tables.
     let text = format!(
-        "[listen]\npublic = \"{listen}\"\n\n[upstreams.backend]\nendpoints = [{to:?}]\n\n\
+        "{extra}\n[listen]\npublic = \"{listen}\"\n\n[upstreams.backend]\nendpoints = [{to:?}]\n\n\
          [[routes]]\npath = \"/\"\nupstream = \"backend\"\naccess = \"public\"\n\
          timeout = \"{}\"\n",
         humantime::format_duration(timeout)
@@ -131,6 +133,14 @@ pub fn proxy_config(
 /// A single pass-through gateway to one backend: the declarative-route path with the shared
 /// edge layers, and nothing else (but `/healthz` and `/readyz`).
 pub fn proxy_app(config: &GatewayConfig) -> Result<stack::Gateway, ConfigError> {
+    proxy_app_in(config, &EdgeState::new(config)?)
+}
+
+/// [`proxy_app`] with the process's edge state, shared by every worker's gateway.
+pub fn proxy_app_in(
+    config: &GatewayConfig,
+    edge: &EdgeState,
+) -> Result<stack::Gateway, ConfigError> {
     let upstreams = portico_edge::Upstreams::for_gateway("proxy", config)?;
-    stack::gateway("proxy", portico_edge::access::Routes::new(), config, &upstreams)
+    stack::gateway_in("proxy", portico_edge::access::Routes::new(), config, &upstreams, edge)
 }

@@ -27,10 +27,18 @@ pub async fn serve(args: ServeArgs) -> Result<(), Error> {
 }
 
 pub async fn proxy(args: ProxyArgs) -> Result<(), Error> {
-    let config = gateways::proxy_config(args.listen, &args.to, args.timeout)?;
-    drop(gateways::proxy_app(&config)?);
+    let extra = match &args.extra_config {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("--extra-config {}: {e}", path.display()))?,
+        None => String::new(),
+    };
+    let config = gateways::proxy_config(args.listen, &args.to, args.timeout, &extra)?;
+    // One edge state for the process (JWKS cache, rate limits), shared by every worker.
+    let edge = EdgeState::new(&config)?;
+    drop(gateways::proxy_app_in(&config, &edge)?);
     tracing::info!("proxying http://{} to {}; Ctrl-C stops it", config.listen.public, args.to);
-    run_workers("proxy", config, args.workers, gateways::proxy_app).await
+    run_workers("proxy", config, args.workers, move |config| gateways::proxy_app_in(config, &edge))
+        .await
 }
 
 /// Serves `make_app(config)` on one worker per core (or `workers`) until Ctrl-C or SIGTERM.

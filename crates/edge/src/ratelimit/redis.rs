@@ -156,14 +156,14 @@ impl RedisStore {
                 }
                 Ok(stored)
             }
-            Ok(Err(error)) => Err(self.failed(error.to_string())),
+            Ok(Err(error)) => Err(self.failed(&error.to_string())),
             Err(_elapsed) => {
-                Err(self.failed(format!("no answer within {:?}", self.config.timeout)))
+                Err(self.failed(&format!("no answer within {:?}", self.config.timeout)))
             }
         }
     }
 
-    fn failed(&self, error: String) -> Unavailable {
+    fn failed(&self, error: &str) -> Unavailable {
         let until = self.now_ms() + u64::try_from(SKIP_FOR.as_millis()).unwrap_or(1000);
         if self.skip_until.swap(until, Ordering::AcqRel) == 0 {
             tracing::warn!(%error, "the rate-limit store failed; skipping it, probing every {SKIP_FOR:?}");
