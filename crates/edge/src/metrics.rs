@@ -82,7 +82,15 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                     );
                     metrics::describe_counter!(
                         RATE_LIMITED,
-                        "Requests refused by a rate limit, by limit (burst, day, auth_failures)"
+                        "Requests refused by a rate limit, by limit (burst, day, route, auth_failures)"
+                    );
+                    metrics::describe_counter!(
+                        RATE_LIMIT_ADMITTED,
+                        "Requests a rate limit admitted, by limit (plan, route)"
+                    );
+                    metrics::describe_counter!(
+                        RATE_LIMIT_STORE_ERRORS,
+                        "Plan checks the shared store could not make, by outcome (open, closed)"
                     );
                     describe_upstream_metrics();
                     Some(handle)
@@ -134,6 +142,15 @@ pub(crate) fn rate_limit_store_error(gateway: &'static str, outcome: &'static st
 /// Counts a request refused by the rate limit `limit`.
 pub(crate) fn throttled(gateway: &'static str, limit: &'static str) {
     metrics::counter!(RATE_LIMITED, "gateway" => gateway, "limit" => limit).increment(1);
+}
+
+/// Requests a rate limit admitted, by gateway and limit (`plan`, `route`): with
+/// [`RATE_LIMITED`], every decision by limit and outcome.
+pub const RATE_LIMIT_ADMITTED: &str = "portico_rate_limit_admitted_total";
+
+/// Counts a request the limit `limit` admitted.
+pub(crate) fn admitted(gateway: &'static str, limit: &'static str) {
+    metrics::counter!(RATE_LIMIT_ADMITTED, "gateway" => gateway, "limit" => limit).increment(1);
 }
 
 fn describe_upstream_metrics() {

@@ -449,6 +449,7 @@ impl Pipeline {
                 decision.retry_after,
             ));
         }
+        crate::metrics::admitted(self.gateway, "route");
         Ok(())
     }
 
@@ -526,6 +527,7 @@ impl Pipeline {
                 };
                 return Err(EdgeError::too_many_requests(detail, decision.retry_after));
             }
+            crate::metrics::admitted(self.gateway, "plan");
         }
         Ok(principal)
     }

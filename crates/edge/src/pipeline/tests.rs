@@ -988,6 +988,14 @@ async fn a_partners_plan_is_enforced_on_every_path_with_the_ratelimit_headers() 
             assert!(limit.contains("\"day\";r=998;t="), "{path:?} {target}: {limit}");
         }
     }
+    // Every decision is counted, by limit and outcome.
+    let metrics = crate::metrics::handle().unwrap().render();
+    for line in [
+        "portico_rate_limited_total{gateway=\"pipeline-test\",limit=\"burst\"}",
+        "portico_rate_limit_admitted_total{gateway=\"pipeline-test\",limit=\"plan\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
 }
 
 /// Sends `req` on `path` until it is refused (429), at most `burst` times admitted, each
