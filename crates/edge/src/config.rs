@@ -539,7 +539,7 @@ impl GatewayConfig {
     /// Checks what the types cannot: references between sections and well-formed values.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.limits.validate()?;
-        crate::ratelimit::validate(&self.plans, self.redis.as_ref())?;
+        crate::ratelimit::validate(&self.plans, &self.routes_policy, self.redis.as_ref())?;
         if !self.plans.is_empty()
             && let Some(auth) = &self.auth
             && let Some(key) = auth.api_keys.iter().find(|k| !self.plans.contains_key(&k.plan))

@@ -79,6 +79,12 @@ impl EdgeState {
             keys.map(|k| (k.partner.as_str(), k.plan.as_str())),
             &config.rate_limits,
             config.redis.as_ref(),
+            config.routes_policy.values().any(|policy| {
+                policy
+                    .rate_limit
+                    .as_ref()
+                    .is_some_and(|l| l.store == crate::ratelimit::Store::Redis)
+            }),
         )?;
         Ok(Self {
             authenticator: config.auth.as_ref().map(Authenticator::new).transpose()?,
@@ -97,6 +103,7 @@ impl Default for EdgeState {
                     std::iter::empty(),
                     &crate::ratelimit::RateLimitsConfig::default(),
                     None,
+                    false,
                 )
                 .unwrap_or_else(|_| unreachable!("no plans, no store: nothing to fail")),
             ),
@@ -221,7 +228,7 @@ impl Pipeline {
         upstreams: &Upstreams,
         state: &EdgeState,
     ) -> Result<Self, ConfigError> {
-        let routes = RouteTable::new(config, table, upstreams)?;
+        let routes = RouteTable::new(config, table, upstreams, state.limiter.store())?;
         let authenticator = state.authenticator.clone();
         let limiter = state.limiter.clone();
         if authenticator.is_none()
@@ -433,15 +440,19 @@ impl Pipeline {
     }
 
     /// Counts a request against a route's own limit.
-    fn route_limit(
+    async fn route_limit(
         &self,
         limit: &crate::ratelimit::RouteLimit,
         client: IpAddr,
         caller: Option<&Principal>,
         outbound: &mut Outbound,
     ) -> Result<(), EdgeError> {
-        let decision = limit.check(client, caller);
+        let decision = limit.check(client, caller).await;
         outbound.set_rate_limit(decision.policy, decision.limit);
+        if decision.refused_by == Some("store") {
+            crate::metrics::rate_limit_store_error(self.gateway, "closed");
+            return Err(store_unavailable("the route's limits cannot be checked right now"));
+        }
         if decision.refused_by.is_some() {
             crate::metrics::throttled(self.gateway, "route");
             return Err(EdgeError::too_many_requests(
@@ -471,7 +482,7 @@ impl Pipeline {
         if let Some(limit) = rule.limit()
             && limit.per == crate::ratelimit::Per::Address
         {
-            self.route_limit(limit, client, None, outbound)?;
+            self.route_limit(limit, client, None, outbound).await?;
         }
         let principal = match &self.authenticator {
             None => None,
@@ -503,7 +514,7 @@ impl Pipeline {
         if let Some(limit) = rule.limit()
             && limit.per == crate::ratelimit::Per::Caller
         {
-            self.route_limit(limit, client, principal.as_deref(), outbound)?;
+            self.route_limit(limit, client, principal.as_deref(), outbound).await?;
         }
         if let Some(principal) = &principal
             && rule.counted()
@@ -511,12 +522,7 @@ impl Pipeline {
         {
             outbound.set_rate_limit(decision.policy, decision.limit);
             if decision.refused_by == Some("store") {
-                return Err(EdgeError::from_status(
-                    http::StatusCode::SERVICE_UNAVAILABLE,
-                    "rate_limit_unavailable",
-                )
-                .with_detail("the plan's limits cannot be checked right now")
-                .with_retry_after(1));
+                return Err(store_unavailable("the plan's limits cannot be checked right now"));
             }
             if let Some(limit) = decision.refused_by {
                 crate::metrics::throttled(self.gateway, limit);
@@ -554,6 +560,13 @@ impl Pipeline {
             tracing::info_span!("request", id = id.as_str(), method = %method, path = path)
         }
     }
+}
+
+/// 503 `rate_limit_unavailable`: a limit that fails closed could not be checked.
+fn store_unavailable(detail: &'static str) -> EdgeError {
+    EdgeError::from_status(http::StatusCode::SERVICE_UNAVAILABLE, "rate_limit_unavailable")
+        .with_detail(detail)
+        .with_retry_after(1)
 }
 
 /// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers).

@@ -97,6 +97,7 @@ impl RouteTable {
         config: &GatewayConfig,
         mut table: AccessTable,
         upstreams: &Upstreams,
+        store: Option<&Arc<crate::ratelimit::RedisStore>>,
     ) -> Result<Self, ConfigError> {
         // Each named route gets its policy; a policy naming no route is a typo.
         let limits: std::collections::HashMap<&str, Arc<RouteLimit>> = config
@@ -104,7 +105,7 @@ impl RouteTable {
             .iter()
             .filter_map(|(name, policy)| {
                 let limit = policy.rate_limit.as_ref()?;
-                Some((name.as_str(), Arc::new(RouteLimit::new(name, limit))))
+                Some((name.as_str(), Arc::new(RouteLimit::new(name, limit, store))))
             })
             .collect();
         let mut named: std::collections::HashSet<String> = std::collections::HashSet::new();

@@ -23,8 +23,9 @@ use http::HeaderValue;
 use serde::Deserialize;
 
 pub(crate) use self::gcra::Rate;
+use self::redis::Ask;
 pub use self::redis::RedisConfig;
-use self::redis::{Ask, RedisStore};
+pub(crate) use self::redis::RedisStore;
 
 /// What a store decided for one request of a plan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,8 +113,25 @@ impl Default for RateLimitsConfig {
 /// has a store.
 pub(crate) fn validate(
     plans: &BTreeMap<String, PlanConfig>,
+    routes: &BTreeMap<String, RoutePolicyConfig>,
     redis: Option<&RedisConfig>,
 ) -> Result<(), ConfigError> {
+    for (name, policy) in routes {
+        if let Some(limit) = &policy.rate_limit {
+            if limit.store == Store::Redis && redis.is_none() {
+                return Err(ConfigError::Invalid {
+                    key: format!("routes_policy.{name}.rate_limit.store"),
+                    message: "`redis` needs a [redis] section".into(),
+                });
+            }
+            if !(limit.rate.is_finite() && limit.rate > 0.0) || limit.burst == 0 {
+                return Err(ConfigError::Invalid {
+                    key: format!("routes_policy.{name}.rate_limit"),
+                    message: "needs a rate above 0 and a burst of at least 1".into(),
+                });
+            }
+        }
+    }
     for (name, plan) in plans {
         if plan.store == Store::Redis && redis.is_none() {
             return Err(ConfigError::Invalid {
@@ -159,6 +177,13 @@ pub struct RouteLimitConfig {
     /// Keys remembered at most (least recently seen forgotten first).
     #[serde(default = "default_tracked")]
     pub tracked: usize,
+    /// Where the counts live: this process (`memory`) or every replica's (`redis`).
+    #[serde(default)]
+    pub store: Store,
+    /// While the shared store fails: `open` limits locally at the replica's share, `closed`
+    /// answers 503.
+    #[serde(default)]
+    pub on_store_error: OnStoreError,
 }
 
 fn default_tracked() -> usize {
@@ -175,11 +200,13 @@ pub enum Per {
     Caller,
 }
 
-/// A route's own rate limit and its state (per process, bounded).
+/// A route's own rate limit and its state (per process, bounded; or in Redis).
 pub struct RouteLimit {
     name: String,
     pub(crate) per: Per,
     rate: Rate,
+    /// The shared store, the local share while it fails, and what to do then.
+    shared: Option<(Arc<RedisStore>, Rate, OnStoreError)>,
     policy: HeaderValue,
     epoch: Instant,
     /// GCRA's theoretical arrival time per key.
@@ -203,13 +230,24 @@ impl PartialEq for RouteLimit {
 impl Eq for RouteLimit {}
 
 impl RouteLimit {
-    pub(crate) fn new(name: &str, config: &RouteLimitConfig) -> Self {
+    pub(crate) fn new(
+        name: &str,
+        config: &RouteLimitConfig,
+        store: Option<&Arc<RedisStore>>,
+    ) -> Self {
         let rate = Rate::new(config.rate, config.burst);
+        let shared = store.filter(|_| config.store == Store::Redis).map(|store| {
+            let replicas = store.replicas();
+            let share =
+                Rate::new(config.rate / f64::from(replicas), (config.burst / replicas).max(1));
+            (store.clone(), share, config.on_store_error)
+        });
         let policy = format!("\"{name}\";q={};w={}", rate.burst(), rate.window_secs());
         Self {
             name: name.to_owned(),
             per: config.per,
             rate,
+            shared,
             policy: HeaderValue::try_from(policy).unwrap_or(HeaderValue::from_static("\"route\"")),
             epoch: Instant::now(),
             tats: crate::bounded::Lru::new(config.tracked),
@@ -218,36 +256,93 @@ impl RouteLimit {
     }
 
     /// Counts a request of `client` (and `caller`, for a per-caller limit): the headers, and
-    /// whether it was refused.
-    pub(crate) fn check(&self, client: IpAddr, caller: Option<&Principal>) -> Decision {
-        use std::hash::BuildHasher;
-        let key = match (self.per, caller) {
-            (Per::Caller, Some(caller)) => {
+    /// whether it was refused (`store`: the shared store failed and the limit fails closed).
+    pub(crate) async fn check(&self, client: IpAddr, caller: Option<&Principal>) -> Decision {
+        let caller = caller.filter(|_| self.per == Per::Caller);
+        let mut rate = &self.rate;
+        if let Some((store, share, on_error)) = &self.shared {
+            // Keys every replica derives alike: the route, then the caller or the address.
+            let mut limited = Vec::with_capacity(64);
+            limited.extend_from_slice(self.name.as_bytes());
+            match caller {
+                Some(caller) => {
+                    limited.push(u8::from(caller.kind == PrincipalKind::Partner) + 1);
+                    limited.extend_from_slice(caller.subject.as_bytes());
+                }
+                None => {
+                    limited.push(0);
+                    limited.extend_from_slice(&Throttle::key(client).to_be_bytes());
+                }
+            }
+            let ask = Ask {
+                interval: self.rate.interval(),
+                burst: self.rate.burst(),
+                quota: None,
+                day: 0,
+            };
+            match store.check(&limited, ask).await {
+                Ok(stored) => {
+                    return self.decision(
+                        stored.refused_by.is_none(),
+                        stored.remaining,
+                        stored.reset,
+                        stored.retry,
+                    );
+                }
+                Err(_unavailable) if *on_error == OnStoreError::Closed => {
+                    return Decision {
+                        policy: self.policy.clone(),
+                        limit: HeaderValue::from_static("\"route\";r=0;t=1"),
+                        retry_after: 1,
+                        refused_by: Some("store"),
+                    };
+                }
+                Err(_unavailable) => rate = share,
+            }
+        }
+        let key = match caller {
+            Some(caller) => {
+                use std::hash::BuildHasher;
                 let kind = u8::from(caller.kind == PrincipalKind::Partner);
                 let low = self.hasher.hash_one((kind, &caller.subject, 0_u8));
                 let high = self.hasher.hash_one((kind, &caller.subject, 1_u8));
                 // Apart from every address: an address key never has its top bit set.
                 ((u128::from(high) << 64) | u128::from(low)) | (1 << 127)
             }
-            _ => Throttle::key(client),
+            None => Throttle::key(client),
         };
         let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let check = {
             let mut tats = self.tats.shard(Throttle::spread(key));
             let tat = tats.peek(&key).copied().unwrap_or(0);
-            let check = self.rate.check(tat, now);
+            let check = rate.check(tat, now);
             if check.admitted {
                 tats.put(key, check.tat);
             }
             check
         };
-        let seconds = |ns: u64| ns.div_ceil(1_000_000_000);
-        let limit = format!("\"{}\";r={};t={}", self.name, check.remaining, seconds(check.reset));
+        self.decision(
+            check.admitted,
+            check.remaining,
+            Duration::from_nanos(check.reset),
+            Duration::from_nanos(check.retry),
+        )
+    }
+
+    fn decision(
+        &self,
+        admitted: bool,
+        remaining: u64,
+        reset: Duration,
+        retry: Duration,
+    ) -> Decision {
+        let seconds = |d: Duration| d.as_nanos().div_ceil(1_000_000_000) as u64;
+        let limit = format!("\"{}\";r={remaining};t={}", self.name, seconds(reset));
         Decision {
             policy: self.policy.clone(),
             limit: HeaderValue::try_from(limit).unwrap_or(HeaderValue::from_static("\"route\"")),
-            retry_after: seconds(check.retry).max(1),
-            refused_by: (!check.admitted).then_some("route"),
+            retry_after: seconds(retry).max(1),
+            refused_by: (!admitted).then_some("route"),
         }
     }
 }
@@ -259,8 +354,8 @@ pub(crate) struct Limiter {
     /// Each partner's state under its plan (partners named by the config's API keys).
     partners: HashMap<String, Partner>,
     throttle: Option<Throttle>,
-    /// The shared store, when a plan uses it.
-    redis: Option<RedisStore>,
+    /// The shared store, when a plan or a route uses it.
+    redis: Option<Arc<RedisStore>>,
 }
 
 #[derive(Debug)]
@@ -312,15 +407,16 @@ impl Limiter {
         keys: impl Iterator<Item = (&'a str, &'a str)>,
         limits: &RateLimitsConfig,
         redis: Option<&RedisConfig>,
+        routes_shared: bool,
     ) -> Result<Self, ConfigError> {
-        let shared = plans.values().any(|plan| plan.store == Store::Redis);
+        let shared = routes_shared || plans.values().any(|plan| plan.store == Store::Redis);
         let redis = match redis {
-            Some(config) if shared => Some(RedisStore::new(config).map_err(|error| {
+            Some(config) if shared => Some(Arc::new(RedisStore::new(config).map_err(|error| {
                 ConfigError::Invalid { key: "redis.url".into(), message: error.to_string() }
-            })?),
+            })?)),
             _ => None,
         };
-        let replicas = redis.as_ref().map_or(1, RedisStore::replicas);
+        let replicas = redis.as_deref().map_or(1, RedisStore::replicas);
         let plans: HashMap<&str, Arc<Plan>> = plans
             .iter()
             .map(|(name, config)| (name.as_str(), Arc::new(Plan::new(name, config, replicas))))
@@ -336,6 +432,11 @@ impl Limiter {
         }
         let throttle = (limits.auth_failures > 0).then(|| Throttle::new(limits));
         Ok(Self { epoch: Instant::now(), partners, throttle, redis })
+    }
+
+    /// The shared store, for the routes whose limits live there.
+    pub(crate) fn store(&self) -> Option<&Arc<RedisStore>> {
+        self.redis.as_ref()
     }
 
     /// Counts a request of `principal` against its partner's plan; `None` when no plan limits
@@ -361,7 +462,7 @@ impl Limiter {
                 quota: plan.quota_per_day,
                 day: unix / 86_400,
             };
-            match store.check(&principal.subject, ask).await {
+            match store.check(principal.subject.as_bytes(), ask).await {
                 Ok(stored) => return Some(plan.stored(&stored, unix)),
                 Err(_unavailable) => {
                     let outcome = match plan.on_store_error {

@@ -46,8 +46,8 @@ impl Default for RedisConfig {
 /// How long a failing store is skipped before one request probes it.
 const SKIP_FOR: Duration = Duration::from_secs(1);
 
-/// GCRA and the day's count in one round trip. KEYS: the partner's arrival-time key and its
-/// count for the caller's UTC day. ARGV: the interval and burst in microseconds and requests,
+/// GCRA and the day's count in one round trip. KEYS: the arrival-time key of what is limited
+/// (a partner, or a route's client) and its count for the UTC day (untouched without a quota). ARGV: the interval and burst in microseconds and requests,
 /// and the daily quota (-1: none). Returns {refused_by (0 none, 1 burst, 2 day), remaining,
 /// reset µs, retry µs, used today}.
 const SCRIPT: &str = r"
@@ -61,7 +61,8 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local nxt = tat + interval
 local ahead = nxt - now
-local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+local used = 0
+if quota >= 0 then used = tonumber(redis.call('GET', KEYS[2]) or '0') end
 if ahead > capacity then
   return {1, 0, tat - now, ahead - capacity, used}
 end
@@ -69,8 +70,10 @@ if quota >= 0 and used >= quota then
   return {2, 0, tat - now, 0, used}
 end
 redis.call('SET', KEYS[1], string.format('%d', nxt), 'PX', string.format('%d', math.floor(ahead / 1000) + 1000))
-used = redis.call('INCR', KEYS[2])
-if used == 1 then redis.call('EXPIRE', KEYS[2], 90000) end
+if quota >= 0 then
+  used = redis.call('INCR', KEYS[2])
+  if used == 1 then redis.call('EXPIRE', KEYS[2], 90000) end
+end
 return {0, math.floor((capacity - ahead) / interval), ahead, 0, used}
 ";
 
@@ -126,9 +129,10 @@ impl RedisStore {
         self.config.replicas.max(1)
     }
 
-    /// The two keys of `partner` for UTC day `day`: `<prefix>:rl:{<hash>}:tat` and `…:d<day>`.
-    fn keys(&self, partner: &str, day: u64) -> [String; 2] {
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, partner.as_bytes());
+    /// The two keys of `limited` (a partner id, or a route's name and client) for UTC day
+    /// `day`: `<prefix>:rl:{<hash>}:tat` and `…:d<day>`.
+    fn keys(&self, limited: &[u8], day: u64) -> [String; 2] {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, limited);
         let hash: String = digest.as_ref()[..12].iter().map(|b| format!("{b:02x}")).collect();
         let base = format!("{}:rl:{{{hash}}}", self.config.prefix);
         [format!("{base}:tat"), format!("{base}:d{day}")]
@@ -138,8 +142,8 @@ impl RedisStore {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Decides one request of `partner`.
-    pub(crate) async fn check(&self, partner: &str, ask: Ask) -> Result<Stored, Unavailable> {
+    /// Decides one request of `limited` (what the keys are made from: never a credential).
+    pub(crate) async fn check(&self, limited: &[u8], ask: Ask) -> Result<Stored, Unavailable> {
         let skip_until = self.skip_until.load(Ordering::Acquire);
         if skip_until != 0 {
             // Known down: no waiting. After the skip, one request at a time probes.
@@ -147,7 +151,7 @@ impl RedisStore {
                 return Err(Unavailable);
             }
         }
-        let result = tokio::time::timeout(self.config.timeout, self.run(partner, ask)).await;
+        let result = tokio::time::timeout(self.config.timeout, self.run(limited, ask)).await;
         self.probing.store(false, Ordering::Release);
         match result {
             Ok(Ok(stored)) => {
@@ -171,7 +175,7 @@ impl RedisStore {
         Unavailable
     }
 
-    async fn run(&self, partner: &str, ask: Ask) -> redis::RedisResult<Stored> {
+    async fn run(&self, limited: &[u8], ask: Ask) -> redis::RedisResult<Stored> {
         let Ask { interval, burst, quota, day } = ask;
         let mut connection = {
             let mut slot = self.connection.lock().await;
@@ -189,7 +193,7 @@ impl RedisStore {
                 }
             }
         };
-        let [tat, count] = self.keys(partner, day);
+        let [tat, count] = self.keys(limited, day);
         let interval_us = u64::try_from(interval.as_micros()).unwrap_or(u64::MAX).max(1);
         let quota = quota.map_or(-1, |q| i64::try_from(q).unwrap_or(i64::MAX));
         let reply: (u8, u64, i64, i64, u64) = self

@@ -93,7 +93,7 @@ async fn one_partners_keys_share_one_plan_and_other_callers_are_not_limited() {
     // globex has two keys during a rotation; acme's plan is not defined here.
     let keys = [("globex", "basic"), ("globex", "basic"), ("acme", "gold")];
     let limiter =
-        Limiter::new(&plans, keys.into_iter(), &RateLimitsConfig::default(), None).unwrap();
+        Limiter::new(&plans, keys.into_iter(), &RateLimitsConfig::default(), None, false).unwrap();
     let globex = partner("globex");
     assert!(limiter.check(&globex, "t").await.unwrap().refused_by.is_none());
     assert!(limiter.check(&globex, "t").await.unwrap().refused_by.is_none());
@@ -168,7 +168,10 @@ async fn assert_ttls_and_clean(url: &str, prefix: &str) {
     for key in &keys {
         let ttl: i64 = ::redis::cmd("PTTL").arg(key).query_async(&mut connection).await.unwrap();
         assert!(ttl > 0, "{key} has no TTL ({ttl})");
-        assert!(!key.contains("globex") && !key.contains("acme"), "{key} names the partner");
+        assert!(
+            !key.contains("globex") && !key.contains("acme") && !key.contains("alice"),
+            "{key} names who is limited"
+        );
     }
     let _: () = ::redis::cmd("DEL").arg(&keys).query_async(&mut connection).await.unwrap();
 }
@@ -191,7 +194,7 @@ async fn two_replicas_sharing_redis_hold_one_limit() {
         BTreeMap::from([("basic".to_owned(), shared(0.001, 20, Some(1000), OnStoreError::Closed))]);
     let replica = || {
         let keys = [("globex", "basic")].into_iter();
-        Limiter::new(&plans, keys, &RateLimitsConfig::default(), Some(&redis)).unwrap()
+        Limiter::new(&plans, keys, &RateLimitsConfig::default(), Some(&redis), false).unwrap()
     };
     let (a, b) = (replica(), replica());
     let globex = partner("globex");
@@ -230,7 +233,8 @@ async fn a_redis_outage_follows_each_plans_policy_and_recovers_by_itself() {
         ("closed".to_owned(), shared(0.001, 10, None, OnStoreError::Closed)),
     ]);
     let keys = [("acme", "open"), ("globex", "closed")].into_iter();
-    let limiter = Limiter::new(&plans, keys, &RateLimitsConfig::default(), Some(&redis)).unwrap();
+    let limiter =
+        Limiter::new(&plans, keys, &RateLimitsConfig::default(), Some(&redis), false).unwrap();
     let (acme, globex) = (partner("acme"), partner("globex"));
     assert_eq!(limiter.check(&acme, "t").await.unwrap().refused_by, None);
     assert_eq!(limiter.check(&globex, "t").await.unwrap().refused_by, None);
@@ -264,5 +268,62 @@ async fn a_redis_outage_follows_each_plans_policy_and_recovers_by_itself() {
         assert!(Instant::now() < deadline, "Redis never used again");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_ttls_and_clean(&url, &prefix).await;
+}
+
+#[tokio::test]
+async fn a_routes_limit_in_redis_holds_across_replicas_per_address_and_per_caller() {
+    let Some(url) = portico_testkit::services::redis_or_skip("a_routes_limit_in_redis").await
+    else {
+        return;
+    };
+    let prefix = prefix("route");
+    let redis = RedisConfig {
+        url: url.clone(),
+        timeout: Duration::from_secs(2),
+        replicas: 2,
+        prefix: prefix.clone(),
+    };
+    let replica = |per: Per| {
+        let limiter = Limiter::new(
+            &BTreeMap::new(),
+            std::iter::empty(),
+            &RateLimitsConfig::default(),
+            Some(&redis),
+            true,
+        )
+        .unwrap();
+        let config = RouteLimitConfig {
+            per,
+            rate: 0.001,
+            burst: 6,
+            tracked: 1024,
+            store: Store::Redis,
+            on_store_error: OnStoreError::Closed,
+        };
+        RouteLimit::new("web.product", &config, limiter.store())
+    };
+    let client: IpAddr = "198.51.100.7".parse().unwrap();
+    let other: IpAddr = "198.51.100.8".parse().unwrap();
+    // Per address: two replicas, one address, one limit of 6; another address has its own.
+    let (a, b) = (replica(Per::Address), replica(Per::Address));
+    let mut admitted = 0;
+    for i in 0..12 {
+        let limit = if i % 2 == 0 { &a } else { &b };
+        let decision = limit.check(client, None).await;
+        assert_ne!(decision.refused_by, Some("store"));
+        admitted += usize::from(decision.refused_by.is_none());
+    }
+    assert_eq!(admitted, 6, "one limit across the replicas");
+    assert_eq!(b.check(other, None).await.refused_by, None);
+    // Per caller: the same user through either replica, from any address, is one caller.
+    let (c, d) = (replica(Per::Caller), replica(Per::Caller));
+    let alice = Principal { kind: PrincipalKind::User, ..partner("alice") };
+    let mut admitted = 0;
+    for i in 0..12 {
+        let (limit, from) = if i % 2 == 0 { (&c, client) } else { (&d, other) };
+        admitted += usize::from(limit.check(from, Some(&alice)).await.refused_by.is_none());
+    }
+    assert_eq!(admitted, 6);
     assert_ttls_and_clean(&url, &prefix).await;
 }
