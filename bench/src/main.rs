@@ -48,6 +48,15 @@ enum Command {
         #[arg(long = "backend", required = true)]
         backends: Vec<String>,
     },
+    /// Serve an identity service's JWKS on loopback, write `count` user tokens for audience
+    /// `bench` (one per line) to `out`, print the config's `[auth]` section, and serve until
+    /// killed (`bench/edge`'s token scenarios).
+    Tokens {
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -65,6 +74,7 @@ fn main() -> ExitCode {
                 backend(listen, delay, body_bytes).await
             }
             Command::Fanout { listen, backends } => fanout(listen, &backends).await,
+            Command::Tokens { count, out } => tokens(count, &out).await,
         }
     });
     match result {
@@ -77,6 +87,22 @@ fn main() -> ExitCode {
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
+
+async fn tokens(count: usize, out: &std::path::Path) -> Result<(), Error> {
+    use std::io::Write;
+    let identity = portico_testkit::identity::TestIdentity::start().await;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(out)?);
+    for i in 0..count {
+        writeln!(file, "{}", identity.token(&format!("user-{i}"), "bench", "profile"))?;
+    }
+    file.flush()?;
+    let mut stdout = std::io::stdout();
+    write!(stdout, "{}", identity.auth_toml("bench", false))?;
+    writeln!(stdout, "# ready")?;
+    stdout.flush()?;
+    std::future::pending::<()>().await;
+    Ok(())
+}
 
 /// A JSON body of about `bytes` bytes: `{"data":"xxx…"}`.
 fn body(bytes: usize) -> Bytes {

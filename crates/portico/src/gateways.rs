@@ -123,7 +123,7 @@ pub fn proxy_config(
     // The extra tables first: the generated ones end in an array of tables.
     let text = format!(
         "{extra}\n[listen]\npublic = \"{listen}\"\n\n[upstreams.backend]\nendpoints = [{to:?}]\n\n\
-         [[routes]]\npath = \"/\"\nupstream = \"backend\"\naccess = \"public\"\n\
+         [[routes]]\npath = \"/\"\nupstream = \"backend\"\naccess = \"public\"\nname = \"proxy\"\n\
          timeout = \"{}\"\n",
         humantime::format_duration(timeout)
     );
