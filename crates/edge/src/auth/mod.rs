@@ -213,7 +213,11 @@ impl Authenticator {
     /// then `exp`, `nbf`, `iss`, `aud` and `sub`.
     pub async fn verify_token(&self, token: &str) -> Result<Principal, AuthError> {
         let inner = &self.inner;
-        let header = jwt::parse_header(token, inner.max_token_bytes)?;
+        // A remembered token is looked up before anything is parsed; the size bound first, so
+        // an oversized one is never even hashed.
+        if token.len() > inner.max_token_bytes {
+            return Err(AuthError::TooLarge { limit: inner.max_token_bytes });
+        }
         let digest: [u8; 32] =
             aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes())
                 .as_ref()
@@ -232,6 +236,7 @@ impl Authenticator {
                 verified.pop(&digest);
             }
         }
+        let header = jwt::parse_header(token, inner.max_token_bytes)?;
         let set = inner.jwks.find(&header.kid).await?;
         let key = set.get(&header.kid).ok_or(AuthError::UnknownKey)?;
         // Pinned: the key decides the algorithm, the token only gets to agree.
