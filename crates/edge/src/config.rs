@@ -553,6 +553,26 @@ impl GatewayConfig {
                 ),
             ));
         }
+        if let Some(auth) = &self.auth
+            && let Some((client, plan)) =
+                auth.client_plans.iter().find(|(_, plan)| !self.plans.contains_key(*plan))
+        {
+            return Err(invalid(
+                format!("auth.client_plans.{client}"),
+                format!("names plan `{plan}`, which [plans] does not define"),
+            ));
+        }
+        if let Some(auth) = &self.auth
+            && let Some((client, plan)) = auth.client_plans.iter().find(|(client, plan)| {
+                auth.api_keys.iter().any(|k| &k.partner == *client && &k.plan != *plan)
+            })
+        {
+            // One partner, one plan: its keys and its tokens share one count.
+            return Err(invalid(
+                format!("auth.client_plans.{client}"),
+                format!("`{plan}` differs from the plan of {client}'s API keys"),
+            ));
+        }
         for (key, value) in [
             ("limits.request_timeout", self.limits.request_timeout),
             ("limits.header_read_timeout", self.limits.header_read_timeout),

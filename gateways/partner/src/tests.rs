@@ -842,3 +842,35 @@ async fn a_partner_sees_its_plan_and_asking_never_uses_it_up() {
     let none = plain.get_as("globex", "/partner/v1/usage").await;
     none.assert_problem(404, "no_plan");
 }
+
+#[tokio::test]
+async fn a_client_with_only_tokens_has_the_plan_config_gives_its_id() {
+    let backends = Backends::healthy().await;
+    let mut toml = gateway_toml(
+        &[("catalog", &backends.catalog), ("orders", &backends.orders)],
+        &[("inventory", &backends.inventory)],
+    );
+    toml.push_str(&backends.identity.auth_toml("partner", true));
+    let plans = "[plans.gold]\nrate = 100\nburst = 100\n[plans.basic]\nrate = 0.001\nburst = 2\n";
+    let with = |client_plans: &str| format!("{toml}\n[auth.client_plans]\n{client_plans}\n{plans}");
+    let app = crate::app(&GatewayConfig::from_toml(&with("initech = \"basic\"")).unwrap())
+        .unwrap()
+        .into_router();
+    let token = backends.identity.partner_token("initech", "catalog:read");
+    let call_as_initech = || {
+        let request =
+            Request::get("/partner/v1/products").header("authorization", format!("Bearer {token}"));
+        call(app.clone(), request.body(Body::empty()).unwrap())
+    };
+    assert_eq!(call_as_initech().await.status, 200);
+    assert_eq!(call_as_initech().await.status, 200);
+    call_as_initech().await.assert_problem(429, "rate_limited");
+    // A plan nobody defined, or one that differs from the client's own keys', is refused.
+    for (client_plans, key) in [
+        ("initech = \"platinum\"", "auth.client_plans.initech"),
+        ("acme = \"basic\"", "auth.client_plans.acme"),
+    ] {
+        let error = GatewayConfig::from_toml(&with(client_plans)).unwrap_err();
+        assert!(error.to_string().contains(key), "{error}");
+    }
+}

@@ -48,6 +48,10 @@ pub struct AuthConfig {
     /// Partner API keys, stored as SHA-256 hashes.
     #[serde(default)]
     pub api_keys: Vec<ApiKeyConfig>,
+    /// The plan of each OAuth client that gets client-credentials tokens (`client_id` → plan
+    /// name). A client that also holds API keys (its id is their partner) has one plan for both.
+    #[serde(default)]
+    pub client_plans: std::collections::BTreeMap<String, String>,
 }
 
 /// One partner API key. The key itself never appears in config or logs: only its hash.
@@ -137,6 +141,7 @@ impl AuthConfig {
             leeway: defaults::leeway(),
             max_token_bytes: defaults::max_token_bytes(),
             api_keys: Vec::new(),
+            client_plans: std::collections::BTreeMap::new(),
         }
     }
 

@@ -73,10 +73,14 @@ impl EdgeState {
     /// The state `config` asks for: the authenticator and its key cache, when `[auth]` is set,
     /// and the rate limits of its plans and clients.
     pub fn new(config: &GatewayConfig) -> Result<Self, ConfigError> {
-        let keys = config.auth.iter().flat_map(|auth| &auth.api_keys);
+        // Partners by plan: each API key's, and each OAuth client's (its id is its partner id).
+        let keys = config.auth.iter().flat_map(|auth| {
+            let keys = auth.api_keys.iter().map(|k| (k.partner.as_str(), k.plan.as_str()));
+            keys.chain(auth.client_plans.iter().map(|(c, p)| (c.as_str(), p.as_str())))
+        });
         let limiter = Limiter::new(
             &config.plans,
-            keys.map(|k| (k.partner.as_str(), k.plan.as_str())),
+            keys,
             &config.rate_limits,
             config.redis.as_ref(),
             config.routes_policy.values().any(|policy| {
