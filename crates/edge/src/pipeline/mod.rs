@@ -506,7 +506,10 @@ impl Pipeline {
                 {
                     Ok(principal) => principal.map(Arc::new),
                     Err(error) => {
-                        self.limiter.failed(client);
+                        // Keys that cannot be fetched are the gateway's trouble, not a guess.
+                        if !matches!(error, crate::auth::AuthError::KeysUnavailable) {
+                            self.limiter.failed(client);
+                        }
                         return Err(self.auth_refused(error));
                     }
                 }

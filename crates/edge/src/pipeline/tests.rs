@@ -1084,3 +1084,18 @@ async fn a_policy_for_a_route_nobody_named_is_a_config_error() {
     let error = stack::gateway("pipeline-test", composed(), &config, &upstreams).unwrap_err();
     assert!(error.to_string().contains("routes_policy.statik"), "{error}");
 }
+
+#[tokio::test]
+async fn keys_that_cannot_be_fetched_never_count_as_a_clients_failures() {
+    // The fixture's JWKS address answers nobody: every token is a 503, the gateway's trouble.
+    let f = fixture_with("[rate_limits]\nauth_failures = 2\nauth_failure_window = \"1h\"").await;
+    let header = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        r#"{"alg":"ES256","kid":"k"}"#,
+    );
+    let req = get("/composed/whoami").header("authorization", format!("Bearer {header}.e30.c2ln"));
+    for _ in 0..5 {
+        let answer = send_from([127, 0, 0, 30], f.relay, &req).await;
+        assert_eq!(answer.status, 503, "never 429: {}", String::from_utf8_lossy(&answer.body));
+    }
+}

@@ -105,6 +105,15 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
+/// The probe in progress; dropping it lets the next request probe.
+struct Probing<'a>(&'a AtomicBool);
+
+impl Drop for Probing<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 /// The store failed (or is being skipped): the plan's `on_store_error` decides.
 #[derive(Debug)]
 pub(crate) struct Unavailable;
@@ -145,14 +154,17 @@ impl RedisStore {
     /// Decides one request of `limited` (what the keys are made from: never a credential).
     pub(crate) async fn check(&self, limited: &[u8], ask: Ask) -> Result<Stored, Unavailable> {
         let skip_until = self.skip_until.load(Ordering::Acquire);
-        if skip_until != 0 {
+        let _probe = if skip_until == 0 {
+            None
+        } else {
             // Known down: no waiting. After the skip, one request at a time probes.
             if self.now_ms() < skip_until || self.probing.swap(true, Ordering::AcqRel) {
                 return Err(Unavailable);
             }
-        }
+            // Cleared however the probe ends: a request whose client left drops it midway.
+            Some(Probing(&self.probing))
+        };
         let result = tokio::time::timeout(self.config.timeout, self.run(limited, ask)).await;
-        self.probing.store(false, Ordering::Release);
         match result {
             Ok(Ok(stored)) => {
                 if self.skip_until.swap(0, Ordering::AcqRel) != 0 {
@@ -218,5 +230,42 @@ impl RedisStore {
             retry: micros(retry),
             used_today,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_probe_its_request_abandons_lets_the_next_request_probe() {
+        // A "Redis" that accepts connections and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let config = RedisConfig {
+            url: format!("redis://{addr}"),
+            timeout: Duration::from_secs(5),
+            ..RedisConfig::default()
+        };
+        let store = RedisStore::new(&config).unwrap();
+        // Known down, and the skip already over: the next request probes.
+        store.skip_until.store(1, Ordering::Release);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while store.now_ms() < 1 {
+            assert!(Instant::now() < deadline);
+            tokio::task::yield_now().await;
+        }
+        let ask = Ask { interval: Duration::from_secs(1), burst: 1, quota: None, day: 0 };
+        // The request is dropped mid-probe (its client left).
+        let abandoned =
+            tokio::time::timeout(Duration::from_millis(50), store.check(b"x", ask)).await;
+        assert!(abandoned.is_err(), "the probe was still waiting");
+        assert!(!store.probing.load(Ordering::Acquire), "the next request may probe");
     }
 }
