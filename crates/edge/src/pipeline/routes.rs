@@ -149,9 +149,13 @@ impl RouteTable {
                 tracing::warn!(path = %route.path, "route declares no access: it refuses every request");
             }
             let mut access =
-                route.access.as_deref().and_then(|a| Access::from_config(a, &route.scopes));
-            if let (Some(access), Some(name)) = (&mut access, &route.name) {
-                *access = std::mem::replace(access, Access::public()).named(name);
+                route.access.as_deref().and_then(|a| Access::from_config(a, &route.scopes)).map(
+                    |a| match &route.name {
+                        Some(name) => a.named(name),
+                        None => a,
+                    },
+                );
+            if let Some(access) = &mut access {
                 attach(access);
             }
             let route = Arc::new(PassRoute {

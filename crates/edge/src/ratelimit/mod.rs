@@ -27,6 +27,11 @@ use self::redis::Ask;
 pub use self::redis::RedisConfig;
 pub(crate) use self::redis::RedisStore;
 
+use crate::{
+    auth::{Principal, PrincipalKind},
+    config::ConfigError,
+};
+
 /// What a store decided for one request of a plan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Stored {
@@ -37,10 +42,6 @@ pub(crate) struct Stored {
     /// Requests admitted today, this one included when admitted.
     pub(crate) used_today: u64,
 }
-use crate::{
-    auth::{Principal, PrincipalKind},
-    config::ConfigError,
-};
 
 /// `[plans.<name>]`: what a partner on the plan may send.
 #[derive(Clone, Debug, Deserialize)]
@@ -116,38 +117,27 @@ pub(crate) fn validate(
     routes: &BTreeMap<String, RoutePolicyConfig>,
     redis: Option<&RedisConfig>,
 ) -> Result<(), ConfigError> {
-    for (name, policy) in routes {
-        if let Some(limit) = &policy.rate_limit {
-            if limit.store == Store::Redis && redis.is_none() {
-                return Err(ConfigError::Invalid {
-                    key: format!("routes_policy.{name}.rate_limit.store"),
-                    message: "`redis` needs a [redis] section".into(),
-                });
-            }
-            if !(limit.rate.is_finite() && limit.rate > 0.0) || limit.burst == 0 {
-                return Err(ConfigError::Invalid {
-                    key: format!("routes_policy.{name}.rate_limit"),
-                    message: "needs a rate above 0 and a burst of at least 1".into(),
-                });
-            }
-        }
-    }
-    for (name, plan) in plans {
-        if plan.store == Store::Redis && redis.is_none() {
+    let limits = plans.iter().map(|(name, p)| (format!("plans.{name}"), p.rate, p.burst, p.store));
+    let routes = routes.iter().filter_map(|(name, policy)| {
+        let l = policy.rate_limit.as_ref()?;
+        Some((format!("routes_policy.{name}.rate_limit"), l.rate, l.burst, l.store))
+    });
+    for (key, rate, burst, store) in limits.chain(routes) {
+        if store == Store::Redis && redis.is_none() {
             return Err(ConfigError::Invalid {
-                key: format!("plans.{name}.store"),
+                key: format!("{key}.store"),
                 message: "`redis` needs a [redis] section".into(),
             });
         }
-        if !(plan.rate.is_finite() && plan.rate > 0.0) {
+        if !(rate.is_finite() && rate > 0.0) {
             return Err(ConfigError::Invalid {
-                key: format!("plans.{name}.rate"),
+                key: format!("{key}.rate"),
                 message: "must be a number of requests per second above 0".into(),
             });
         }
-        if plan.burst == 0 {
+        if burst == 0 {
             return Err(ConfigError::Invalid {
-                key: format!("plans.{name}.burst"),
+                key: format!("{key}.burst"),
                 message: "must be at least 1".into(),
             });
         }

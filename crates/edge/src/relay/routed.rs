@@ -93,17 +93,18 @@ async fn read_body<S: ClientIo>(
         return Ok(Bytes::new());
     }
     let in_buf = len.min(client.buf.len());
-    let mut body = Vec::with_capacity(len);
-    body.extend_from_slice(&client.buf[..in_buf]);
+    let mut body = vec![0; len];
+    body[..in_buf].copy_from_slice(&client.buf[..in_buf]);
     client.buf.drain(..in_buf);
-    while body.len() < len {
-        match timeout_at(deadline, client.stream.read_buf(&mut body)).await {
-            Ok(Ok(n)) if n > 0 => {}
+    let mut filled = in_buf;
+    while filled < len {
+        // Into the body's own slice: never a byte of the request behind it.
+        match timeout_at(deadline, client.stream.read(&mut body[filled..])).await {
+            Ok(Ok(n)) if n > 0 => filled += n,
             Ok(_) => return Err(None),
             Err(_elapsed) => return Err(Some(EdgeError::body_timeout())),
         }
     }
-    // `read_buf` reads no further than the capacity, which was the body's length.
     Ok(Bytes::from(body))
 }
 
