@@ -33,12 +33,15 @@ pub async fn redis_or_skip(test: &str) -> Option<String> {
 }
 
 /// A loopback TCP proxy to `target`: while cut, every connection through it is dropped and new
-/// ones are closed at once, as when the service is down; restored, it relays again.
+/// ones are closed at once, as when the service is down; restored, it relays again. It keeps
+/// the first [`FaultProxy::SENT_KEPT`] bytes clients sent, so a test can see what went over the
+/// wire (how many commands a request cost).
 #[derive(Debug)]
 pub struct FaultProxy {
     addr: SocketAddr,
     cut: Arc<AtomicBool>,
     relays: Arc<Mutex<Vec<AbortHandle>>>,
+    sent: Arc<Mutex<Vec<u8>>>,
     task: JoinHandle<()>,
 }
 
@@ -50,21 +53,31 @@ impl FaultProxy {
         let addr = listener.local_addr().expect("a bound listener has an address");
         let cut = Arc::new(AtomicBool::new(false));
         let relays = Arc::new(Mutex::new(Vec::new()));
-        let (is_cut, tracked) = (cut.clone(), relays.clone());
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let (is_cut, tracked, log) = (cut.clone(), relays.clone(), sent.clone());
         let task = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
                 if is_cut.load(Ordering::Acquire) {
                     continue;
                 }
+                let log = log.clone();
                 let relay = tokio::spawn(async move {
-                    if let Ok(mut upstream) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    if let Ok(upstream) = TcpStream::connect(target).await {
+                        relay(client, upstream, &log).await;
                     }
                 });
                 tracked.lock().unwrap().push(relay.abort_handle());
             }
         });
-        Self { addr, cut, relays, task }
+        Self { addr, cut, relays, sent, task }
+    }
+
+    /// How many of the bytes clients sent are kept.
+    pub const SENT_KEPT: usize = 1 << 20;
+
+    /// The bytes clients have sent through the proxy so far (the first [`Self::SENT_KEPT`]).
+    pub fn sent(&self) -> Vec<u8> {
+        self.sent.lock().unwrap().clone()
     }
 
     /// The proxy's address.
@@ -84,6 +97,36 @@ impl FaultProxy {
     pub fn restore(&self) {
         self.cut.store(false, Ordering::Release);
     }
+}
+
+/// Relays one connection both ways, noting what the client sends.
+async fn relay(client: TcpStream, upstream: TcpStream, log: &Mutex<Vec<u8>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut upstream_read, mut upstream_write) = upstream.into_split();
+    let up = async {
+        let mut buf = vec![0; 16 * 1024];
+        loop {
+            let n = match client_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            {
+                let mut log = log.lock().unwrap();
+                let room = FaultProxy::SENT_KEPT.saturating_sub(log.len());
+                log.extend_from_slice(&buf[..n.min(room)]);
+            }
+            if upstream_write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = upstream_write.shutdown().await;
+    };
+    let down = async {
+        let _ = tokio::io::copy(&mut upstream_read, &mut client_write).await;
+        let _ = client_write.shutdown().await;
+    };
+    tokio::join!(up, down);
 }
 
 impl Drop for FaultProxy {

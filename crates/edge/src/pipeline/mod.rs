@@ -443,29 +443,34 @@ impl Pipeline {
         }
     }
 
-    /// Counts a request against a route's own limit.
-    async fn route_limit(
+    /// Reports a limit's decision on the response (every limit that applies is reported,
+    /// refused or not), counts it, and turns a refusal into its answer.
+    fn limited(
         &self,
-        limit: &crate::ratelimit::RouteLimit,
-        client: IpAddr,
-        caller: Option<&Principal>,
+        decision: Option<crate::ratelimit::Decision>,
         outbound: &mut Outbound,
     ) -> Result<(), EdgeError> {
-        let decision = limit.check(client, caller).await;
+        let Some(decision) = decision else { return Ok(()) };
         outbound.set_rate_limit(decision.policy, decision.limit);
-        if decision.refused_by == Some("store") {
-            crate::metrics::rate_limit_store_error(self.gateway, "closed");
-            return Err(store_unavailable("the route's limits cannot be checked right now"));
+        if decision.store_failed {
+            let outcome = if decision.refused_by == Some("store") { "closed" } else { "open" };
+            crate::metrics::rate_limit_store_error(self.gateway, outcome);
         }
-        if decision.refused_by.is_some() {
-            crate::metrics::throttled(self.gateway, "route");
-            return Err(EdgeError::too_many_requests(
-                "the route's rate limit is exceeded",
-                decision.retry_after,
-            ));
+        match decision.refused_by {
+            None => Ok(()),
+            Some("store") => {
+                Err(store_unavailable("the request's rate limits cannot be checked right now"))
+            }
+            Some(limit) => {
+                crate::metrics::throttled(self.gateway, limit);
+                let detail = match limit {
+                    "route" => "the route's rate limit is exceeded",
+                    "day" => "the plan's quota for today is used up",
+                    _ => "the plan's rate limit is exceeded",
+                };
+                Err(EdgeError::too_many_requests(detail, decision.retry_after))
+            }
         }
-        crate::metrics::admitted(self.gateway, "route");
-        Ok(())
     }
 
     /// Verifies the credentials (if the gateway has `[auth]`) and checks the caller against
@@ -486,7 +491,9 @@ impl Pipeline {
         if let Some(limit) = rule.limit()
             && limit.per == crate::ratelimit::Per::Address
         {
-            self.route_limit(limit, client, None, outbound).await?;
+            let decision = limit.check(client, None).await;
+            self.limited(Some(decision), outbound)?;
+            crate::metrics::admitted(self.gateway, "route");
         }
         let principal = match &self.authenticator {
             None => None,
@@ -518,28 +525,20 @@ impl Pipeline {
         if let Err(denied) = rule.check(principal.as_deref()) {
             return Err(self.denied(denied));
         }
-        if let Some(limit) = rule.limit()
-            && limit.per == crate::ratelimit::Per::Caller
-        {
-            self.route_limit(limit, client, principal.as_deref(), outbound).await?;
+        // The route's per-caller limit and the caller's plan: with Redis, one round trip.
+        let per_caller = rule.limit().filter(|limit| limit.per == crate::ratelimit::Per::Caller);
+        let [route, plan] = self
+            .limiter
+            .check_caller(per_caller, client, principal.as_deref(), rule.counted())
+            .await;
+        let (on_route, on_plan) = (route.is_some(), plan.is_some());
+        let verdict = self.limited(route, outbound);
+        let verdict = verdict.and(self.limited(plan, outbound));
+        verdict?;
+        if on_route {
+            crate::metrics::admitted(self.gateway, "route");
         }
-        if let Some(principal) = &principal
-            && rule.counted()
-            && let Some(decision) = self.limiter.check(principal, self.gateway).await
-        {
-            outbound.set_rate_limit(decision.policy, decision.limit);
-            if decision.refused_by == Some("store") {
-                return Err(store_unavailable("the plan's limits cannot be checked right now"));
-            }
-            if let Some(limit) = decision.refused_by {
-                crate::metrics::throttled(self.gateway, limit);
-                let detail = if limit == "day" {
-                    "the plan's quota for today is used up"
-                } else {
-                    "the plan's rate limit is exceeded"
-                };
-                return Err(EdgeError::too_many_requests(detail, decision.retry_after));
-            }
+        if on_plan {
             crate::metrics::admitted(self.gateway, "plan");
         }
         Ok(principal)

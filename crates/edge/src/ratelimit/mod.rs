@@ -23,9 +23,9 @@ use http::HeaderValue;
 use serde::Deserialize;
 
 pub(crate) use self::gcra::Rate;
-use self::redis::Ask;
 pub use self::redis::RedisConfig;
 pub(crate) use self::redis::RedisStore;
+use self::redis::{Ask, Unavailable};
 
 use crate::{
     auth::{Principal, PrincipalKind},
@@ -190,9 +190,40 @@ pub enum Per {
     Caller,
 }
 
+/// Whom a limit counts a request against.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Whom<'a> {
+    /// An authenticated caller (a user, or a partner).
+    Caller(&'a Principal),
+    /// A client address (IPv6 by /64).
+    Address(IpAddr),
+}
+
+impl Whom<'_> {
+    /// What the shared store's keys are made from: derived alike by every replica, never a
+    /// credential. A partner's plan and its per-caller route limits share it, so one round
+    /// trip (and one Redis Cluster slot) holds them all.
+    fn shared_key(self) -> Vec<u8> {
+        let mut key = Vec::with_capacity(64);
+        match self {
+            Whom::Caller(caller) => {
+                key.push(u8::from(caller.kind == PrincipalKind::Partner) + 1);
+                key.extend_from_slice(caller.subject.as_bytes());
+            }
+            Whom::Address(client) => {
+                key.push(0);
+                key.extend_from_slice(&Throttle::key(client).to_be_bytes());
+            }
+        }
+        key
+    }
+}
+
 /// A route's own rate limit and its state (per process, bounded; or in Redis).
 pub struct RouteLimit {
     name: String,
+    /// Its keys' scope in the shared store: `r:<name>`.
+    scope: String,
     pub(crate) per: Per,
     rate: Rate,
     /// The shared store, the local share while it fails, and what to do then.
@@ -235,6 +266,7 @@ impl RouteLimit {
         let policy = format!("\"{name}\";q={};w={}", rate.burst(), rate.window_secs());
         Self {
             name: name.to_owned(),
+            scope: format!("r:{name}"),
             per: config.per,
             rate,
             shared,
@@ -245,53 +277,68 @@ impl RouteLimit {
         }
     }
 
+    /// Whom a request of `client` by `caller` counts as: the caller for a per-caller limit
+    /// (the address when anonymous), else the address.
+    fn whom<'a>(&self, client: IpAddr, caller: Option<&'a Principal>) -> Whom<'a> {
+        match caller {
+            Some(caller) if self.per == Per::Caller => Whom::Caller(caller),
+            _ => Whom::Address(client),
+        }
+    }
+
+    fn ask(&self) -> Ask<'_> {
+        Ask {
+            scope: &self.scope,
+            interval: self.rate.interval(),
+            burst: self.rate.burst(),
+            quota: None,
+            day: 0,
+        }
+    }
+
     /// Counts a request of `client` (and `caller`, for a per-caller limit): the headers, and
     /// whether it was refused (`store`: the shared store failed and the limit fails closed).
     pub(crate) async fn check(&self, client: IpAddr, caller: Option<&Principal>) -> Decision {
-        let caller = caller.filter(|_| self.per == Per::Caller);
-        let mut rate = &self.rate;
-        if let Some((store, share, on_error)) = &self.shared {
-            // Keys every replica derives alike: the route, then the caller or the address.
-            let mut limited = Vec::with_capacity(64);
-            limited.extend_from_slice(self.name.as_bytes());
-            match caller {
-                Some(caller) => {
-                    limited.push(u8::from(caller.kind == PrincipalKind::Partner) + 1);
-                    limited.extend_from_slice(caller.subject.as_bytes());
-                }
-                None => {
-                    limited.push(0);
-                    limited.extend_from_slice(&Throttle::key(client).to_be_bytes());
-                }
+        let whom = self.whom(client, caller);
+        match &self.shared {
+            Some((store, ..)) => {
+                let stored = store.check(&whom.shared_key(), &[self.ask()]).await;
+                self.shared_decision(whom, stored.map(|stored| stored.first().copied()))
             }
-            let ask = Ask {
-                interval: self.rate.interval(),
-                burst: self.rate.burst(),
-                quota: None,
-                day: 0,
-            };
-            match store.check(&limited, ask).await {
-                Ok(stored) => {
-                    return self.decision(
-                        stored.refused_by.is_none(),
-                        stored.remaining,
-                        stored.reset,
-                        stored.retry,
-                    );
-                }
-                Err(_unavailable) if *on_error == OnStoreError::Closed => {
-                    return Decision {
-                        policy: self.policy.clone(),
-                        limit: HeaderValue::from_static("\"route\";r=0;t=1"),
-                        retry_after: 1,
-                        refused_by: Some("store"),
-                    };
-                }
-                Err(_unavailable) => rate = share,
-            }
+            None => self.local(whom, &self.rate),
         }
-        let key = match caller {
-            Some(caller) => {
+    }
+
+    /// The decision of the shared store, or, when it failed, of `on_store_error`.
+    fn shared_decision(
+        &self,
+        whom: Whom<'_>,
+        stored: Result<Option<Stored>, Unavailable>,
+    ) -> Decision {
+        match (stored, &self.shared) {
+            (Ok(Some(stored)), _) => self.decision(
+                stored.refused_by.is_none(),
+                stored.remaining,
+                stored.reset,
+                stored.retry,
+            ),
+            (_, Some((_, share, OnStoreError::Open))) => {
+                Decision { store_failed: true, ..self.local(whom, share) }
+            }
+            _ => Decision {
+                policy: self.policy.clone(),
+                limit: HeaderValue::from_static("\"route\";r=0;t=1"),
+                retry_after: 1,
+                refused_by: Some("store"),
+                store_failed: true,
+            },
+        }
+    }
+
+    /// Decides in this process's state, at `rate`.
+    fn local(&self, whom: Whom<'_>, rate: &Rate) -> Decision {
+        let key = match whom {
+            Whom::Caller(caller) => {
                 use std::hash::BuildHasher;
                 let kind = u8::from(caller.kind == PrincipalKind::Partner);
                 let low = self.hasher.hash_one((kind, &caller.subject, 0_u8));
@@ -299,7 +346,7 @@ impl RouteLimit {
                 // Apart from every address: an address key never has its top bit set.
                 ((u128::from(high) << 64) | u128::from(low)) | (1 << 127)
             }
-            None => Throttle::key(client),
+            Whom::Address(client) => Throttle::key(client),
         };
         let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let check = {
@@ -333,6 +380,7 @@ impl RouteLimit {
             limit: HeaderValue::try_from(limit).unwrap_or(HeaderValue::from_static("\"route\"")),
             retry_after: seconds(retry).max(1),
             refused_by: (!admitted).then_some("route"),
+            store_failed: false,
         }
     }
 }
@@ -386,8 +434,11 @@ pub(crate) struct Decision {
     pub(crate) limit: HeaderValue,
     /// Whole seconds until a refused request may be admitted.
     pub(crate) retry_after: u64,
-    /// Which limit refused it (`burst` or `day`).
+    /// Which limit refused it (`route`, `burst` or `day`; `store` when the shared store
+    /// failed and the limit fails closed).
     pub(crate) refused_by: Option<&'static str>,
+    /// The shared store failed: decided by the limit's `on_store_error`.
+    pub(crate) store_failed: bool,
 }
 
 impl Limiter {
@@ -429,58 +480,106 @@ impl Limiter {
         self.redis.as_ref()
     }
 
-    /// Counts a request of `principal` against its partner's plan; `None` when no plan limits
-    /// it. `gateway` labels the metrics.
-    pub(crate) async fn check(
-        &self,
-        principal: &Principal,
-        gateway: &'static str,
-    ) -> Option<Decision> {
+    fn partner(&self, principal: &Principal) -> Option<&Partner> {
         if principal.kind != PrincipalKind::Partner {
             return None;
         }
-        let partner = self.partners.get(&principal.subject)?;
-        let plan = &partner.plan;
-        let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let mut local = plan.as_ref();
-        if plan.store == Store::Redis
-            && let Some(store) = &self.redis
-        {
-            let ask = Ask {
-                interval: plan.rate.interval(),
-                burst: plan.rate.burst(),
-                quota: plan.quota_per_day,
-                day: unix / 86_400,
-            };
-            match store.check(principal.subject.as_bytes(), ask).await {
-                Ok(stored) => return Some(plan.stored(&stored, unix)),
-                Err(_unavailable) => {
-                    let outcome = match plan.on_store_error {
-                        OnStoreError::Open => "open",
-                        OnStoreError::Closed => "closed",
-                    };
-                    crate::metrics::rate_limit_store_error(gateway, outcome);
-                    match (plan.on_store_error, &plan.fallback) {
-                        (OnStoreError::Open, Some(fallback)) => local = fallback,
-                        _ => return Some(plan.unavailable()),
-                    }
-                }
+        self.partners.get(&principal.subject)
+    }
+
+    /// Counts a request of `principal` against its partner's plan; `None` when no plan limits
+    /// it.
+    pub(crate) async fn check(&self, principal: &Principal) -> Option<Decision> {
+        let partner = self.partner(principal)?;
+        let unix = unix_now();
+        Some(match self.shared(partner) {
+            Some(store) => {
+                let whom = Whom::Caller(principal);
+                let stored = store.check(&whom.shared_key(), &[partner.plan.ask(unix)]).await;
+                self.plan_decision(partner, unix, stored.map(|stored| stored.first().copied()))
             }
+            None => self.plan_decision(partner, unix, Ok(None)),
+        })
+    }
+
+    /// Counts an authenticated request against the route's per-caller limit (`route`) and, if
+    /// the route counts toward plans (`counted`), the caller's plan: the decisions of both, in
+    /// that order. When both live in the shared store they are decided in one round trip, and
+    /// neither counts the request unless both admit it; otherwise the plan is not asked once
+    /// the route refused.
+    pub(crate) async fn check_caller(
+        &self,
+        route: Option<&RouteLimit>,
+        client: IpAddr,
+        principal: Option<&Principal>,
+        counted: bool,
+    ) -> [Option<Decision>; 2] {
+        let partner = principal.filter(|_| counted).and_then(|p| Some((p, self.partner(p)?)));
+        if let (Some(route), Some((principal, partner))) = (route, partner)
+            && let Some((store, ..)) = &route.shared
+            && self.shared(partner).is_some_and(|plans| Arc::ptr_eq(plans, store))
+        {
+            let whom = Whom::Caller(principal);
+            let unix = unix_now();
+            let asks = [route.ask(), partner.plan.ask(unix)];
+            let (on_route, on_plan) = match store.check(&whom.shared_key(), &asks).await {
+                Ok(stored) => match stored.as_slice() {
+                    [route, plan] => (Ok(Some(*route)), Ok(Some(*plan))),
+                    _ => (Err(Unavailable), Err(Unavailable)),
+                },
+                Err(Unavailable) => (Err(Unavailable), Err(Unavailable)),
+            };
+            return [
+                Some(route.shared_decision(whom, on_route)),
+                Some(self.plan_decision(partner, unix, on_plan)),
+            ];
         }
+        let route = match route {
+            Some(route) => Some(route.check(client, principal).await),
+            None => None,
+        };
+        if route.as_ref().is_some_and(|route| route.refused_by.is_some()) {
+            return [route, None];
+        }
+        let plan = match partner {
+            Some((principal, _)) => self.check(principal).await,
+            None => None,
+        };
+        [route, plan]
+    }
+
+    /// The shared store of `partner`'s plan, when it has one.
+    fn shared(&self, partner: &Partner) -> Option<&Arc<RedisStore>> {
+        self.redis.as_ref().filter(|_| partner.plan.store == Store::Redis)
+    }
+
+    /// The plan's decision: the shared store's (`Ok(Some)`), this process's (`Ok(None)`: the
+    /// plan lives here), or, when the shared store failed, the plan's `on_store_error`.
+    fn plan_decision(
+        &self,
+        partner: &Partner,
+        unix: u64,
+        stored: Result<Option<Stored>, Unavailable>,
+    ) -> Decision {
+        let plan = &partner.plan;
+        let local = match (stored, plan.on_store_error, &plan.fallback) {
+            (Ok(Some(stored)), ..) => return plan.stored(&stored, unix),
+            (Ok(None), ..) => plan.as_ref(),
+            (Err(Unavailable), OnStoreError::Open, Some(fallback)) => fallback,
+            (Err(Unavailable), ..) => return plan.unavailable(),
+        };
         let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let mut state = partner.state.lock().unwrap_or_else(PoisonError::into_inner);
-        Some(local.check(&mut state, now, unix))
+        let decision = local.check(&mut state, now, unix);
+        Decision { store_failed: !std::ptr::eq(local, plan.as_ref()), ..decision }
     }
 
     /// What `principal`'s plan allows and what is left of it today, without counting a
     /// request; `None` for a caller no plan limits.
     pub(crate) fn usage(&self, principal: &Principal) -> Option<Usage> {
-        if principal.kind != PrincipalKind::Partner {
-            return None;
-        }
-        let partner = self.partners.get(&principal.subject)?;
+        let partner = self.partner(principal)?;
         let plan = &partner.plan;
-        let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let unix = unix_now();
         let day = unix / 86_400;
         let used = {
             let state = partner.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -513,7 +612,22 @@ impl Limiter {
     }
 }
 
+/// Seconds since the Unix epoch: what the daily quotas count by.
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 impl Plan {
+    fn ask(&self, unix: u64) -> Ask<'static> {
+        Ask {
+            scope: "plan",
+            interval: self.rate.interval(),
+            burst: self.rate.burst(),
+            quota: self.quota_per_day,
+            day: unix / 86_400,
+        }
+    }
+
     fn new(name: &str, config: &PlanConfig, replicas: u32) -> Self {
         let mut plan = Self::local(name, config);
         if config.store == Store::Redis {
@@ -575,6 +689,7 @@ impl Plan {
             limit: HeaderValue::try_from(limit).unwrap_or(HeaderValue::from_static("\"burst\"")),
             retry_after,
             refused_by: stored.refused_by,
+            store_failed: false,
         }
     }
 
@@ -585,6 +700,7 @@ impl Plan {
             limit: HeaderValue::from_static("\"burst\";r=0;t=1"),
             retry_after: 1,
             refused_by: Some("store"),
+            store_failed: true,
         }
     }
 

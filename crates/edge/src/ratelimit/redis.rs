@@ -46,40 +46,62 @@ impl Default for RedisConfig {
 /// How long a failing store is skipped before one request probes it.
 const SKIP_FOR: Duration = Duration::from_secs(1);
 
-/// GCRA and the day's count in one round trip. KEYS: the arrival-time key of what is limited
-/// (a partner, or a route's client) and its count for the UTC day (untouched without a quota). ARGV: the interval and burst in microseconds and requests,
-/// and the daily quota (-1: none). Returns {refused_by (0 none, 1 burst, 2 day), remaining,
+/// Every limit of one request in one round trip: GCRA and the day's count of each, on Redis's
+/// clock. The request is admitted only if every limit admits it, and only then counted in each.
+/// For limit i, KEYS[2i-1] is its arrival-time key and KEYS[2i] its count for the UTC day
+/// (untouched without a quota); ARGV[3i-2..3i] its interval (µs), burst (requests) and daily
+/// quota (-1: none). Returns for each limit {refused_by (0 none, 1 burst, 2 day), remaining,
 /// reset µs, retry µs, used today}.
 const SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local quota = tonumber(ARGV[3])
-local capacity = interval * burst
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local nxt = tat + interval
-local ahead = nxt - now
-local used = 0
-if quota >= 0 then used = tonumber(redis.call('GET', KEYS[2]) or '0') end
-if ahead > capacity then
-  return {1, 0, tat - now, ahead - capacity, used}
+local out, tats, admitted = {}, {}, true
+for i = 1, #ARGV / 3 do
+  local interval = tonumber(ARGV[3 * i - 2])
+  local capacity = interval * tonumber(ARGV[3 * i - 1])
+  local quota = tonumber(ARGV[3 * i])
+  local tat = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
+  if tat < now then tat = now end
+  tats[i] = tat
+  local ahead = tat + interval - now
+  local used = 0
+  if quota >= 0 then used = tonumber(redis.call('GET', KEYS[2 * i]) or '0') end
+  if ahead > capacity then
+    out[i] = {1, 0, tat - now, ahead - capacity, used}
+    admitted = false
+  elseif quota >= 0 and used >= quota then
+    out[i] = {2, 0, tat - now, 0, used}
+    admitted = false
+  else
+    out[i] = {0, math.floor((capacity - ahead) / interval), ahead, 0, used}
+  end
 end
-if quota >= 0 and used >= quota then
-  return {2, 0, tat - now, 0, used}
+for i = 1, #ARGV / 3 do
+  local interval = tonumber(ARGV[3 * i - 2])
+  if admitted then
+    local ahead = out[i][3]
+    redis.call('SET', KEYS[2 * i - 1], string.format('%d', tats[i] + interval), 'PX',
+      string.format('%d', math.floor(ahead / 1000) + 1000))
+    if tonumber(ARGV[3 * i]) >= 0 then
+      local used = redis.call('INCR', KEYS[2 * i])
+      if used == 1 then redis.call('EXPIRE', KEYS[2 * i], 90000) end
+      out[i][5] = used
+    end
+  elseif out[i][1] == 0 then
+    -- Another limit refused: this one was not counted, so it reports what it has left.
+    local capacity = interval * tonumber(ARGV[3 * i - 1])
+    out[i][2] = math.floor((capacity - (tats[i] - now)) / interval)
+    out[i][3] = tats[i] - now
+  end
 end
-redis.call('SET', KEYS[1], string.format('%d', nxt), 'PX', string.format('%d', math.floor(ahead / 1000) + 1000))
-if quota >= 0 then
-  used = redis.call('INCR', KEYS[2])
-  if used == 1 then redis.call('EXPIRE', KEYS[2], 90000) end
-end
-return {0, math.floor((capacity - ahead) / interval), ahead, 0, used}
+return out
 ";
 
-/// One request to decide: the plan's interval, burst and daily quota, and the UTC day.
+/// One limit to decide: its scope under the limited key (`plan`, or `r:<route name>`), its
+/// interval, burst and daily quota, and the UTC day.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Ask {
+pub(crate) struct Ask<'a> {
+    pub(crate) scope: &'a str,
     pub(crate) interval: Duration,
     pub(crate) burst: u64,
     pub(crate) quota: Option<u64>,
@@ -138,21 +160,26 @@ impl RedisStore {
         self.config.replicas.max(1)
     }
 
-    /// The two keys of `limited` (a partner id, or a route's name and client) for UTC day
-    /// `day`: `<prefix>:rl:{<hash>}:tat` and `…:d<day>`.
-    fn keys(&self, limited: &[u8], day: u64) -> [String; 2] {
+    /// `<prefix>:rl:{<hash of limited>}:`: the start of every key of one limited party (a
+    /// caller, or a client address), so that all its limits share one Redis Cluster slot and
+    /// one script can check them together.
+    fn base(&self, limited: &[u8]) -> String {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, limited);
         let hash: String = digest.as_ref()[..12].iter().map(|b| format!("{b:02x}")).collect();
-        let base = format!("{}:rl:{{{hash}}}", self.config.prefix);
-        [format!("{base}:tat"), format!("{base}:d{day}")]
+        format!("{}:rl:{{{hash}}}:", self.config.prefix)
     }
 
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Decides one request of `limited` (what the keys are made from: never a credential).
-    pub(crate) async fn check(&self, limited: &[u8], ask: Ask) -> Result<Stored, Unavailable> {
+    /// Decides one request against every limit in `asks` of `limited` (what the keys are made
+    /// from: never a credential), in one round trip; the decisions in the order asked.
+    pub(crate) async fn check(
+        &self,
+        limited: &[u8],
+        asks: &[Ask<'_>],
+    ) -> Result<Vec<Stored>, Unavailable> {
         let skip_until = self.skip_until.load(Ordering::Acquire);
         let _probe = if skip_until == 0 {
             None
@@ -164,7 +191,7 @@ impl RedisStore {
             // Cleared however the probe ends: a request whose client left drops it midway.
             Some(Probing(&self.probing))
         };
-        let result = tokio::time::timeout(self.config.timeout, self.run(limited, ask)).await;
+        let result = tokio::time::timeout(self.config.timeout, self.run(limited, asks)).await;
         match result {
             Ok(Ok(stored)) => {
                 if self.skip_until.swap(0, Ordering::AcqRel) != 0 {
@@ -187,8 +214,7 @@ impl RedisStore {
         Unavailable
     }
 
-    async fn run(&self, limited: &[u8], ask: Ask) -> redis::RedisResult<Stored> {
-        let Ask { interval, burst, quota, day } = ask;
+    async fn run(&self, limited: &[u8], asks: &[Ask<'_>]) -> redis::RedisResult<Vec<Stored>> {
         let mut connection = {
             let mut slot = self.connection.lock().await;
             match &*slot {
@@ -205,31 +231,41 @@ impl RedisStore {
                 }
             }
         };
-        let [tat, count] = self.keys(limited, day);
-        let interval_us = u64::try_from(interval.as_micros()).unwrap_or(u64::MAX).max(1);
-        let quota = quota.map_or(-1, |q| i64::try_from(q).unwrap_or(i64::MAX));
-        let reply: (u8, u64, i64, i64, u64) = self
-            .script
-            .key(tat)
-            .key(count)
-            .arg(interval_us)
-            .arg(burst)
-            .arg(quota)
-            .invoke_async(&mut connection)
-            .await?;
-        let (refused, remaining, reset, retry, used_today) = reply;
+        let base = self.base(limited);
+        let mut invocation = self.script.prepare_invoke();
+        for ask in asks {
+            let interval_us = u64::try_from(ask.interval.as_micros()).unwrap_or(u64::MAX).max(1);
+            let quota = ask.quota.map_or(-1, |q| i64::try_from(q).unwrap_or(i64::MAX));
+            invocation
+                .key(format!("{base}{}:tat", ask.scope))
+                .key(format!("{base}{}:d{}", ask.scope, ask.day))
+                .arg(interval_us)
+                .arg(ask.burst)
+                .arg(quota);
+        }
+        let replies: Vec<(u8, u64, i64, i64, u64)> =
+            invocation.invoke_async(&mut connection).await?;
+        if replies.len() != asks.len() {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "the rate-limit script answered a different number of limits",
+            )));
+        }
         let micros = |us: i64| Duration::from_micros(u64::try_from(us).unwrap_or(0));
-        Ok(Stored {
-            refused_by: match refused {
-                1 => Some("burst"),
-                2 => Some("day"),
-                _ => None,
-            },
-            remaining,
-            reset: micros(reset),
-            retry: micros(retry),
-            used_today,
-        })
+        Ok(replies
+            .into_iter()
+            .map(|(refused, remaining, reset, retry, used_today)| Stored {
+                refused_by: match refused {
+                    1 => Some("burst"),
+                    2 => Some("day"),
+                    _ => None,
+                },
+                remaining,
+                reset: micros(reset),
+                retry: micros(retry),
+                used_today,
+            })
+            .collect())
     }
 }
 
@@ -261,10 +297,11 @@ mod tests {
             assert!(Instant::now() < deadline);
             tokio::task::yield_now().await;
         }
-        let ask = Ask { interval: Duration::from_secs(1), burst: 1, quota: None, day: 0 };
+        let ask =
+            Ask { scope: "plan", interval: Duration::from_secs(1), burst: 1, quota: None, day: 0 };
         // The request is dropped mid-probe (its client left).
         let abandoned =
-            tokio::time::timeout(Duration::from_millis(50), store.check(b"x", ask)).await;
+            tokio::time::timeout(Duration::from_millis(50), store.check(b"x", &[ask])).await;
         assert!(abandoned.is_err(), "the probe was still waiting");
         assert!(!store.probing.load(Ordering::Acquire), "the next request may probe");
     }

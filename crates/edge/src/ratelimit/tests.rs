@@ -95,12 +95,12 @@ async fn one_partners_keys_share_one_plan_and_other_callers_are_not_limited() {
     let limiter =
         Limiter::new(&plans, keys.into_iter(), &RateLimitsConfig::default(), None, false).unwrap();
     let globex = partner("globex");
-    assert!(limiter.check(&globex, "t").await.unwrap().refused_by.is_none());
-    assert!(limiter.check(&globex, "t").await.unwrap().refused_by.is_none());
-    assert_eq!(limiter.check(&globex, "t").await.unwrap().refused_by, Some("burst"));
-    assert!(limiter.check(&partner("acme"), "t").await.is_none(), "no plan, no limit");
+    assert!(limiter.check(&globex).await.unwrap().refused_by.is_none());
+    assert!(limiter.check(&globex).await.unwrap().refused_by.is_none());
+    assert_eq!(limiter.check(&globex).await.unwrap().refused_by, Some("burst"));
+    assert!(limiter.check(&partner("acme")).await.is_none(), "no plan, no limit");
     let user = Principal { kind: PrincipalKind::User, ..partner("globex") };
-    assert!(limiter.check(&user, "t").await.is_none(), "a user named like a partner is not it");
+    assert!(limiter.check(&user).await.is_none(), "a user named like a partner is not it");
 }
 
 #[test]
@@ -201,7 +201,7 @@ async fn two_replicas_sharing_redis_hold_one_limit() {
     let mut admitted = 0;
     for i in 0..40 {
         let limiter = if i % 2 == 0 { &a } else { &b };
-        let decision = limiter.check(&globex, "t").await.unwrap();
+        let decision = limiter.check(&globex).await.unwrap();
         assert_ne!(decision.refused_by, Some("store"), "Redis answered");
         if decision.refused_by.is_none() {
             admitted += 1;
@@ -209,7 +209,7 @@ async fn two_replicas_sharing_redis_hold_one_limit() {
     }
     assert!((18..=22).contains(&admitted), "{admitted} admitted by two replicas, limit 20");
     // The day's count is shared as well.
-    let last = a.check(&globex, "t").await.unwrap();
+    let last = a.check(&globex).await.unwrap();
     assert!(text(&last.limit).contains(&format!("\"day\";r={}", 1000 - admitted)), "{last:?}");
     assert_ttls_and_clean(&url, &prefix).await;
 }
@@ -236,14 +236,14 @@ async fn a_redis_outage_follows_each_plans_policy_and_recovers_by_itself() {
     let limiter =
         Limiter::new(&plans, keys, &RateLimitsConfig::default(), Some(&redis), false).unwrap();
     let (acme, globex) = (partner("acme"), partner("globex"));
-    assert_eq!(limiter.check(&acme, "t").await.unwrap().refused_by, None);
-    assert_eq!(limiter.check(&globex, "t").await.unwrap().refused_by, None);
+    assert_eq!(limiter.check(&acme).await.unwrap().refused_by, None);
+    assert_eq!(limiter.check(&globex).await.unwrap().refused_by, None);
 
     proxy.cut();
     // Open: this replica admits its share of the burst (10 / 2 replicas) on its own, then 429.
     let mut admitted = 0;
     for _ in 0..8 {
-        match limiter.check(&acme, "t").await.unwrap().refused_by {
+        match limiter.check(&acme).await.unwrap().refused_by {
             None => admitted += 1,
             Some(limit) => assert_eq!(limit, "burst"),
         }
@@ -252,7 +252,7 @@ async fn a_redis_outage_follows_each_plans_policy_and_recovers_by_itself() {
     // Closed: refused, at once, for as long as the store is down.
     let started = Instant::now();
     for _ in 0..20 {
-        assert_eq!(limiter.check(&globex, "t").await.unwrap().refused_by, Some("store"));
+        assert_eq!(limiter.check(&globex).await.unwrap().refused_by, Some("store"));
     }
     assert!(started.elapsed() < Duration::from_secs(2), "a known-down store is not waited for");
 
@@ -260,7 +260,7 @@ async fn a_redis_outage_follows_each_plans_policy_and_recovers_by_itself() {
     // Recovered without a restart: a probe finds Redis again within a few seconds.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let decision = limiter.check(&globex, "t").await.unwrap();
+        let decision = limiter.check(&globex).await.unwrap();
         if decision.refused_by != Some("store") {
             assert_eq!(decision.refused_by, None);
             break;
@@ -326,4 +326,113 @@ async fn a_routes_limit_in_redis_holds_across_replicas_per_address_and_per_calle
     }
     assert_eq!(admitted, 6);
     assert_ttls_and_clean(&url, &prefix).await;
+}
+
+#[tokio::test]
+async fn a_routes_per_caller_limit_and_the_plan_are_one_round_trip_and_all_or_nothing() {
+    let Some(url) = portico_testkit::services::redis_or_skip("one_round_trip").await else {
+        return;
+    };
+    let proxy =
+        portico_testkit::services::FaultProxy::start(portico_testkit::services::REDIS).await;
+    let prefix = prefix("one-trip");
+    let redis = RedisConfig {
+        url: format!("redis://{}", proxy.addr()),
+        timeout: Duration::from_secs(2),
+        replicas: 1,
+        prefix: prefix.clone(),
+    };
+    let plans =
+        BTreeMap::from([("gold".to_owned(), shared(0.001, 10, Some(100), OnStoreError::Closed))]);
+    let limiter = Limiter::new(
+        &plans,
+        [("acme", "gold")].into_iter(),
+        &RateLimitsConfig::default(),
+        Some(&redis),
+        true,
+    )
+    .unwrap();
+    let config = RouteLimitConfig {
+        per: Per::Caller,
+        rate: 0.001,
+        burst: 3,
+        tracked: 1024,
+        store: Store::Redis,
+        on_store_error: OnStoreError::Closed,
+    };
+    let route = RouteLimit::new("partner.orders", &config, limiter.store());
+    let acme = partner("acme");
+    let client: IpAddr = "198.51.100.9".parse().unwrap();
+    let evalsha = |sent: &[u8]| sent.windows(7).filter(|w| w == b"EVALSHA").count();
+
+    // The first request also loads the script; count the ones after it.
+    let [on_route, on_plan] = limiter.check_caller(Some(&route), client, Some(&acme), true).await;
+    let (on_route, on_plan) = (on_route.unwrap(), on_plan.unwrap());
+    assert_eq!((on_route.refused_by, on_plan.refused_by), (None, None));
+    assert!(text(&on_route.limit).contains("\"partner.orders\";r=2"), "{on_route:?}");
+    assert!(text(&on_plan.limit).contains("\"day\";r=99"), "{on_plan:?}");
+    let before = evalsha(&proxy.sent());
+    for expected_route_left in [1, 0] {
+        let [on_route, on_plan] =
+            limiter.check_caller(Some(&route), client, Some(&acme), true).await;
+        let (on_route, on_plan) = (on_route.unwrap(), on_plan.unwrap());
+        assert_eq!((on_route.refused_by, on_plan.refused_by), (None, None));
+        let left = format!("\"partner.orders\";r={expected_route_left}");
+        assert!(text(&on_route.limit).contains(&left), "{on_route:?}");
+    }
+    // The route refuses; the plan admits but is not counted (today's count stays at 3).
+    for _ in 0..2 {
+        let [on_route, on_plan] =
+            limiter.check_caller(Some(&route), client, Some(&acme), true).await;
+        let (on_route, on_plan) = (on_route.unwrap(), on_plan.unwrap());
+        assert_eq!(on_route.refused_by, Some("route"));
+        assert_eq!(on_plan.refused_by, None, "the plan had room");
+        assert!(text(&on_plan.limit).contains("\"day\";r=97"), "{on_plan:?}");
+        assert!(text(&on_plan.limit).contains("\"burst\";r=7"), "{on_plan:?}");
+    }
+    assert_eq!(evalsha(&proxy.sent()) - before, 4, "one EVALSHA per request, both limits in it");
+    // Both limits of the caller share one hash tag: one Redis Cluster slot.
+    let client_ = ::redis::Client::open(url.as_str()).unwrap();
+    let mut connection = client_.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> =
+        ::redis::cmd("KEYS").arg(format!("{prefix}:*")).query_async(&mut connection).await.unwrap();
+    let tags: std::collections::BTreeSet<&str> =
+        keys.iter().filter_map(|key| key.split(['{', '}']).nth(1)).collect();
+    assert_eq!((keys.len(), tags.len()), (3, 1), "{keys:?}");
+    assert_ttls_and_clean(&url, &prefix).await;
+}
+
+#[tokio::test]
+async fn without_a_shared_store_the_plan_is_not_counted_once_the_route_refused() {
+    let plans = BTreeMap::from([("gold".to_owned(), memory(0.001, 10, Some(100)))]);
+    let limiter = Limiter::new(
+        &plans,
+        [("acme", "gold")].into_iter(),
+        &RateLimitsConfig::default(),
+        None,
+        false,
+    )
+    .unwrap();
+    let config = RouteLimitConfig {
+        per: Per::Caller,
+        rate: 0.001,
+        burst: 1,
+        tracked: 16,
+        store: Store::Memory,
+        on_store_error: OnStoreError::Open,
+    };
+    let route = RouteLimit::new("partner.orders", &config, None);
+    let acme = partner("acme");
+    let client: IpAddr = "198.51.100.9".parse().unwrap();
+    let [on_route, on_plan] = limiter.check_caller(Some(&route), client, Some(&acme), true).await;
+    assert_eq!(on_route.unwrap().refused_by, None);
+    assert!(text(&on_plan.unwrap().limit).contains("\"day\";r=99"));
+    let [on_route, on_plan] = limiter.check_caller(Some(&route), client, Some(&acme), true).await;
+    assert_eq!(on_route.unwrap().refused_by, Some("route"));
+    assert!(on_plan.is_none(), "the plan is not asked once the route refused");
+    let usage = limiter.usage(&acme).unwrap();
+    assert_eq!(usage.used_today, 1);
+    // A route that does not count toward plans asks only the route.
+    let [_, on_plan] = limiter.check_caller(None, client, Some(&acme), false).await;
+    assert!(on_plan.is_none());
 }
