@@ -44,6 +44,7 @@ pub mod path;
 pub mod pipeline;
 pub mod proxy;
 pub mod ratelimit;
+mod redis_store;
 pub mod relay;
 pub mod request_id;
 pub mod rescue;

@@ -78,11 +78,20 @@ impl EdgeState {
             let keys = auth.api_keys.iter().map(|k| (k.partner.as_str(), k.plan.as_str()));
             keys.chain(auth.client_plans.iter().map(|(c, p)| (c.as_str(), p.as_str())))
         });
+        let redis = config
+            .redis
+            .as_ref()
+            .map(|redis| {
+                crate::redis_store::Link::new(redis).map(Arc::new).map_err(|error| {
+                    ConfigError::Invalid { key: "redis.url".into(), message: error.to_string() }
+                })
+            })
+            .transpose()?;
         let limiter = Limiter::new(
             &config.plans,
             keys,
             &config.rate_limits,
-            config.redis.as_ref(),
+            redis.as_ref(),
             config.routes_policy.values().any(|policy| {
                 policy
                     .rate_limit

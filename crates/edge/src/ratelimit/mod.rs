@@ -23,8 +23,8 @@ use http::HeaderValue;
 use serde::Deserialize;
 
 pub(crate) use self::gcra::Rate;
-pub use self::redis::RedisConfig;
 pub(crate) use self::redis::RedisStore;
+pub use crate::redis_store::RedisConfig;
 use self::redis::{Ask, Unavailable};
 
 use crate::{
@@ -447,16 +447,11 @@ impl Limiter {
         plans: &BTreeMap<String, PlanConfig>,
         keys: impl Iterator<Item = (&'a str, &'a str)>,
         limits: &RateLimitsConfig,
-        redis: Option<&RedisConfig>,
+        redis: Option<&Arc<crate::redis_store::Link>>,
         routes_shared: bool,
     ) -> Result<Self, ConfigError> {
         let shared = routes_shared || plans.values().any(|plan| plan.store == Store::Redis);
-        let redis = match redis {
-            Some(config) if shared => Some(Arc::new(RedisStore::new(config).map_err(|error| {
-                ConfigError::Invalid { key: "redis.url".into(), message: error.to_string() }
-            })?)),
-            _ => None,
-        };
+        let redis = redis.filter(|_| shared).map(|link| Arc::new(RedisStore::new(link.clone())));
         let replicas = redis.as_deref().map_or(1, RedisStore::replicas);
         let plans: HashMap<&str, Arc<Plan>> = plans
             .iter()

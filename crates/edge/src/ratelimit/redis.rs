@@ -1,50 +1,15 @@
-//! The shared store of plan limits: Redis, so every replica of a gateway counts against one
-//! limit. Each request is one `EVALSHA` of a script that runs GCRA and the daily quota on Redis's
-//! own clock (`TIME`), so replicas with drifting clocks still agree. Keys carry a hash of the
-//! partner (never a credential), a hash tag (both keys of one partner on one Redis Cluster
-//! slot) and a TTL.
-//!
-//! A store that fails or is slow is skipped for a while (no request waits out a timeout once it
-//! is known down), then probed by one request; the plan's `on_store_error` decides the meantime.
+//! The shared store of rate limits: Redis, so every replica of a gateway counts against one
+//! limit. Each request is one `EVALSHA` of a script that runs GCRA and the daily quota of every
+//! limit it is counted against, on Redis's own clock (`TIME`), so replicas with drifting clocks
+//! still agree. Keys carry a hash of whom they limit (never a credential), a hash tag (all of
+//! one caller's keys on one Redis Cluster slot) and a TTL. Behind the shared link's breaker: the
+//! limit's `on_store_error` decides while Redis fails.
 
-use std::{
-    sync::atomic::{AtomicBool, AtomicU64, Ordering},
-    time::{Duration, Instant},
-};
-
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use serde::Deserialize;
+use std::{sync::Arc, time::Duration};
 
 use super::Stored;
-
-/// `[redis]`: the store shared by the gateway's replicas.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RedisConfig {
-    /// `redis://host:port[/db]`.
-    pub url: String,
-    /// The longest a request waits for Redis before the store counts as failing.
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Gateway instances sharing the limits: while Redis is down, each admits its share.
-    pub replicas: u32,
-    /// The start of every key, so that gateways (and tests) sharing a Redis keep apart.
-    pub prefix: String,
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        Self {
-            url: "redis://127.0.0.1:6379".into(),
-            timeout: Duration::from_millis(50),
-            replicas: 1,
-            prefix: "portico".into(),
-        }
-    }
-}
-
-/// How long a failing store is skipped before one request probes it.
-const SKIP_FOR: Duration = Duration::from_secs(1);
+pub(crate) use crate::redis_store::Unavailable;
+use crate::redis_store::Link;
 
 /// Every limit of one request in one round trip: GCRA and the day's count of each, on Redis's
 /// clock. The request is admitted only if every limit admits it, and only then counted in each.
@@ -108,56 +73,26 @@ pub(crate) struct Ask<'a> {
     pub(crate) day: u64,
 }
 
-/// The Redis store of one process.
+/// The rate limits' use of the shared Redis.
 pub(crate) struct RedisStore {
-    client: redis::Client,
-    config: RedisConfig,
-    connection: tokio::sync::Mutex<Option<ConnectionManager>>,
+    link: Arc<Link>,
     script: redis::Script,
-    epoch: Instant,
-    /// Until when (ms since `epoch`) the store is skipped; 0 when it is believed up.
-    skip_until: AtomicU64,
-    /// One probe at a time while it is skipped.
-    probing: AtomicBool,
 }
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisStore").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("RedisStore").field("link", &self.link).finish_non_exhaustive()
     }
 }
-
-/// The probe in progress; dropping it lets the next request probe.
-struct Probing<'a>(&'a AtomicBool);
-
-impl Drop for Probing<'_> {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
-}
-
-/// The store failed (or is being skipped): the plan's `on_store_error` decides.
-#[derive(Debug)]
-pub(crate) struct Unavailable;
 
 impl RedisStore {
-    /// The store of `config`; connects on first use (a gateway starts whether Redis is up or
-    /// not).
-    pub(crate) fn new(config: &RedisConfig) -> Result<Self, redis::RedisError> {
-        Ok(Self {
-            client: redis::Client::open(config.url.as_str())?,
-            config: config.clone(),
-            connection: tokio::sync::Mutex::new(None),
-            script: redis::Script::new(SCRIPT),
-            epoch: Instant::now(),
-            skip_until: AtomicU64::new(0),
-            probing: AtomicBool::new(false),
-        })
+    pub(crate) fn new(link: Arc<Link>) -> Self {
+        Self { link, script: redis::Script::new(SCRIPT) }
     }
 
     /// The replicas sharing the limits.
     pub(crate) fn replicas(&self) -> u32 {
-        self.config.replicas.max(1)
+        self.link.replicas()
     }
 
     /// `<prefix>:rl:{<hash of limited>}:`: the start of every key of one limited party (a
@@ -166,11 +101,7 @@ impl RedisStore {
     fn base(&self, limited: &[u8]) -> String {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, limited);
         let hash: String = digest.as_ref()[..12].iter().map(|b| format!("{b:02x}")).collect();
-        format!("{}:rl:{{{hash}}}:", self.config.prefix)
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        format!("{}:rl:{{{hash}}}:", self.link.prefix())
     }
 
     /// Decides one request against every limit in `asks` of `limited` (what the keys are made
@@ -180,57 +111,15 @@ impl RedisStore {
         limited: &[u8],
         asks: &[Ask<'_>],
     ) -> Result<Vec<Stored>, Unavailable> {
-        let skip_until = self.skip_until.load(Ordering::Acquire);
-        let _probe = if skip_until == 0 {
-            None
-        } else {
-            // Known down: no waiting. After the skip, one request at a time probes.
-            if self.now_ms() < skip_until || self.probing.swap(true, Ordering::AcqRel) {
-                return Err(Unavailable);
-            }
-            // Cleared however the probe ends: a request whose client left drops it midway.
-            Some(Probing(&self.probing))
-        };
-        let result = tokio::time::timeout(self.config.timeout, self.run(limited, asks)).await;
-        match result {
-            Ok(Ok(stored)) => {
-                if self.skip_until.swap(0, Ordering::AcqRel) != 0 {
-                    tracing::info!("the rate-limit store answers again");
-                }
-                Ok(stored)
-            }
-            Ok(Err(error)) => Err(self.failed(&error.to_string())),
-            Err(_elapsed) => {
-                Err(self.failed(&format!("no answer within {:?}", self.config.timeout)))
-            }
-        }
+        self.link.run("rate limits", |connection| self.run(connection, limited, asks)).await
     }
 
-    fn failed(&self, error: &str) -> Unavailable {
-        let until = self.now_ms() + u64::try_from(SKIP_FOR.as_millis()).unwrap_or(1000);
-        if self.skip_until.swap(until, Ordering::AcqRel) == 0 {
-            tracing::warn!(%error, "the rate-limit store failed; skipping it, probing every {SKIP_FOR:?}");
-        }
-        Unavailable
-    }
-
-    async fn run(&self, limited: &[u8], asks: &[Ask<'_>]) -> redis::RedisResult<Vec<Stored>> {
-        let mut connection = {
-            let mut slot = self.connection.lock().await;
-            match &*slot {
-                Some(connection) => connection.clone(),
-                None => {
-                    let config = ConnectionManagerConfig::new()
-                        .set_connection_timeout(Some(self.config.timeout))
-                        .set_response_timeout(Some(self.config.timeout))
-                        .set_number_of_retries(1);
-                    let connection =
-                        ConnectionManager::new_with_config(self.client.clone(), config).await?;
-                    *slot = Some(connection.clone());
-                    connection
-                }
-            }
-        };
+    async fn run(
+        &self,
+        mut connection: redis::aio::ConnectionManager,
+        limited: &[u8],
+        asks: &[Ask<'_>],
+    ) -> redis::RedisResult<Vec<Stored>> {
         let base = self.base(limited);
         let mut invocation = self.script.prepare_invoke();
         for ask in asks {
@@ -269,40 +158,3 @@ impl RedisStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_probe_its_request_abandons_lets_the_next_request_probe() {
-        // A "Redis" that accepts connections and never answers.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((socket, _)) = listener.accept().await {
-                held.push(socket);
-            }
-        });
-        let config = RedisConfig {
-            url: format!("redis://{addr}"),
-            timeout: Duration::from_secs(5),
-            ..RedisConfig::default()
-        };
-        let store = RedisStore::new(&config).unwrap();
-        // Known down, and the skip already over: the next request probes.
-        store.skip_until.store(1, Ordering::Release);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while store.now_ms() < 1 {
-            assert!(Instant::now() < deadline);
-            tokio::task::yield_now().await;
-        }
-        let ask =
-            Ask { scope: "plan", interval: Duration::from_secs(1), burst: 1, quota: None, day: 0 };
-        // The request is dropped mid-probe (its client left).
-        let abandoned =
-            tokio::time::timeout(Duration::from_millis(50), store.check(b"x", &[ask])).await;
-        assert!(abandoned.is_err(), "the probe was still waiting");
-        assert!(!store.probing.load(Ordering::Acquire), "the next request may probe");
-    }
-}

@@ -148,6 +148,10 @@ fn ipv6_clients_are_throttled_by_their_64_and_the_state_stays_bounded() {
     assert!(throttle.tracked() <= 160, "{} addresses tracked", throttle.tracked());
 }
 
+fn link(config: &RedisConfig) -> Arc<crate::redis_store::Link> {
+    Arc::new(crate::redis_store::Link::new(config).unwrap())
+}
+
 /// A prefix of this test's own, so that tests sharing the machine's Redis keep apart.
 fn prefix(test: &str) -> String {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
@@ -194,7 +198,7 @@ async fn two_replicas_sharing_redis_hold_one_limit() {
         BTreeMap::from([("basic".to_owned(), shared(0.001, 20, Some(1000), OnStoreError::Closed))]);
     let replica = || {
         let keys = [("globex", "basic")].into_iter();
-        Limiter::new(&plans, keys, &RateLimitsConfig::default(), Some(&redis), false).unwrap()
+        Limiter::new(&plans, keys, &RateLimitsConfig::default(), Some(&link(&redis)), false).unwrap()
     };
     let (a, b) = (replica(), replica());
     let globex = partner("globex");
@@ -234,7 +238,7 @@ async fn a_redis_outage_follows_each_plans_policy_and_recovers_by_itself() {
     ]);
     let keys = [("acme", "open"), ("globex", "closed")].into_iter();
     let limiter =
-        Limiter::new(&plans, keys, &RateLimitsConfig::default(), Some(&redis), false).unwrap();
+        Limiter::new(&plans, keys, &RateLimitsConfig::default(), Some(&link(&redis)), false).unwrap();
     let (acme, globex) = (partner("acme"), partner("globex"));
     assert_eq!(limiter.check(&acme).await.unwrap().refused_by, None);
     assert_eq!(limiter.check(&globex).await.unwrap().refused_by, None);
@@ -289,7 +293,7 @@ async fn a_routes_limit_in_redis_holds_across_replicas_per_address_and_per_calle
             &BTreeMap::new(),
             std::iter::empty(),
             &RateLimitsConfig::default(),
-            Some(&redis),
+            Some(&link(&redis)),
             true,
         )
         .unwrap();
@@ -348,7 +352,7 @@ async fn a_routes_per_caller_limit_and_the_plan_are_one_round_trip_and_all_or_no
         &plans,
         [("acme", "gold")].into_iter(),
         &RateLimitsConfig::default(),
-        Some(&redis),
+        Some(&link(&redis)),
         true,
     )
     .unwrap();
