@@ -63,6 +63,10 @@ pub struct Access {
     name: Option<Arc<str>>,
     /// The route's own rate limit, from its policy.
     limit: Option<Arc<crate::ratelimit::RouteLimit>>,
+    /// The cache policy the code gives the route (the config's wins).
+    cache_config: Option<Arc<crate::cache::RouteCacheConfig>>,
+    /// The route's cache policy, ready (set when the route table is built).
+    cache: Option<Arc<crate::cache::RoutePolicy>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,7 +82,15 @@ enum Rule {
 impl Access {
     /// Anyone may call; a token or key, when sent, must still be valid.
     pub fn public() -> Self {
-        Self { rule: Rule::Public, scopes: Vec::new(), counted: true, name: None, limit: None }
+        Self {
+            rule: Rule::Public,
+            scopes: Vec::new(),
+            counted: true,
+            name: None,
+            limit: None,
+            cache_config: None,
+            cache: None,
+        }
     }
 
     /// Any authenticated caller.
@@ -89,6 +101,8 @@ impl Access {
             counted: true,
             name: None,
             limit: None,
+            cache_config: None,
+            cache: None,
         }
     }
 
@@ -100,6 +114,8 @@ impl Access {
             counted: true,
             name: None,
             limit: None,
+            cache_config: None,
+            cache: None,
         }
     }
 
@@ -111,6 +127,8 @@ impl Access {
             counted: true,
             name: None,
             limit: None,
+            cache_config: None,
+            cache: None,
         }
     }
 
@@ -140,6 +158,29 @@ impl Access {
     pub fn named(mut self, name: &str) -> Self {
         self.name = Some(name.into());
         self
+    }
+
+    /// Caches the route's responses (GET and HEAD) as `config` says, unless the config gives
+    /// the route (by its [name](Access::named)) a cache policy of its own. Only for responses
+    /// that are the same for every caller who sends the same keyed request.
+    pub fn cached(mut self, config: crate::cache::RouteCacheConfig) -> Self {
+        self.cache_config = Some(Arc::new(config));
+        self
+    }
+
+    /// The cache policy the code gave the route.
+    pub(crate) fn cache_config(&self) -> Option<&crate::cache::RouteCacheConfig> {
+        self.cache_config.as_deref()
+    }
+
+    /// The route's cache policy.
+    pub(crate) fn cache(&self) -> Option<&Arc<crate::cache::RoutePolicy>> {
+        self.cache.as_ref()
+    }
+
+    /// Gives the route its cache policy.
+    pub(crate) fn set_cache(&mut self, cache: Arc<crate::cache::RoutePolicy>) {
+        self.cache = Some(cache);
     }
 
     /// The route's name, if it has one.

@@ -28,7 +28,8 @@ pub use cidr::{Cidr, CidrParseError};
 ///
 /// A route at `/` is still allowed: the gateway's own endpoints are matched before any
 /// pass-through route, so they are always answered by the gateway, never relayed.
-pub const RESERVED_PATHS: [&str; 4] = ["/metrics", "/healthz", "/readyz", "/openapi.json"];
+pub const RESERVED_PATHS: [&str; 5] =
+    ["/metrics", "/healthz", "/readyz", "/openapi.json", crate::cache::PURGE_PATH];
 
 /// The most header fields [`Limits::max_headers`] may allow: the relay parses a request head
 /// into a fixed array of this many fields.
@@ -62,8 +63,10 @@ pub struct GatewayConfig {
     /// The Redis that shared limits live in (`[plans.x] store = "redis"`).
     pub redis: Option<crate::ratelimit::RedisConfig>,
     /// Policies of named routes (a composed route's `Access::named`, a pass-through route's
-    /// `name`): their rate limits.
+    /// `name`): their rate limits and caching.
     pub routes_policy: BTreeMap<String, crate::ratelimit::RoutePolicyConfig>,
+    /// The process's response cache (the in-process tier's bounds).
+    pub cache: crate::cache::CacheConfig,
 }
 
 /// Listener addresses.

@@ -26,6 +26,7 @@ pub mod access;
 pub mod access_log;
 pub mod auth;
 mod bounded;
+pub mod cache;
 pub mod compose;
 pub mod config;
 pub mod connection;

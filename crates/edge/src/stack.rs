@@ -18,7 +18,7 @@ use std::sync::Arc;
 use axum::{Router, extract::DefaultBodyLimit};
 
 use crate::{
-    access::Routes,
+    access::{Access, Routes},
     config::{ConfigError, GatewayConfig},
     error::EdgeError,
     health, metrics,
@@ -116,8 +116,14 @@ pub fn gateway_in(
     upstreams: &Upstreams,
     state: &EdgeState,
 ) -> Result<Gateway, ConfigError> {
-    let (router, table) =
-        routes.merge(health::routes(upstreams.clone())).merge(metrics::routes()).into_parts();
+    let purge = Routes::<Arc<crate::cache::Cache>>::new()
+        .post(crate::cache::PURGE_PATH, Access::public().uncounted(), crate::cache::purge_handler)
+        .with_state::<()>(state.cache());
+    let (router, table) = routes
+        .merge(health::routes(upstreams.clone()))
+        .merge(metrics::routes())
+        .merge(purge)
+        .into_parts();
     // The route table is checked (duplicates, overlaps) before the router is given the
     // pass-through routes: the router would panic where the table names both routes.
     let pipeline = Arc::new(Pipeline::new(name, config, table, upstreams, state)?);

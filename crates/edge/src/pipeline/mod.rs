@@ -67,6 +67,8 @@ use crate::{
 pub struct EdgeState {
     authenticator: Option<Authenticator>,
     limiter: Arc<Limiter>,
+    /// The process's response cache (its in-process tier, fetches in flight, Redis tier).
+    cache: Arc<crate::cache::Cache>,
 }
 
 impl EdgeState {
@@ -102,7 +104,15 @@ impl EdgeState {
         Ok(Self {
             authenticator: config.auth.as_ref().map(Authenticator::new).transpose()?,
             limiter: Arc::new(limiter),
+            cache: Arc::new(crate::cache::Cache::new(&config.cache, redis.as_ref())),
         })
+    }
+}
+
+impl EdgeState {
+    /// The process's response cache.
+    pub(crate) fn cache(&self) -> Arc<crate::cache::Cache> {
+        self.cache.clone()
     }
 }
 
@@ -120,6 +130,7 @@ impl Default for EdgeState {
                 )
                 .unwrap_or_else(|_| unreachable!("no plans, no store: nothing to fail")),
             ),
+            cache: Arc::new(crate::cache::Cache::new(&crate::cache::CacheConfig::default(), None)),
         }
     }
 }
@@ -225,6 +236,8 @@ pub struct Pipeline {
     authenticator: Option<Authenticator>,
     /// The process's rate limits (plans, the guessing throttle).
     limiter: Arc<Limiter>,
+    /// The process's response cache.
+    pub(crate) cache: Arc<crate::cache::Cache>,
     dropped_headers: Counter,
 }
 
@@ -241,7 +254,13 @@ impl Pipeline {
         upstreams: &Upstreams,
         state: &EdgeState,
     ) -> Result<Self, ConfigError> {
-        let routes = RouteTable::new(config, table, upstreams, state.limiter.store())?;
+        let routes = RouteTable::new(
+            config,
+            table,
+            upstreams,
+            state.limiter.store(),
+            state.cache.has_redis(),
+        )?;
         let authenticator = state.authenticator.clone();
         let limiter = state.limiter.clone();
         if authenticator.is_none()
@@ -266,6 +285,7 @@ impl Pipeline {
             routes,
             authenticator,
             limiter,
+            cache: state.cache.clone(),
             dropped_headers,
         })
     }

@@ -65,18 +65,23 @@ impl Front {
                             std::borrow::Cow::Owned(path) => Some(path),
                             std::borrow::Cow::Borrowed(_) => None,
                         };
-                        let pass = match inspected.route {
-                            Route::Pass(route) => Some(route.clone()),
-                            Route::Router(_) | Route::OtherMethod => None,
+                        let (pass, cache) = match inspected.route {
+                            Route::Pass(route) => (
+                                Some(route.clone()),
+                                route.access.as_ref().and_then(|a| a.cache()).cloned(),
+                            ),
+                            Route::Router(rule) => (None, rule.and_then(|a| a.cache()).cloned()),
+                            Route::OtherMethod => (None, None),
                         };
-                        Verdict::Admit((admitted, path, pass, inspected.facts.underscores > 0))
+                        let underscores = inspected.facts.underscores > 0;
+                        Verdict::Admit((admitted, path, pass, underscores, cache))
                     }
                     Verdict::Refuse(error) => Verdict::Refuse(error),
                     Verdict::Answer(response) => Verdict::Answer(response),
                 }
             }
         };
-        let (admitted, path, pass, underscores) = match verdict {
+        let (admitted, path, pass, underscores, cache) = match verdict {
             Verdict::Admit(admitted) => admitted,
             Verdict::Refuse(error) => return finish(outbound, error.into_response()),
             Verdict::Answer(response) => return finish(outbound, response),
@@ -106,22 +111,66 @@ impl Front {
         if let Some(route) = pass {
             parts.extensions.insert(Forwarding { route, admitted, id: outbound.id().clone() });
         }
-        let limit = usize::try_from(pipeline.limits.max_body_bytes).unwrap_or(usize::MAX);
-        let request =
-            Request::from_parts(parts, Body::new(http_body_util::Limited::new(body, limit)));
-
-        let work = futures::FutureExt::map(inner.oneshot(request), |served| match served {
-            Ok(response) => response,
-            Err(infallible) => match infallible {},
+        // A GET or HEAD on a cached route goes through the cache step (WebSocket upgrades and
+        // requests with a body never do).
+        let cache = cache.filter(|_| {
+            matches!(parts.method, http::Method::GET | http::Method::HEAD)
+                && !parts.headers.contains_key(http::header::UPGRADE)
+                && http_body::Body::size_hint(&body).exact() == Some(0)
         });
-        let work = crate::access::within(principal, work);
+        let personal = principal.is_some() && cache.is_none();
+        let work = match cache {
+            None => {
+                let limit = usize::try_from(pipeline.limits.max_body_bytes).unwrap_or(usize::MAX);
+                let request = Request::from_parts(
+                    parts,
+                    Body::new(http_body_util::Limited::new(body, limit)),
+                );
+                let work = futures::FutureExt::map(inner.oneshot(request), |served| match served {
+                    Ok(response) => response,
+                    Err(infallible) => match infallible {},
+                });
+                futures::future::Either::Left(crate::access::within(principal, work))
+            }
+            Some(policy) => {
+                let (gateway, store) = (pipeline.gateway, pipeline.cache.clone());
+                let fetch = fetch(inner, principal.clone());
+                let served = store.serve(gateway, policy, parts, principal, deadline, fetch);
+                futures::future::Either::Right(Box::pin(served))
+            }
+        };
         let work = crate::deadline::within(deadline, work);
         let work = limits::with_deadline(pipeline.limits.request_timeout, work);
         let work =
             request_id::scope(outbound.id().clone(), work).instrument(outbound.span().clone());
-        let response = crate::rescue::normalise(work.await).await;
+        let mut response = crate::rescue::normalise(work.await).await;
+        // A response for a verified caller that no cache policy covers is theirs alone: no
+        // shared cache (a CDN, a proxy) may keep it unless the handler said otherwise.
+        let headers = response.headers_mut();
+        headers.remove(crate::cache::TAG_HEADER);
+        if personal && !headers.contains_key(http::header::CACHE_CONTROL) {
+            headers.insert(http::header::CACHE_CONTROL, PRIVATE.clone());
+        }
         finish(outbound, response)
     }
+}
+
+/// `Cache-Control` of a personal response.
+static PRIVATE: http::HeaderValue = http::HeaderValue::from_static("private, no-store");
+
+/// The cache's fetch on this router: the handler, under the caller's scope and a deadline.
+fn fetch(inner: Router, principal: Option<Arc<crate::auth::Principal>>) -> crate::cache::Fetch {
+    Arc::new(move |request, deadline| {
+        let inner = inner.clone();
+        let work = futures::FutureExt::map(inner.oneshot(request), |served| match served {
+            Ok(response) => response,
+            Err(infallible) => match infallible {},
+        });
+        let work = crate::access::within(principal.clone(), work);
+        Box::pin(async move {
+            crate::rescue::normalise(crate::deadline::within(deadline, work).await).await
+        })
+    })
 }
 
 /// What a pass-through handler on the router needs from the pipeline.

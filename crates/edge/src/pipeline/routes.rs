@@ -98,6 +98,7 @@ impl RouteTable {
         mut table: AccessTable,
         upstreams: &Upstreams,
         store: Option<&Arc<crate::ratelimit::RedisStore>>,
+        has_redis: bool,
     ) -> Result<Self, ConfigError> {
         // Each named route gets its policy; a policy naming no route is a typo.
         let limits: std::collections::HashMap<&str, Arc<RouteLimit>> = config
@@ -109,12 +110,35 @@ impl RouteTable {
             })
             .collect();
         let mut named: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut failed = None;
         let mut attach = |access: &mut Access| {
-            if let Some(name) = access.name() {
-                named.insert(name.to_owned());
-                if let Some(limit) = limits.get(name) {
+            let name = access.name().map(str::to_owned);
+            if let Some(name) = &name {
+                named.insert(name.clone());
+                if let Some(limit) = limits.get(name.as_str()) {
                     access.set_limit(limit.clone());
                 }
+            }
+            // The config's cache policy of a named route, else the one its code gives.
+            let configured = name
+                .as_ref()
+                .and_then(|name| config.routes_policy.get(name))
+                .and_then(|policy| policy.cache.as_ref());
+            let Some(cache) = configured.or(access.cache_config()).cloned() else { return };
+            let name = name.unwrap_or_else(|| "unnamed".to_owned());
+            let key = format!("routes_policy.{name}.cache");
+            let policy = crate::cache::RoutePolicy::new(&name, &cache, &key).and_then(|policy| {
+                if policy.uses_redis() && !has_redis {
+                    return Err(ConfigError::Invalid {
+                        key: format!("{key}.store"),
+                        message: "`redis` needs a [redis] section".into(),
+                    });
+                }
+                Ok(policy)
+            });
+            match policy {
+                Ok(policy) => access.set_cache(Arc::new(policy)),
+                Err(error) => failed = failed.take().or(Some(error)),
             }
         };
         table.rules_mut().for_each(&mut attach);
@@ -171,6 +195,9 @@ impl RouteTable {
                 insert(&mut paths, &pattern, Entry::Pass(index), || format!("{key}.path"))?;
             }
             pass.push(route);
+        }
+        if let Some(error) = failed {
+            return Err(error);
         }
         if let Some(name) = config.routes_policy.keys().find(|name| !named.contains(*name)) {
             return Err(ConfigError::Invalid {

@@ -24,8 +24,8 @@ use serde::Deserialize;
 
 pub(crate) use self::gcra::Rate;
 pub(crate) use self::redis::RedisStore;
-pub use crate::redis_store::RedisConfig;
 use self::redis::{Ask, Unavailable};
+pub use crate::redis_store::RedisConfig;
 
 use crate::{
     auth::{Principal, PrincipalKind},
@@ -151,6 +151,8 @@ pub(crate) fn validate(
 pub struct RoutePolicyConfig {
     /// The route's own rate limit.
     pub rate_limit: Option<RouteLimitConfig>,
+    /// Caching of the route's responses.
+    pub cache: Option<crate::cache::RouteCacheConfig>,
 }
 
 /// A route's rate limit: `{ per = "address", rate = 20, burst = 40 }`.

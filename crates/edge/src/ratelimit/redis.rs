@@ -8,8 +8,8 @@
 use std::{sync::Arc, time::Duration};
 
 use super::Stored;
-pub(crate) use crate::redis_store::Unavailable;
 use crate::redis_store::Link;
+pub(crate) use crate::redis_store::Unavailable;
 
 /// Every limit of one request in one round trip: GCRA and the day's count of each, on Redis's
 /// clock. The request is admitted only if every limit admits it, and only then counted in each.
@@ -157,4 +157,3 @@ impl RedisStore {
             .collect())
     }
 }
-

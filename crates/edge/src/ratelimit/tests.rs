@@ -198,7 +198,8 @@ async fn two_replicas_sharing_redis_hold_one_limit() {
         BTreeMap::from([("basic".to_owned(), shared(0.001, 20, Some(1000), OnStoreError::Closed))]);
     let replica = || {
         let keys = [("globex", "basic")].into_iter();
-        Limiter::new(&plans, keys, &RateLimitsConfig::default(), Some(&link(&redis)), false).unwrap()
+        Limiter::new(&plans, keys, &RateLimitsConfig::default(), Some(&link(&redis)), false)
+            .unwrap()
     };
     let (a, b) = (replica(), replica());
     let globex = partner("globex");
@@ -238,7 +239,8 @@ async fn a_redis_outage_follows_each_plans_policy_and_recovers_by_itself() {
     ]);
     let keys = [("acme", "open"), ("globex", "closed")].into_iter();
     let limiter =
-        Limiter::new(&plans, keys, &RateLimitsConfig::default(), Some(&link(&redis)), false).unwrap();
+        Limiter::new(&plans, keys, &RateLimitsConfig::default(), Some(&link(&redis)), false)
+            .unwrap();
     let (acme, globex) = (partner("acme"), partner("globex"));
     assert_eq!(limiter.check(&acme).await.unwrap().refused_by, None);
     assert_eq!(limiter.check(&globex).await.unwrap().refused_by, None);

@@ -324,7 +324,12 @@ impl Relay {
         }
         let body_len = facts.content_length.unwrap_or(0);
         let route = match inspected.route {
-            Route::Pass(route) if self.relays => route,
+            // A cached route's requests go through the router path's cache step.
+            Route::Pass(route)
+                if self.relays && route.access.as_ref().is_none_or(|a| a.cache().is_none()) =>
+            {
+                route
+            }
             _ => return Prepare::Routed { head_len, body_len, close: facts.close },
         };
 
