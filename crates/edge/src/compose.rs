@@ -101,12 +101,22 @@ impl Degraded {
 pub struct Composed<T> {
     body: T,
     degraded: Degraded,
+    /// Purge tags of the view (`Cache-Tag`), for the cache step; never sent to clients.
+    tags: Vec<String>,
 }
 
 impl<T> Composed<T> {
     /// Wraps a client view and the parts it lacks.
     pub fn new(body: T, degraded: Degraded) -> Self {
-        Self { body, degraded }
+        Self { body, degraded, tags: Vec::new() }
+    }
+
+    /// Tags the view for purges, e.g. `product:p-00042`: a cached copy is dropped by
+    /// `POST /_portico/cache/purge?tag=product:p-00042` (on every replica with the Redis tier).
+    #[must_use]
+    pub fn tagged(mut self, tag: impl Into<String>) -> Self {
+        self.tags.push(tag.into());
+        self
     }
 }
 
@@ -117,6 +127,11 @@ impl<T: Serialize> IntoResponse for Composed<T> {
             && let Ok(value) = HeaderValue::from_str(&self.degraded.0.join(","))
         {
             response.headers_mut().insert(DEGRADED_HEADER, value);
+        }
+        if !self.tags.is_empty()
+            && let Ok(value) = HeaderValue::from_str(&self.tags.join(", "))
+        {
+            response.headers_mut().insert(crate::cache::TAG_HEADER, value);
         }
         response
     }

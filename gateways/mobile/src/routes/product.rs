@@ -83,7 +83,7 @@ pub async fn product(
         name: product.name,
         degraded: degraded.clone(),
     };
-    Ok(Composed::new(FieldSet::project(fields.as_ref(), &view)?, degraded))
+    Ok(Composed::new(FieldSet::project(fields.as_ref(), &view)?, degraded).tagged(format!("product:{id}")))
 }
 
 async fn stock_of(state: &AppState, sku: String) -> Result<u32, EdgeError> {

@@ -96,7 +96,7 @@ pub async fn product_page(
         recommendations,
         degraded: degraded.clone(),
     };
-    Ok(Composed::new(view, degraded))
+    Ok(Composed::new(view, degraded).tagged(format!("product:{id}")))
 }
 
 async fn stock_of(state: &AppState, sku: String) -> Result<Stock, EdgeError> {
