@@ -157,8 +157,6 @@ pub(crate) fn admitted(gateway: &'static str, limit: &'static str) {
 /// Cached-route requests by gateway, route and outcome (`hit`, `miss`, `coalesced`, `stale`,
 /// `stale_if_error`, `uncacheable`).
 pub const CACHE_REQUESTS: &str = "portico_cache_requests_total";
-/// Misses that waited for another request's fetch of the same key.
-pub const CACHE_COALESCED: &str = "portico_cache_coalesced_total";
 /// Entries the in-process tier evicted to stay within its bound.
 pub const CACHE_EVICTIONS: &str = "portico_cache_evictions_total";
 /// Entries purged from the in-process tier.
@@ -169,19 +167,6 @@ pub const CACHE_BYTES: &str = "portico_cache_bytes";
 pub const CACHE_REDIS_BYTES: &str = "portico_cache_redis_written_bytes_total";
 /// Redis tier operations that failed or were skipped (the local tier served alone), by op.
 pub const CACHE_STORE_ERRORS: &str = "portico_cache_store_errors_total";
-
-pub(crate) fn cache_outcome(
-    gateway: &'static str,
-    route: &std::sync::Arc<str>,
-    outcome: &'static str,
-) {
-    metrics::counter!(CACHE_REQUESTS, "gateway" => gateway, "route" => route.clone(), "outcome" => outcome)
-        .increment(1);
-}
-
-pub(crate) fn cache_coalesced(gateway: &'static str) {
-    metrics::counter!(CACHE_COALESCED, "gateway" => gateway).increment(1);
-}
 
 pub(crate) fn cache_evicted() {
     metrics::counter!(CACHE_EVICTIONS).increment(1);
@@ -206,7 +191,6 @@ pub(crate) fn cache_store_error(op: &'static str) {
 fn describe_cache_metrics() {
     use metrics::{describe_counter, describe_gauge};
     describe_counter!(CACHE_REQUESTS, "Requests on cached routes, by route and outcome");
-    describe_counter!(CACHE_COALESCED, "Misses that waited for another request's fetch");
     describe_counter!(CACHE_EVICTIONS, "Entries evicted from the in-process tier by its bound");
     describe_counter!(CACHE_PURGED, "Entries purged from the in-process tier");
     describe_gauge!(CACHE_BYTES, "Bytes held by the in-process cache tier");

@@ -25,6 +25,8 @@ pub(crate) struct Entry {
     bodies: [Bytes; 3],
     /// The strong validator of the identity body; each coding appends its own suffix.
     etag: String,
+    /// `ETag` of each coding (identity, gzip, br).
+    etags: [HeaderValue; 3],
     /// When it was stored, in ms since the Unix epoch.
     pub(crate) stored_ms: u64,
     /// How long it is fresh; then usable stale for `stale_while_revalidate` and
@@ -80,6 +82,7 @@ impl Entry {
         Self {
             headers: parts.headers,
             bodies: [parts.body, gzip, br],
+            etags: etags(&hash),
             etag: hash,
             stored_ms: now_ms(),
             fresh: parts.fresh,
@@ -109,14 +112,12 @@ impl Entry {
 
     /// The strong `ETag` of one coding: each coding is its own representation (RFC 9110
     /// §8.8.3.3).
-    pub(crate) fn etag(&self, coding: Coding) -> HeaderValue {
-        let suffix = match coding {
-            Coding::Identity => "",
-            Coding::Gzip => "-gz",
-            Coding::Br => "-br",
-        };
-        HeaderValue::try_from(format!("\"{}{suffix}\"", self.etag))
-            .unwrap_or(HeaderValue::from_static("\"portico\""))
+    pub(crate) fn etag(&self, coding: Coding) -> &HeaderValue {
+        match coding {
+            Coding::Identity => &self.etags[0],
+            Coding::Gzip => &self.etags[1],
+            Coding::Br => &self.etags[2],
+        }
     }
 
     /// Bytes it holds, for the tier's bound.
@@ -205,6 +206,7 @@ impl Entry {
         Some(Self {
             headers,
             bodies,
+            etags: etags(&head.etag),
             etag: head.etag,
             stored_ms: head.stored_ms,
             fresh: Duration::from_millis(head.fresh_ms),
@@ -230,6 +232,14 @@ struct Head {
     tags: Vec<String>,
     path: String,
     lengths: [usize; 3],
+}
+
+/// The `ETag`s of a body's codings: its hash, and a suffix per compressed coding.
+fn etags(hash: &str) -> [HeaderValue; 3] {
+    ["", "-gz", "-br"].map(|suffix| {
+        HeaderValue::try_from(format!("\"{hash}{suffix}\""))
+            .unwrap_or(HeaderValue::from_static("\"portico\""))
+    })
 }
 
 fn compressible(content_type: &[u8]) -> bool {

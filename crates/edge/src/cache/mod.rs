@@ -27,7 +27,6 @@ use std::{
     collections::HashMap,
     fmt::Write as _,
     future::Future,
-    pin::Pin,
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
@@ -48,6 +47,7 @@ use self::{
     http::{Coding, Directives},
 };
 use crate::{auth::Principal, error::EdgeError, ratelimit::Store, redis_store::Link};
+use metrics::Counter;
 
 /// The response header by which a handler or upstream tags what it answered, for purges
 /// (`Cache-Tag: product:42, catalog`). Never sent on to clients.
@@ -131,13 +131,28 @@ impl RouteCacheConfig {
     }
 }
 
-/// A named route's cache policy, ready to use.
+/// A named route's cache policy, ready to use: its headers and counters made once.
 pub struct RoutePolicy {
+    gateway: &'static str,
     name: Arc<str>,
     config: RouteCacheConfig,
     vary: Vec<HeaderName>,
     /// `Vary` towards clients: `Accept-Encoding` and the declared headers.
     vary_header: HeaderValue,
+    /// `Cache-Control` towards clients: for an entry shared by callers, and for a caller's own.
+    public: HeaderValue,
+    private: HeaderValue,
+    counters: Counters,
+}
+
+/// A route's requests by outcome (`portico_cache_requests_total`).
+struct Counters {
+    hit: Counter,
+    miss: Counter,
+    coalesced: Counter,
+    stale: Counter,
+    stale_if_error: Counter,
+    uncacheable: Counter,
 }
 
 impl std::fmt::Debug for RoutePolicy {
@@ -155,8 +170,9 @@ impl PartialEq for RoutePolicy {
 impl Eq for RoutePolicy {}
 
 impl RoutePolicy {
-    /// The policy of the route `name`; `key` names it in a config error.
+    /// The policy of the route `name` of `gateway`; `key` names it in a config error.
     pub(crate) fn new(
+        gateway: &'static str,
         name: &str,
         config: &RouteCacheConfig,
         key: &str,
@@ -182,12 +198,34 @@ impl RoutePolicy {
             let _ = write!(vary_header, ", {header}");
             vary.push(header);
         }
+        let control = |visibility: &str| {
+            let max_age = config.client_max_age.as_secs();
+            HeaderValue::try_from(format!("{visibility}, max-age={max_age}, must-revalidate"))
+                .unwrap_or(HeaderValue::from_static("no-cache"))
+        };
+        let name: Arc<str> = name.into();
+        let counter = |outcome: &'static str| {
+            metrics::counter!(crate::metrics::CACHE_REQUESTS, "gateway" => gateway,
+                "route" => name.clone(), "outcome" => outcome)
+        };
+        let counters = Counters {
+            hit: counter("hit"),
+            miss: counter("miss"),
+            coalesced: counter("coalesced"),
+            stale: counter("stale"),
+            stale_if_error: counter("stale_if_error"),
+            uncacheable: counter("uncacheable"),
+        };
         Ok(Self {
-            name: name.into(),
+            gateway,
             config: config.clone(),
             vary,
             vary_header: HeaderValue::try_from(vary_header)
                 .unwrap_or(HeaderValue::from_static("Accept-Encoding")),
+            public: control("public"),
+            private: control("private"),
+            counters,
+            name,
         })
     }
 
@@ -196,13 +234,30 @@ impl RoutePolicy {
     }
 }
 
-/// A fetch of the route's response: the handler (or the upstream, through the forwarding
-/// handler) under the request's scope, with its deadline.
-pub(crate) type Fetch = Arc<
-    dyn Fn(Request, tokio::time::Instant) -> Pin<Box<dyn Future<Output = Response> + Send>>
-        + Send
-        + Sync,
->;
+/// How a cached route's response is fetched: its handler (or the upstream, through the
+/// forwarding handler) on this router, under the caller's scope, with a deadline.
+#[derive(Clone)]
+pub(crate) struct Fetcher {
+    pub(crate) router: axum::Router,
+    pub(crate) principal: Option<Arc<Principal>>,
+}
+
+impl Fetcher {
+    fn fetch(
+        &self,
+        request: Request,
+        deadline: tokio::time::Instant,
+    ) -> impl Future<Output = Response> + Send + 'static {
+        use tower::ServiceExt as _;
+        let work =
+            futures::FutureExt::map(self.router.clone().oneshot(request), |served| match served {
+                Ok(response) => response,
+                Err(infallible) => match infallible {},
+            });
+        let work = crate::access::within(self.principal.clone(), work);
+        async move { crate::rescue::normalise(crate::deadline::within(deadline, work).await).await }
+    }
+}
 
 /// What a fetch in flight ends with, for the requests waiting on it: the stored entry, or
 /// `None` when the response could not be stored (each waiter then fetches its own).
@@ -239,15 +294,14 @@ enum Outcome {
     },
 }
 
-/// What one request asks of the cache.
-struct Ask {
-    gateway: &'static str,
+/// How one request is answered from an entry: its policy, whose entry it is, the coding it
+/// prefers, its validators, and whether it is a HEAD.
+struct Reply {
     policy: Arc<RoutePolicy>,
-    key: Arc<str>,
     personal: bool,
     coding: Coding,
-    /// The client's headers, for `If-None-Match`.
-    headers: HeaderMap,
+    /// Its `If-None-Match` values.
+    validators: Vec<HeaderValue>,
     head: bool,
 }
 
@@ -278,58 +332,59 @@ impl Cache {
         self.redis.is_some()
     }
 
-    /// Serves a GET or HEAD on a cached route: from a tier, or by `fetch` (one per key at a
+    /// Serves a GET or HEAD on a cached route: from a tier, or by `fetcher` (one per key at a
     /// time in this process), storing what may be stored. `principal`: the verified caller.
     pub(crate) async fn serve(
         self: Arc<Self>,
-        gateway: &'static str,
         policy: Arc<RoutePolicy>,
         parts: ::http::request::Parts,
         principal: Option<Arc<Principal>>,
         deadline: tokio::time::Instant,
-        fetch: Fetch,
+        fetcher: Fetcher,
     ) -> Response {
+        let personal = principal.is_some() && !policy.config.shared;
+        let key = self.key(&policy, &parts, principal.as_deref().filter(|_| personal));
+        let reply = Reply {
+            coding: Coding::negotiate(&parts.headers),
+            head: parts.method == Method::HEAD,
+            validators: parts.headers.get_all(header::IF_NONE_MATCH).iter().cloned().collect(),
+            policy,
+            personal,
+        };
+        // A fresh hit in this process: nothing more to prepare.
+        if let Some(entry) = self.local.get(key.as_str())
+            && entry.freshness() == Freshness::Fresh
+        {
+            return reply.respond(&entry, Outcome::Hit);
+        }
         if let Some(redis) = &self.redis {
             redis.subscribe(&self);
         }
-        let personal = principal.is_some() && !policy.config.shared;
-        let key = self.key(gateway, &policy, &parts, principal.as_deref().filter(|_| personal));
-        let ask = Ask {
-            gateway,
-            coding: Coding::negotiate(&parts.headers),
-            head: parts.method == Method::HEAD,
-            headers: parts.headers.clone(),
-            policy,
-            key,
-            personal,
-        };
-        let template = fetch_request(&ask.policy, personal, parts);
+        let key: Arc<str> = key.into();
+        let template = fetch_request(&reply.policy, personal, &parts);
 
         let mut stale = None;
         let mut collapsed = false;
         loop {
-            if let Some(entry) = self.lookup(&ask.key, &ask.policy).await {
+            if let Some(entry) = self.lookup(&key, &reply.policy).await {
                 match entry.freshness() {
-                    Freshness::Fresh => return ask.respond(&entry, Outcome::Hit),
+                    Freshness::Fresh => return reply.respond(&entry, Outcome::Hit),
                     Freshness::Revalidate => {
-                        self.refresh(&ask, &template, &fetch);
-                        return ask.respond(&entry, Outcome::Stale);
+                        self.refresh(&reply.policy, &key, &template, &fetcher);
+                        return reply.respond(&entry, Outcome::Stale);
                     }
                     Freshness::IfError => stale = Some(entry),
                     Freshness::Expired => {}
                 }
             }
             // A miss: wait for the fetch in flight, or make it.
-            match self.join(&ask.key) {
+            match self.join(&key) {
                 Err(mut flight) => {
-                    if !collapsed {
-                        crate::metrics::cache_coalesced(gateway);
-                    }
                     collapsed = true;
                     let ended = flight.wait_for(Option::is_some).await.map(|e| e.clone());
                     match ended {
                         Ok(Some(Some(entry))) => {
-                            return ask.respond(&entry, Outcome::Miss { collapsed });
+                            return reply.respond(&entry, Outcome::Miss { collapsed });
                         }
                         // Not storable: this request fetches its own.
                         Ok(_) => break,
@@ -338,18 +393,18 @@ impl Cache {
                     }
                 }
                 Ok(leader) => {
-                    let response = fetch(clone_request(&template), deadline).await;
-                    let stored = self.store(&ask, response).await;
+                    let response = fetcher.fetch(clone_request(&template), deadline).await;
+                    let stored = self.store(&reply.policy, &key, response).await;
                     leader.end(stored.as_ref().ok().cloned());
                     return match stored {
-                        Ok(entry) => ask.respond(&entry, Outcome::Miss { collapsed }),
-                        Err(response) => ask.unstored(response, stale.as_deref()),
+                        Ok(entry) => reply.respond(&entry, Outcome::Miss { collapsed }),
+                        Err(response) => reply.unstored(response, stale.as_deref()),
                     };
                 }
             }
         }
-        let response = fetch(clone_request(&template), deadline).await;
-        ask.unstored(response, stale.as_deref())
+        let response = fetcher.fetch(clone_request(&template), deadline).await;
+        reply.unstored(response, stale.as_deref())
     }
 
     /// `Ok`: this request fetches for `key` (others wait for it); `Err`: the fetch in flight to
@@ -365,22 +420,22 @@ impl Cache {
     }
 
     /// Refreshes a stale entry in the background, unless a fetch for it is in flight.
-    fn refresh(self: &Arc<Self>, ask: &Ask, template: &Request, fetch: &Fetch) {
-        let Ok(leader) = self.join(&ask.key) else { return };
-        let ask = Ask {
-            headers: HeaderMap::new(),
-            policy: ask.policy.clone(),
-            key: ask.key.clone(),
-            ..*ask
-        };
+    fn refresh(
+        self: &Arc<Self>,
+        policy: &Arc<RoutePolicy>,
+        key: &Arc<str>,
+        template: &Request,
+        fetcher: &Fetcher,
+    ) {
+        let Ok(leader) = self.join(key) else { return };
         let request = clone_request(template);
-        let (cache, fetch) = (self.clone(), fetch.clone());
-        let timeout = REFRESH_TIMEOUT;
+        let (cache, fetcher, policy, key) =
+            (self.clone(), fetcher.clone(), policy.clone(), key.clone());
         tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + timeout;
-            let fetched = tokio::time::timeout_at(deadline, fetch(request, deadline)).await;
+            let deadline = tokio::time::Instant::now() + REFRESH_TIMEOUT;
+            let fetched = tokio::time::timeout_at(deadline, fetcher.fetch(request, deadline)).await;
             let stored = match fetched {
-                Ok(response) => cache.store(&ask, response).await.ok(),
+                Ok(response) => cache.store(&policy, &key, response).await.ok(),
                 Err(_elapsed) => None,
             };
             leader.end(stored);
@@ -403,8 +458,13 @@ impl Cache {
 
     /// Stores `response` when it may be: `Ok` with the entry, or `Err` with the response as it
     /// came (its body whole), for the client alone.
-    async fn store(&self, ask: &Ask, response: Response) -> Result<Arc<Entry>, Response> {
-        let Some(fresh) = storable(&ask.policy, &response) else {
+    async fn store(
+        &self,
+        policy: &RoutePolicy,
+        key: &Arc<str>,
+        response: Response,
+    ) -> Result<Arc<Entry>, Response> {
+        let Some(fresh) = storable(policy, &response) else {
             return Err(response);
         };
         let (parts, body) = response.into_parts();
@@ -431,14 +491,14 @@ impl Cache {
             headers,
             body,
             fresh,
-            stale_while_revalidate: ask.policy.config.stale_while_revalidate,
-            stale_if_error: ask.policy.config.stale_if_error,
+            stale_while_revalidate: policy.config.stale_while_revalidate,
+            stale_if_error: policy.config.stale_if_error,
             tags,
-            path: path_of(&ask.key),
+            path: path_of(key),
         }));
-        self.local.insert(ask.key.clone(), entry.clone());
-        if let Some(redis) = self.redis.as_ref().filter(|_| ask.policy.uses_redis()) {
-            redis.put(&ask.key, entry.clone());
+        self.local.insert(key.clone(), entry.clone());
+        if let Some(redis) = self.redis.as_ref().filter(|_| policy.uses_redis()) {
+            redis.put(key, entry.clone());
         }
         crate::metrics::cache_bytes(self.local.weighted_size());
         Ok(entry)
@@ -447,17 +507,18 @@ impl Cache {
     /// The key of a request: every part length-prefixed, so no part can pass for another.
     fn key(
         &self,
-        gateway: &str,
         policy: &RoutePolicy,
         parts: &::http::request::Parts,
         caller: Option<&Principal>,
-    ) -> Arc<str> {
-        let mut key = String::with_capacity(160);
+    ) -> String {
+        let mut key = String::with_capacity(128);
         let mut part = |value: &str| {
-            let _ = write!(key, "{}:{value}|", value.len());
+            let _ = write!(key, "{}:", value.len());
+            key.push_str(value);
+            key.push('|');
         };
         part(self.version);
-        part(gateway);
+        part(policy.gateway);
         part(&policy.name);
         let host = parts
             .uri
@@ -465,16 +526,35 @@ impl Cache {
             .map(|a| a.as_str())
             .or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
             .unwrap_or("");
-        part(&host.to_ascii_lowercase());
+        if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            part(&host.to_ascii_lowercase());
+        } else {
+            part(host);
+        }
         part(parts.uri.path());
-        let mut query: Vec<&str> =
-            parts.uri.query().unwrap_or("").split('&').filter(|q| !q.is_empty()).collect();
-        query.sort_unstable();
-        part(&query.join("&"));
+        match parts.uri.query() {
+            Some(query) if query.contains('&') => {
+                let mut pairs: Vec<&str> = query.split('&').filter(|q| !q.is_empty()).collect();
+                pairs.sort_unstable();
+                part(&pairs.join("&"));
+            }
+            Some(query) => part(query),
+            None => part(""),
+        }
         for name in &policy.vary {
-            let values: Vec<&[u8]> =
-                parts.headers.get_all(name).iter().map(HeaderValue::as_bytes).collect();
-            part(&String::from_utf8_lossy(&values.join(&b"\n"[..])));
+            let mut values = parts.headers.get_all(name).iter();
+            match (values.next(), values.next()) {
+                (None, _) => part(""),
+                (Some(one), None) => part(&String::from_utf8_lossy(one.as_bytes())),
+                (Some(first), Some(second)) => {
+                    let all: Vec<&[u8]> = [first, second]
+                        .into_iter()
+                        .chain(values)
+                        .map(HeaderValue::as_bytes)
+                        .collect();
+                    part(&String::from_utf8_lossy(&all.join(&b"\n"[..])));
+                }
+            }
         }
         match caller {
             Some(caller) => {
@@ -485,7 +565,7 @@ impl Cache {
             }
             None => part("-"),
         }
-        key.into()
+        key
     }
 
     /// Drops what `purge` names from this process's tier; the count dropped.
@@ -711,11 +791,7 @@ async fn collect(mut body: Body, max: usize) -> Result<Bytes, Body> {
 
 /// The request a fetch sends: a GET with the route's keyed headers only (and the caller's
 /// credentials when the entry is the caller's own), so nothing outside the key can shape it.
-fn fetch_request(
-    policy: &RoutePolicy,
-    personal: bool,
-    mut parts: ::http::request::Parts,
-) -> Request {
+fn fetch_request(policy: &RoutePolicy, personal: bool, parts: &::http::request::Parts) -> Request {
     let mut headers = HeaderMap::with_capacity(policy.vary.len() + 2);
     let mut keep = |name: &HeaderName| {
         for value in parts.headers.get_all(name) {
@@ -730,9 +806,12 @@ fn fetch_request(
         keep(&header::AUTHORIZATION);
         keep(&HeaderName::from_static("x-api-key"));
     }
-    parts.headers = headers;
-    parts.method = Method::GET;
-    Request::from_parts(parts, Body::empty())
+    let mut request = Request::new(Body::empty());
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = headers;
+    *request.extensions_mut() = parts.extensions.clone();
+    request
 }
 
 fn clone_request(template: &Request) -> Request {
@@ -745,44 +824,46 @@ fn clone_request(template: &Request) -> Request {
     request
 }
 
-impl Ask {
+impl Reply {
     /// The response from `entry`: 304 when the client holds this variant, else the variant.
     fn respond(&self, entry: &Entry, outcome: Outcome) -> Response {
-        let label = match outcome {
-            Outcome::Hit => "hit",
-            Outcome::Stale => "stale",
-            Outcome::StaleIfError => "stale_if_error",
-            Outcome::Miss { collapsed: true } => "coalesced",
-            Outcome::Miss { collapsed: false } => "miss",
-        };
-        crate::metrics::cache_outcome(self.gateway, &self.policy.name, label);
+        let counters = &self.policy.counters;
         let coding = entry.coding(self.coding);
         let etag = entry.etag(coding);
         let age = entry.age().as_secs();
-        let ttl = i128::from(entry.fresh.as_secs() as i64) - i128::from(age as i64);
+        let ttl = i128::from(entry.fresh.as_secs()) - i128::from(age);
         let status = match outcome {
-            Outcome::Hit => format!("portico; hit; ttl={ttl}"),
-            Outcome::Stale => format!("portico; hit; ttl={ttl}; detail=stale-while-revalidate"),
+            Outcome::Hit => {
+                counters.hit.increment(1);
+                format!("portico; hit; ttl={ttl}")
+            }
+            Outcome::Stale => {
+                counters.stale.increment(1);
+                format!("portico; hit; ttl={ttl}; detail=stale-while-revalidate")
+            }
             Outcome::StaleIfError => {
+                counters.stale_if_error.increment(1);
                 format!("portico; fwd=stale; ttl={ttl}; detail=stale-if-error")
             }
-            Outcome::Miss { collapsed: false } => "portico; fwd=miss; stored".to_owned(),
-            Outcome::Miss { collapsed: true } => "portico; fwd=miss; stored; collapsed".to_owned(),
+            Outcome::Miss { collapsed: false } => {
+                counters.miss.increment(1);
+                "portico; fwd=miss; stored".to_owned()
+            }
+            Outcome::Miss { collapsed: true } => {
+                counters.coalesced.increment(1);
+                "portico; fwd=miss; stored; collapsed".to_owned()
+            }
         };
-        let visibility = if self.personal { "private" } else { "public" };
-        let cache_control = format!(
-            "{visibility}, max-age={}, must-revalidate",
-            self.policy.config.client_max_age.as_secs()
-        );
+        let control = if self.personal { &self.policy.private } else { &self.policy.public };
         let mut headers = HeaderMap::with_capacity(entry.headers.len() + 8);
-        let own =
-            |value: String| HeaderValue::try_from(value).unwrap_or(HeaderValue::from_static(""));
         headers.insert(header::ETAG, etag.clone());
-        headers.insert(header::CACHE_CONTROL, own(cache_control));
+        headers.insert(header::CACHE_CONTROL, control.clone());
         headers.insert(header::VARY, self.policy.vary_header.clone());
         headers.insert(header::AGE, HeaderValue::from(age));
-        headers.insert(CACHE_STATUS.clone(), own(status));
-        if http::none_match(&self.headers, etag.to_str().unwrap_or("")) {
+        if let Ok(status) = HeaderValue::try_from(status) {
+            headers.insert(CACHE_STATUS.clone(), status);
+        }
+        if http::none_match(&self.validators, etag) {
             let mut response = StatusCode::NOT_MODIFIED.into_response();
             *response.headers_mut() = headers;
             return response;
@@ -809,7 +890,7 @@ impl Ask {
         {
             return self.respond(stale, Outcome::StaleIfError);
         }
-        crate::metrics::cache_outcome(self.gateway, &self.policy.name, "uncacheable");
+        self.policy.counters.uncacheable.increment(1);
         let (mut parts, body) = response.into_parts();
         parts.headers.remove(TAG_HEADER);
         parts.headers.insert(CACHE_STATUS.clone(), HeaderValue::from_static("portico; fwd=miss"));

@@ -260,6 +260,7 @@ impl Pipeline {
             upstreams,
             state.limiter.store(),
             state.cache.has_redis(),
+            gateway,
         )?;
         let authenticator = state.authenticator.clone();
         let limiter = state.limiter.clone();

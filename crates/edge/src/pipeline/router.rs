@@ -133,9 +133,9 @@ impl Front {
                 futures::future::Either::Left(crate::access::within(principal, work))
             }
             Some(policy) => {
-                let (gateway, store) = (pipeline.gateway, pipeline.cache.clone());
-                let fetch = fetch(inner, principal.clone());
-                let served = store.serve(gateway, policy, parts, principal, deadline, fetch);
+                let fetcher = crate::cache::Fetcher { router: inner, principal: principal.clone() };
+                let served =
+                    pipeline.cache.clone().serve(policy, parts, principal, deadline, fetcher);
                 futures::future::Either::Right(Box::pin(served))
             }
         };
@@ -157,21 +157,6 @@ impl Front {
 
 /// `Cache-Control` of a personal response.
 static PRIVATE: http::HeaderValue = http::HeaderValue::from_static("private, no-store");
-
-/// The cache's fetch on this router: the handler, under the caller's scope and a deadline.
-fn fetch(inner: Router, principal: Option<Arc<crate::auth::Principal>>) -> crate::cache::Fetch {
-    Arc::new(move |request, deadline| {
-        let inner = inner.clone();
-        let work = futures::FutureExt::map(inner.oneshot(request), |served| match served {
-            Ok(response) => response,
-            Err(infallible) => match infallible {},
-        });
-        let work = crate::access::within(principal.clone(), work);
-        Box::pin(async move {
-            crate::rescue::normalise(crate::deadline::within(deadline, work).await).await
-        })
-    })
-}
 
 /// What a pass-through handler on the router needs from the pipeline.
 #[derive(Clone, Debug)]

@@ -99,6 +99,7 @@ impl RouteTable {
         upstreams: &Upstreams,
         store: Option<&Arc<crate::ratelimit::RedisStore>>,
         has_redis: bool,
+        gateway: &'static str,
     ) -> Result<Self, ConfigError> {
         // Each named route gets its policy; a policy naming no route is a typo.
         let limits: std::collections::HashMap<&str, Arc<RouteLimit>> = config
@@ -127,15 +128,16 @@ impl RouteTable {
             let Some(cache) = configured.or(access.cache_config()).cloned() else { return };
             let name = name.unwrap_or_else(|| "unnamed".to_owned());
             let key = format!("routes_policy.{name}.cache");
-            let policy = crate::cache::RoutePolicy::new(&name, &cache, &key).and_then(|policy| {
-                if policy.uses_redis() && !has_redis {
-                    return Err(ConfigError::Invalid {
-                        key: format!("{key}.store"),
-                        message: "`redis` needs a [redis] section".into(),
-                    });
-                }
-                Ok(policy)
-            });
+            let policy =
+                crate::cache::RoutePolicy::new(gateway, &name, &cache, &key).and_then(|policy| {
+                    if policy.uses_redis() && !has_redis {
+                        return Err(ConfigError::Invalid {
+                            key: format!("{key}.store"),
+                            message: "`redis` needs a [redis] section".into(),
+                        });
+                    }
+                    Ok(policy)
+                });
             match policy {
                 Ok(policy) => access.set_cache(Arc::new(policy)),
                 Err(error) => failed = failed.take().or(Some(error)),

@@ -83,7 +83,8 @@ pub async fn product(
         name: product.name,
         degraded: degraded.clone(),
     };
-    Ok(Composed::new(FieldSet::project(fields.as_ref(), &view)?, degraded).tagged(format!("product:{id}")))
+    Ok(Composed::new(FieldSet::project(fields.as_ref(), &view)?, degraded)
+        .tagged(format!("product:{id}")))
 }
 
 async fn stock_of(state: &AppState, sku: String) -> Result<u32, EdgeError> {
