@@ -296,8 +296,8 @@ enum Outcome {
 
 /// How one request is answered from an entry: its policy, whose entry it is, the coding it
 /// prefers, its validators, and whether it is a HEAD.
-struct Reply {
-    policy: Arc<RoutePolicy>,
+struct Reply<'p> {
+    policy: &'p RoutePolicy,
     personal: bool,
     coding: Coding,
     /// Its `If-None-Match` values.
@@ -332,45 +332,51 @@ impl Cache {
         self.redis.is_some()
     }
 
-    /// Serves a GET or HEAD on a cached route: from a tier, or by `fetcher` (one per key at a
-    /// time in this process), storing what may be stored. `principal`: the verified caller.
+    /// A fresh entry of this process for the request, answered at once (`Err`: the request's
+    /// key, for [`Cache::serve`]). `principal`: the verified caller.
+    pub(crate) fn hit(
+        &self,
+        policy: &RoutePolicy,
+        parts: &::http::request::Parts,
+        principal: Option<&Principal>,
+    ) -> Result<Response, String> {
+        let personal = principal.is_some() && !policy.config.shared;
+        let key = self.key(policy, parts, principal.filter(|_| personal));
+        match self.local.get(key.as_str()) {
+            Some(entry) if entry.freshness() == Freshness::Fresh => {
+                Ok(Reply::new(policy, personal, parts).respond(&entry, Outcome::Hit))
+            }
+            _ => Err(key),
+        }
+    }
+
+    /// Serves a GET or HEAD on a cached route that [`Cache::hit`] did not answer: from a tier,
+    /// or by `fetcher` (one per key at a time in this process), storing what may be stored.
     pub(crate) async fn serve(
         self: Arc<Self>,
         policy: Arc<RoutePolicy>,
+        key: String,
         parts: ::http::request::Parts,
         principal: Option<Arc<Principal>>,
         deadline: tokio::time::Instant,
         fetcher: Fetcher,
     ) -> Response {
         let personal = principal.is_some() && !policy.config.shared;
-        let key = self.key(&policy, &parts, principal.as_deref().filter(|_| personal));
-        let reply = Reply {
-            coding: Coding::negotiate(&parts.headers),
-            head: parts.method == Method::HEAD,
-            validators: parts.headers.get_all(header::IF_NONE_MATCH).iter().cloned().collect(),
-            policy,
-            personal,
-        };
-        // A fresh hit in this process: nothing more to prepare.
-        if let Some(entry) = self.local.get(key.as_str())
-            && entry.freshness() == Freshness::Fresh
-        {
-            return reply.respond(&entry, Outcome::Hit);
-        }
+        let reply = Reply::new(&policy, personal, &parts);
         if let Some(redis) = &self.redis {
             redis.subscribe(&self);
         }
         let key: Arc<str> = key.into();
-        let template = fetch_request(&reply.policy, personal, &parts);
+        let template = fetch_request(&policy, personal, &parts);
 
         let mut stale = None;
         let mut collapsed = false;
         loop {
-            if let Some(entry) = self.lookup(&key, &reply.policy).await {
+            if let Some(entry) = self.lookup(&key, &policy).await {
                 match entry.freshness() {
                     Freshness::Fresh => return reply.respond(&entry, Outcome::Hit),
                     Freshness::Revalidate => {
-                        self.refresh(&reply.policy, &key, &template, &fetcher);
+                        self.refresh(&policy, &key, &template, &fetcher);
                         return reply.respond(&entry, Outcome::Stale);
                     }
                     Freshness::IfError => stale = Some(entry),
@@ -394,7 +400,7 @@ impl Cache {
                 }
                 Ok(leader) => {
                     let response = fetcher.fetch(clone_request(&template), deadline).await;
-                    let stored = self.store(&reply.policy, &key, response).await;
+                    let stored = self.store(&policy, &key, response).await;
                     leader.end(stored.as_ref().ok().cloned());
                     return match stored {
                         Ok(entry) => reply.respond(&entry, Outcome::Miss { collapsed }),
@@ -824,7 +830,17 @@ fn clone_request(template: &Request) -> Request {
     request
 }
 
-impl Reply {
+impl<'p> Reply<'p> {
+    fn new(policy: &'p RoutePolicy, personal: bool, parts: &::http::request::Parts) -> Self {
+        Self {
+            policy,
+            personal,
+            coding: Coding::negotiate(&parts.headers),
+            head: parts.method == Method::HEAD,
+            validators: parts.headers.get_all(header::IF_NONE_MATCH).iter().cloned().collect(),
+        }
+    }
+
     /// The response from `entry`: 304 when the client holds this variant, else the variant.
     fn respond(&self, entry: &Entry, outcome: Outcome) -> Response {
         let counters = &self.policy.counters;

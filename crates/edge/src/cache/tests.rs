@@ -209,6 +209,9 @@ async fn a_composed_page_is_fetched_once_then_served_with_its_validators() {
     assert_eq!(second.header("cache-control"), Some("public, max-age=0, must-revalidate"));
     assert_eq!(second.header("vary"), Some("Accept-Encoding, accept-language"));
     assert!(second.header("age").is_some());
+    // The normalised path is the key: dot-segments and doubled slashes find the same entry.
+    let dotted = send(&router, get("/page/x/../1")).await;
+    assert!(dotted.header("cache-status").unwrap().contains("hit"), "{:?}", dotted.headers);
     // Another query is another entry; the same query in another order is the same one.
     send(&router, get("/page/1?b=2&a=1")).await;
     send(&router, get("/page/1?a=1&b=2")).await;
@@ -591,4 +594,25 @@ async fn replicas_share_the_redis_tier_and_its_purges_and_survive_its_outage() {
     }
     assert!(started.elapsed() < Duration::from_secs(5));
     let _: () = ::redis::cmd("DEL").arg(&keys).query_async(&mut connection).await.unwrap_or(());
+}
+
+#[tokio::test]
+async fn a_hit_still_passes_the_rate_limits() {
+    let f = fixture(
+        "[[routes]]\npath = \"/limited\"\nupstream = \"catalog\"\naccess = \"public\"\n\
+         name = \"limited\"\n\
+         [routes_policy.limited]\ncache = { ttl = \"60s\" }\n\
+         rate_limit = { per = \"address\", rate = 0.001, burst = 2 }",
+    )
+    .await;
+    let router = f.gateway.router();
+    let first = send(&router, get("/limited/a")).await;
+    let second = send(&router, get("/limited/a")).await;
+    assert!(second.header("cache-status").unwrap().contains("hit"));
+    assert!(second.header("ratelimit").unwrap().contains("r=0"), "{:?}", second.headers);
+    assert_eq!((first.status, second.status), (StatusCode::OK, StatusCode::OK));
+    // The entry is there, but the limit is spent: the cache never answers past it.
+    let third = send(&router, get("/limited/a")).await;
+    third.assert_problem(429, "rate_limited");
+    assert_eq!(f.backend.calls(), 1);
 }

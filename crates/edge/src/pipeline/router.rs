@@ -133,9 +133,14 @@ impl Front {
                 futures::future::Either::Left(crate::access::within(principal, work))
             }
             Some(policy) => {
+                // A fresh hit in this process is answered at once: no fetch to wrap or time.
+                let key = match pipeline.cache.hit(&policy, &parts, principal.as_deref()) {
+                    Ok(hit) => return finish(outbound, hit),
+                    Err(key) => key,
+                };
                 let fetcher = crate::cache::Fetcher { router: inner, principal: principal.clone() };
-                let served =
-                    pipeline.cache.clone().serve(policy, parts, principal, deadline, fetcher);
+                let cache = pipeline.cache.clone();
+                let served = cache.serve(policy, key, parts, principal, deadline, fetcher);
                 futures::future::Either::Right(Box::pin(served))
             }
         };
