@@ -557,3 +557,35 @@ async fn edge_behaviour_and_documents() {
     // Public: a token is optional.
     assert_eq!(doc["paths"]["/api/search"]["get"]["security"], json!([{}, {"bearer": []}]));
 }
+
+#[tokio::test]
+async fn the_product_page_is_cached_tagged_and_purged_by_its_product() {
+    let backends = Backends::healthy().await;
+    let http: Vec<(&str, &str)> = ["catalog", "reviews", "recommendations", "orders"]
+        .into_iter()
+        .map(|n| (n, backends.urls[n].as_str()))
+        .collect();
+    let mut toml = gateway_toml(&http, &[("inventory", &backends.urls["inventory"])]);
+    toml.push_str(&backends.identity.auth_toml("web", false));
+    toml.push_str("\n[routes_policy.\"web.product\"]\ncache = { ttl = \"60s\" }\n");
+    // One gateway (one process's cache) for every request.
+    let app = crate::app(&GatewayConfig::from_toml(&toml).unwrap()).unwrap().into_router();
+    let first = call(app.clone(), get_req("/api/products/p-00001")).await;
+    assert_eq!(first.header("cache-status"), Some("portico; fwd=miss; stored"));
+    assert!(first.header("cache-tag").is_none(), "purge tags stay in the gateway");
+    let second = call(app.clone(), get_req("/api/products/p-00001")).await;
+    assert!(second.header("cache-status").unwrap().starts_with("portico; hit"));
+    assert_eq!(first.body, second.body);
+    let purge = |tag: &str| {
+        let mut request =
+            Request::post(format!("/_portico/cache/purge?tag={tag}")).body(Body::empty()).unwrap();
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from(([127, 0, 0, 1], 1))));
+        call(app.clone(), request)
+    };
+    assert_eq!(purge("product:p-00002").await.json()["purged"], 0, "another product's tag");
+    assert_eq!(purge("product:p-00001").await.json()["purged"], 1);
+    let third = call(app.clone(), get_req("/api/products/p-00001")).await;
+    assert_eq!(third.header("cache-status"), Some("portico; fwd=miss; stored"));
+}
