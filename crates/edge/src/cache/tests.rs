@@ -71,6 +71,7 @@ impl Backend {
             "/items/vary-cookie" => set(&mut response, "vary", "Cookie"),
             "/items/short" => set(&mut response, "cache-control", "s-maxage=0"),
             "/items/tagged" => set(&mut response, "cache-tag", "product:42, catalog"),
+            "/items/degraded" => set(&mut response, "portico-degraded", "recommendations"),
             _ => {}
         }
         response
@@ -324,7 +325,14 @@ async fn a_header_outside_the_key_never_reaches_the_handler() {
 async fn what_may_not_be_stored_is_passed_on_and_fetched_again() {
     let f = fixture("").await;
     let router = f.gateway.router();
-    for path in ["/items/private", "/items/cookie", "/items/vary-cookie", "/items/short"] {
+    let unstorable = [
+        "/items/private",
+        "/items/cookie",
+        "/items/vary-cookie",
+        "/items/short",
+        "/items/degraded",
+    ];
+    for path in unstorable {
         let before = f.backend.calls();
         for _ in 0..2 {
             let response = send(&router, get(path)).await;
@@ -342,6 +350,12 @@ async fn what_may_not_be_stored_is_passed_on_and_fetched_again() {
         assert_eq!(response.header("cache-status"), Some("portico; fwd=miss"));
         assert!(f.backend.calls() > before, "fetched again (and retried)");
     }
+    // Each such answer is counted, by route and outcome.
+    let metrics = crate::metrics::handle().unwrap().render();
+    assert!(
+        metrics.contains(r#"portico_cache_requests_total{gateway="cache-test",route="items",outcome="uncacheable"}"#),
+        "{metrics}"
+    );
     // Larger than the bound: passed on whole, not stored.
     let small = fixture("[cache]\nmax_object_bytes = 100").await;
     let router = small.gateway.router();
@@ -593,6 +607,8 @@ async fn replicas_share_the_redis_tier_and_its_purges_and_survive_its_outage() {
         assert_eq!(send(&ra, get(path)).await.status, 200, "{path}");
     }
     assert!(started.elapsed() < Duration::from_secs(5));
+    let metrics = crate::metrics::handle().unwrap().render();
+    assert!(metrics.contains("portico_cache_store_errors_total"), "the outage is counted");
     let _: () = ::redis::cmd("DEL").arg(&keys).query_async(&mut connection).await.unwrap_or(());
 }
 
