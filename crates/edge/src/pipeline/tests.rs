@@ -1099,3 +1099,29 @@ async fn keys_that_cannot_be_fetched_never_count_as_a_clients_failures() {
         assert_eq!(answer.status, 503, "never 429: {}", String::from_utf8_lossy(&answer.body));
     }
 }
+
+#[tokio::test]
+async fn the_cache_step_holds_on_every_path() {
+    // The pass-through route and the composed one, both cached; each path its own targets, so
+    // that each sees its own miss, then its hit, 304 and HEAD.
+    let f = fixture_with(
+        "[routes_policy.static]\ncache = { ttl = \"60s\" }\n\
+         [routes_policy.whoami]\ncache = { ttl = \"60s\" }",
+    )
+    .await;
+    for &path in ALL {
+        for target in [format!("/static/{path:?}"), format!("/composed/whoami?on={path:?}")] {
+            let miss = send(&f, path, &get(&target)).await;
+            assert_eq!(miss.status, 200, "{path:?} {target}");
+            assert_eq!(miss.header("cache-status"), Some("portico; fwd=miss; stored"));
+            let hit = send(&f, path, &get(&target)).await;
+            let status = hit.header("cache-status").unwrap_or_default();
+            assert!(status.starts_with("portico; hit"), "{path:?} {target}: {status}");
+            assert_eq!(hit.body, miss.body, "{path:?} {target}");
+            let etag = hit.header("etag").unwrap().to_owned();
+            let validated = send(&f, path, &get(&target).header("if-none-match", &etag)).await;
+            assert_eq!(validated.status, 304, "{path:?} {target}");
+            assert!(validated.body.is_empty());
+        }
+    }
+}
