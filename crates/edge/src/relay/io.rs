@@ -244,3 +244,27 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for OneRequest<'_, S> {
         self.poll_flush(cx)
     }
 }
+
+/// Writes `first` then `second` with vectored writes: one system call when the socket takes
+/// both, and neither copied behind the other.
+pub(crate) async fn write_both<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    mut first: &[u8],
+    mut second: &[u8],
+) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    while !first.is_empty() {
+        let slices = [io::IoSlice::new(first), io::IoSlice::new(second)];
+        let n = stream.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        if n < first.len() {
+            first = &first[n..];
+        } else {
+            second = &second[n - first.len()..];
+            first = &[];
+        }
+    }
+    stream.write_all(second).await
+}

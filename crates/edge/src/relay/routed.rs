@@ -111,29 +111,6 @@ async fn read_body<S: ClientIo>(
 /// Body pieces at least this large are written beside the head, not copied into its buffer.
 const VECTORED_FROM: usize = 2048;
 
-/// Writes `first` then `second` with vectored writes (one system call when the socket takes
-/// both).
-async fn write_both<S: ClientIo>(
-    stream: &mut S,
-    mut first: &[u8],
-    mut second: &[u8],
-) -> io::Result<()> {
-    while !first.is_empty() {
-        let slices = [io::IoSlice::new(first), io::IoSlice::new(second)];
-        let n = stream.write_vectored(&slices).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        if n < first.len() {
-            first = &first[n..];
-        } else {
-            second = &second[n - first.len()..];
-            first = &[];
-        }
-    }
-    stream.write_all(second).await
-}
-
 /// Writes `response` as HTTP/1.1; `Ok(true)` when the connection can carry the next request.
 async fn write<S: ClientIo>(
     stream: &mut S,
@@ -200,7 +177,7 @@ async fn write<S: ClientIo>(
                 if data.len() >= VECTORED_FROM {
                     // A large piece at hand (a cached page, say) goes out beside what is
                     // buffered, in one vectored write, rather than being copied behind it.
-                    write_both(stream, &out, &data).await?;
+                    super::io::write_both(stream, &out, &data).await?;
                     out.clear();
                     continue;
                 }

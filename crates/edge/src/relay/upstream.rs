@@ -271,7 +271,8 @@ fn parse_response(buf: &[u8], is_head: bool) -> io::Result<Option<(usize, Parsed
         if matches!(framing, Framing::UntilClose) {
             reusable = false;
         }
-        let mut head = Vec::with_capacity(len + 64);
+        // Room for what the relay adds to it (request id, rate-limit headers, `connection`).
+        let mut head = Vec::with_capacity(len + 192);
         head.extend_from_slice(b"HTTP/1.1 ");
         head.extend_from_slice(itoa3(status).as_slice());
         head.push(b' ');
@@ -340,8 +341,8 @@ pub(super) async fn forward_response<S: ClientIo>(
         // More than the response: the upstream is not speaking HTTP/1.1 correctly.
         reusable = false;
     }
-    head.extend_from_slice(&rest[..taken]);
-    if client.stream.write_all(&head).await.is_err() {
+    // Head and body in one vectored write: the body is not copied behind the head.
+    if super::io::write_both(&mut client.stream, &head, &rest[..taken]).await.is_err() {
         return Next::Close;
     }
     let mut body_bytes = taken as u64;
