@@ -88,8 +88,9 @@ pub struct UpArgs {
     /// `--fault reviews=down --fault inventory=latency:200ms`.
     #[arg(long = "fault", value_name = "SERVICE=SPEC[,SPEC...]", value_parser = parse_fault)]
     pub faults: Vec<(ServiceName, Faults)>,
-    /// Keep the partner plans' counts in this Redis (e.g. `redis://127.0.0.1:6379`), shared by
-    /// every replica started with the same URL; without it they live in this process.
+    /// Keep the partner plans' counts, the routes' rate limits and the cached pages in this Redis
+    /// (e.g. `redis://127.0.0.1:6379`), shared by every replica started with the same URL;
+    /// without it they live in this process.
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
 }

@@ -19,7 +19,8 @@ pub struct Options {
     pub ports: [u16; 3],
     /// The sample services' settings (ports, demo data, injected faults).
     pub services: portico_services::Config,
-    /// The Redis the plans' counts live in (`portico up --redis`); `None`: in the process.
+    /// The Redis the demo's shared state lives in (`portico up --redis`: plans, route limits,
+    /// caches); `None`: in the process.
     pub redis: Option<String>,
 }
 
@@ -87,16 +88,31 @@ impl Stack {
     }
 }
 
-/// `config` with its plans' counts in the Redis at `url` (`portico up --redis`).
+/// `config` with its shared state in the Redis at `url` (`portico up --redis`): the plans'
+/// counts, the routes' own rate limits and the routes' caches, as replicas of it would share them.
 pub fn with_redis(config: &mut GatewayConfig, url: &str) -> Result<(), crate::Error> {
-    if config.plans.is_empty() {
+    use portico_edge::ratelimit::Store;
+    let policies = config.routes_policy.values_mut();
+    let mut shared = false;
+    for policy in policies {
+        if let Some(limit) = &mut policy.rate_limit {
+            limit.store = Store::Redis;
+            shared = true;
+        }
+        if let Some(cache) = &mut policy.cache {
+            cache.store = Store::Redis;
+            shared = true;
+        }
+    }
+    for plan in config.plans.values_mut() {
+        plan.store = Store::Redis;
+        shared = true;
+    }
+    if !shared {
         return Ok(());
     }
     let redis = config.redis.get_or_insert_with(Default::default);
     redis.url = url.to_owned();
-    for plan in config.plans.values_mut() {
-        plan.store = portico_edge::ratelimit::Store::Redis;
-    }
     config.validate()?;
     Ok(())
 }
@@ -136,4 +152,36 @@ pub fn demo_config(
     }
     config.validate()?;
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use portico_edge::{GatewayConfig, ratelimit::Store};
+
+    use super::*;
+
+    #[test]
+    fn redis_takes_every_shared_state_of_the_demo() {
+        for gateway in Gateway::ALL {
+            let mut config = GatewayConfig::from_toml(gateway.demo_config()).unwrap();
+            with_redis(&mut config, "redis://127.0.0.1:6390").unwrap();
+            let policies = config.routes_policy.values();
+            for policy in policies {
+                assert!(policy.rate_limit.as_ref().is_none_or(|l| l.store == Store::Redis));
+                assert!(policy.cache.as_ref().is_none_or(|c| c.store == Store::Redis));
+            }
+            assert!(config.plans.values().all(|plan| plan.store == Store::Redis));
+            let uses = !config.plans.is_empty() || !config.routes_policy.is_empty();
+            assert_eq!(
+                config.redis.as_ref().map(|r| r.url.as_str()),
+                uses.then_some("redis://127.0.0.1:6390"),
+                "{gateway:?}"
+            );
+        }
+        // The web demo caches its product page: now in Redis.
+        let mut web = GatewayConfig::from_toml(Gateway::Web.demo_config()).unwrap();
+        with_redis(&mut web, "redis://127.0.0.1:6390").unwrap();
+        let page = web.routes_policy["web.product"].cache.as_ref().unwrap();
+        assert_eq!(page.store, Store::Redis);
+    }
 }
