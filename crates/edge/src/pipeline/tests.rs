@@ -1125,3 +1125,33 @@ async fn the_cache_step_holds_on_every_path() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_refused_body_still_arriving_does_not_reset_the_answer() {
+    // 8 MiB declared against a 1,000-byte limit: refused at the head, the body unread. The
+    // client sends all of it, then reads: a close with bytes unread would reset the connection
+    // (failing the client's writes, and destroying the 413 in its buffers); the lingering close
+    // reads and drops them after the answer, so the client gets the answer and an orderly end.
+    let f = fixture().await;
+    for addr in [f.relay, f.routed] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let body = vec![b' '; 8 << 20];
+        let head = format!(
+            "POST /composed/json HTTP/1.1\r\nHost: gateway.test\r\nContent-Type: \
+             application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        // More than the sockets' buffers hold: the client is still writing when the gateway
+        // has answered; a plain close would reset the connection under it.
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&body).await.expect("the body is taken, not refused with a reset");
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+            .await
+            .expect("the connection ends in time");
+        read.expect("an orderly end, not a reset");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+        assert!(text.contains("payload_too_large"), "{text}");
+    }
+}

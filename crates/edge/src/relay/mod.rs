@@ -171,7 +171,10 @@ impl Relay {
             idle = limits.keepalive_timeout;
             match self.serve_request(&mut client, router).await {
                 Next::KeepAlive => {}
-                Next::Close => return Ended::Closed,
+                Next::Close => {
+                    linger(&mut client.stream).await;
+                    return Ended::Closed;
+                }
                 Next::HandOff => {
                     let Client { stream, buf, .. } = client;
                     return Ended::HandOff(Prefixed::new(buf, stream));
@@ -674,6 +677,29 @@ struct Prepared {
 /// How long the relay waits for an upstream answer before it starts watching for the client
 /// leaving: most answers come sooner, and the watch costs a syscall.
 const WATCH_CLIENT_AFTER: Duration = Duration::from_millis(20);
+
+/// How long a closing connection reads and drops what its client still sends (nginx's
+/// `lingering_close`; its `lingering_time` is 30 s, `lingering_timeout` 5 s).
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// Closes the connection the way nginx's lingering close does: our side is shut for writing,
+/// so the client sees the end of the answer; what it still sends (the rest of a body the
+/// gateway refused unread) is read and dropped for a bounded moment. Closing with unread bytes
+/// would make the kernel reset the connection, and a reset can destroy the answer in the
+/// client's buffers before the client has read it.
+async fn linger<S: ClientIo>(stream: &mut S) {
+    use tokio::io::AsyncWriteExt as _;
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut sink = vec![0_u8; 16 * 1024];
+    while let Ok(Ok(n)) = timeout_at(deadline, stream.read(&mut sink)).await {
+        if n == 0 {
+            return;
+        }
+    }
+}
 
 /// Runs `work` (waiting for the upstream) unless the client closes its connection first; `None`
 /// then, and `work` is dropped with its upstream connection. Bytes from the client (a pipelined
