@@ -310,7 +310,10 @@ impl Cache {
     pub(crate) fn new(config: &CacheConfig, redis: Option<&Arc<Link>>) -> Self {
         let local = moka::sync::Cache::builder()
             .max_capacity(config.max_bytes)
-            .weigher(|_key: &Arc<str>, entry: &Arc<Entry>| entry.weight())
+            // The key counts too: a client can make it as long as a request line allows.
+            .weigher(|key: &Arc<str>, entry: &Arc<Entry>| {
+                entry.weight().saturating_add(u32::try_from(key.len()).unwrap_or(u32::MAX))
+            })
             .expire_after(Lifetime)
             .eviction_listener(|_key, _entry, cause| {
                 if cause == moka::notification::RemovalCause::Size {

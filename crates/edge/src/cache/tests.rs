@@ -632,3 +632,29 @@ async fn a_hit_still_passes_the_rate_limits() {
     third.assert_problem(429, "rate_limited");
     assert_eq!(f.backend.calls(), 1);
 }
+
+#[tokio::test]
+async fn a_flood_of_long_unique_queries_stays_within_the_byte_bound() {
+    // Every request a new 4 KiB query: a new entry each, whose key is longer than its page.
+    let f = fixture("[cache]\nmax_bytes = 65536").await;
+    let router = f.gateway.router();
+    for i in 0..200 {
+        let query = format!("{i:05}{}", "q".repeat(4096));
+        assert_eq!(send(&router, get(&format!("/page/1?{query}"))).await.status, 200);
+    }
+    let cache = f.state.cache();
+    cache.local.run_pending_tasks();
+    let resident: usize = cache
+        .local
+        .iter()
+        .map(|(key, entry)| {
+            let bodies: usize = [super::Coding::Identity, super::Coding::Gzip, super::Coding::Br]
+                .iter()
+                .map(|&coding| entry.body(coding).len())
+                .sum();
+            key.len() + bodies
+        })
+        .sum();
+    assert!(resident > 0, "some entries are kept");
+    assert!(resident <= 65_536, "{resident} bytes of keys and bodies held, bound 65536");
+}
