@@ -571,6 +571,10 @@ impl Pipeline {
         if on_plan {
             crate::metrics::admitted(self.gateway, "plan");
         }
+        // An answer to a verified caller that no cache policy covers is theirs alone.
+        if principal.is_some() && rule.cache().is_none() {
+            outbound.personal = true;
+        }
         Ok(principal)
     }
 
@@ -605,6 +609,19 @@ fn store_unavailable(detail: &'static str) -> EdgeError {
         .with_retry_after(1)
 }
 
+/// `Cache-Control` of a personal answer.
+static PRIVATE: HeaderValue = HeaderValue::from_static("private, no-store");
+
+/// Whether the raw response head `head` (its fields one per line) has a field `name`
+/// (lowercase).
+fn has_field(head: &[u8], name: &[u8]) -> bool {
+    head.split(|&b| b == b'\n').any(|line| {
+        line.len() > name.len()
+            && line[name.len()] == b':'
+            && line[..name.len()].eq_ignore_ascii_case(name)
+    })
+}
+
 /// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers).
 static RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
 static RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
@@ -625,6 +642,9 @@ pub struct Outbound {
     upstream: Option<(Arc<crate::upstream::cluster::Endpoint>, std::time::Duration)>,
     /// `RateLimit-Policy` and `RateLimit`, on a request a limit applied to.
     rate_limit: Option<Box<(HeaderValue, HeaderValue)>>,
+    /// The answer is a verified caller's own, on a route no cache policy covers: no shared
+    /// cache (a CDN, a proxy) may keep it, unless its producer said how itself.
+    personal: bool,
 }
 
 impl Outbound {
@@ -642,7 +662,16 @@ impl Outbound {
             let at = std::time::SystemTime::now() - started.elapsed();
             log.begin(at, peer.addr, id.as_str(), method.as_str(), path)
         });
-        Self { id, span, started, line, bytes: None, upstream: None, rate_limit: None }
+        Self {
+            id,
+            span,
+            started,
+            line,
+            bytes: None,
+            upstream: None,
+            rate_limit: None,
+            personal: false,
+        }
     }
 
     /// Notes the rate-limit headers of one more limit that applied: every limit that applies
@@ -702,6 +731,9 @@ impl Outbound {
             headers.insert(&RATELIMIT_POLICY, rate_limit.0.clone());
             headers.insert(&RATELIMIT, rate_limit.1.clone());
         }
+        if self.personal && !headers.contains_key(http::header::CACHE_CONTROL) {
+            headers.insert(http::header::CACHE_CONTROL, PRIVATE.clone());
+        }
     }
 
     /// Appends the outbound headers to a raw response head.
@@ -710,6 +742,9 @@ impl Outbound {
         if let Some(rate_limit) = &self.rate_limit {
             push_header(head, RATELIMIT_POLICY.as_str(), rate_limit.0.as_bytes());
             push_header(head, RATELIMIT.as_str(), rate_limit.1.as_bytes());
+        }
+        if self.personal && !has_field(head, b"cache-control") {
+            push_header(head, "cache-control", PRIVATE.as_bytes());
         }
     }
 

@@ -118,7 +118,6 @@ impl Front {
                 && !parts.headers.contains_key(http::header::UPGRADE)
                 && http_body::Body::size_hint(&body).exact() == Some(0)
         });
-        let personal = principal.is_some() && cache.is_none();
         let work = match cache {
             None => {
                 let limit = usize::try_from(pipeline.limits.max_body_bytes).unwrap_or(usize::MAX);
@@ -149,19 +148,11 @@ impl Front {
         let work =
             request_id::scope(outbound.id().clone(), work).instrument(outbound.span().clone());
         let mut response = crate::rescue::normalise(work.await).await;
-        // A response for a verified caller that no cache policy covers is theirs alone: no
-        // shared cache (a CDN, a proxy) may keep it unless the handler said otherwise.
-        let headers = response.headers_mut();
-        headers.remove(crate::cache::TAG_HEADER);
-        if personal && !headers.contains_key(http::header::CACHE_CONTROL) {
-            headers.insert(http::header::CACHE_CONTROL, PRIVATE.clone());
-        }
+        // Purge tags are the cache's; a handler's never reach a client.
+        response.headers_mut().remove(crate::cache::TAG_HEADER);
         finish(outbound, response)
     }
 }
-
-/// `Cache-Control` of a personal response.
-static PRIVATE: http::HeaderValue = http::HeaderValue::from_static("private, no-store");
 
 /// What a pass-through handler on the router needs from the pipeline.
 #[derive(Clone, Debug)]

@@ -1155,3 +1155,29 @@ async fn a_refused_body_still_arriving_does_not_reset_the_answer() {
         assert!(text.contains("payload_too_large"), "{text}");
     }
 }
+
+#[tokio::test]
+async fn an_answer_to_a_verified_caller_is_private_on_every_path() {
+    let f = fixture().await;
+    for &path in ALL {
+        for target in ["/admin/x", "/composed/whoami"] {
+            let mine = send(&f, path, &get(target).header("x-api-key", PARTNER_KEY)).await;
+            assert_eq!(mine.status, 200, "{path:?} {target}");
+            assert_eq!(
+                mine.header("cache-control"),
+                Some("private, no-store"),
+                "{path:?} {target}: no shared cache may keep it"
+            );
+        }
+        let anyone = send(&f, path, &get("/static/x")).await;
+        assert_eq!(anyone.header("cache-control"), None, "{path:?}: nobody's own");
+    }
+}
+
+#[test]
+fn a_producers_own_cache_control_is_found_in_a_raw_head_whatever_its_case() {
+    let head = b"HTTP/1.1 200 OK\r\nCache-Control: max-age=5\r\ncontent-type: text/plain\r\n";
+    assert!(super::has_field(head, b"cache-control"));
+    assert!(!super::has_field(b"HTTP/1.1 200 OK\r\nx-cache-control: 1\r\n", b"cache-control"));
+    assert!(!super::has_field(b"HTTP/1.1 200 OK\r\ncache-controls: 1\r\n", b"cache-control"));
+}
