@@ -80,10 +80,10 @@ enum Rule {
 // === impl Access ===
 
 impl Access {
-    /// Anyone may call; a token or key, when sent, must still be valid.
-    pub fn public() -> Self {
+    /// A rule with nothing else declared yet.
+    fn of(rule: Rule) -> Self {
         Self {
-            rule: Rule::Public,
+            rule,
             scopes: Vec::new(),
             counted: true,
             name: None,
@@ -91,45 +91,26 @@ impl Access {
             cache_config: None,
             cache: None,
         }
+    }
+
+    /// Anyone may call; a token or key, when sent, must still be valid.
+    pub fn public() -> Self {
+        Self::of(Rule::Public)
     }
 
     /// Any authenticated caller.
     pub fn authenticated() -> Self {
-        Self {
-            rule: Rule::Authenticated(None),
-            scopes: Vec::new(),
-            counted: true,
-            name: None,
-            limit: None,
-            cache_config: None,
-            cache: None,
-        }
+        Self::of(Rule::Authenticated(None))
     }
 
     /// An authenticated end user (a user token), not a partner.
     pub fn user() -> Self {
-        Self {
-            rule: Rule::Authenticated(Some(PrincipalKind::User)),
-            scopes: Vec::new(),
-            counted: true,
-            name: None,
-            limit: None,
-            cache_config: None,
-            cache: None,
-        }
+        Self::of(Rule::Authenticated(Some(PrincipalKind::User)))
     }
 
     /// An authenticated partner (an API key or a client-credentials token).
     pub fn partner() -> Self {
-        Self {
-            rule: Rule::Authenticated(Some(PrincipalKind::Partner)),
-            scopes: Vec::new(),
-            counted: true,
-            name: None,
-            limit: None,
-            cache_config: None,
-            cache: None,
-        }
+        Self::of(Rule::Authenticated(Some(PrincipalKind::Partner)))
     }
 
     /// Also requires `scope` (every scope added is required). Makes a public rule authenticated.

@@ -32,6 +32,16 @@ pub async fn redis_or_skip(test: &str) -> Option<String> {
     None
 }
 
+/// A key prefix of `test`'s own in the shared Redis, unique to this process and moment, so that
+/// tests running in parallel (and earlier runs' leftovers) never meet.
+pub fn key_prefix(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is past 1970")
+        .as_nanos();
+    format!("portico-test:{test}:{}:{nanos}", std::process::id())
+}
+
 /// A loopback TCP proxy to `target`: while cut, every connection through it is dropped and new
 /// ones are closed at once, as when the service is down; restored, it relays again. It keeps
 /// the first [`FaultProxy::SENT_KEPT`] bytes clients sent, so a test can see what went over the

@@ -195,14 +195,19 @@ impl Backends {
         Self { urls, identity, orders: log, _servers: servers, _inventory: inventory }
     }
 
-    fn app(&self) -> Router {
+    /// The gateway's config over these backends.
+    fn toml(&self) -> String {
         let http: Vec<(&str, &str)> = ["catalog", "reviews", "recommendations", "orders"]
             .into_iter()
             .map(|n| (n, self.urls[n].as_str()))
             .collect();
         let mut toml = gateway_toml(&http, &[("inventory", &self.urls["inventory"])]);
         toml.push_str(&self.identity.auth_toml("web", false));
-        crate::app(&GatewayConfig::from_toml(&toml).unwrap()).unwrap().into_router()
+        toml
+    }
+
+    fn app(&self) -> Router {
+        crate::app(&GatewayConfig::from_toml(&self.toml()).unwrap()).unwrap().into_router()
     }
 
     /// `GET uri` with extra request headers.
@@ -561,12 +566,7 @@ async fn edge_behaviour_and_documents() {
 #[tokio::test]
 async fn the_product_page_is_cached_tagged_and_purged_by_its_product() {
     let backends = Backends::healthy().await;
-    let http: Vec<(&str, &str)> = ["catalog", "reviews", "recommendations", "orders"]
-        .into_iter()
-        .map(|n| (n, backends.urls[n].as_str()))
-        .collect();
-    let mut toml = gateway_toml(&http, &[("inventory", &backends.urls["inventory"])]);
-    toml.push_str(&backends.identity.auth_toml("web", false));
+    let mut toml = backends.toml();
     toml.push_str("\n[routes_policy.\"web.product\"]\ncache = { ttl = \"60s\" }\n");
     // One gateway (one process's cache) for every request.
     let app = crate::app(&GatewayConfig::from_toml(&toml).unwrap()).unwrap().into_router();

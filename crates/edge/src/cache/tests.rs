@@ -531,13 +531,6 @@ async fn the_relay_hands_a_cached_route_to_the_cache_step() {
     assert_eq!(f.backend.calls(), 1);
 }
 
-/// A prefix of this test's own in the shared Redis.
-fn prefix(test: &str) -> String {
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("portico-test:{test}:{}:{nanos}", std::process::id())
-}
-
 #[tokio::test]
 async fn replicas_share_the_redis_tier_and_its_purges_and_survive_its_outage() {
     let Some(url) = portico_testkit::services::redis_or_skip("cache_redis_tier").await else {
@@ -545,7 +538,7 @@ async fn replicas_share_the_redis_tier_and_its_purges_and_survive_its_outage() {
     };
     let proxy =
         portico_testkit::services::FaultProxy::start(portico_testkit::services::REDIS).await;
-    let prefix = prefix("cache");
+    let prefix = portico_testkit::services::key_prefix("cache");
     let extra = format!(
         "[redis]\nurl = \"redis://{}\"\ntimeout = \"500ms\"\nprefix = \"{prefix}\"\n\
          [routes_policy.shared]\ncache = {{ ttl = \"60s\", store = \"redis\" }}\n\

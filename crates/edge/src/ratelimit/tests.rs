@@ -1,9 +1,6 @@
 //! Plans and the guessing throttle on a virtual clock.
 
-use std::{
-    net::IpAddr,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{net::IpAddr, time::Duration};
 
 use super::*;
 use crate::auth::Credential;
@@ -152,12 +149,6 @@ fn link(config: &RedisConfig) -> Arc<crate::redis_store::Link> {
     Arc::new(crate::redis_store::Link::new(config).unwrap())
 }
 
-/// A prefix of this test's own, so that tests sharing the machine's Redis keep apart.
-fn prefix(test: &str) -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    format!("portico-test:{test}:{}:{nanos}", std::process::id())
-}
-
 fn shared(rate: f64, burst: u32, quota: Option<u64>, on_store_error: OnStoreError) -> PlanConfig {
     PlanConfig { store: Store::Redis, on_store_error, ..memory(rate, burst, quota) }
 }
@@ -186,7 +177,7 @@ async fn two_replicas_sharing_redis_hold_one_limit() {
     else {
         return;
     };
-    let prefix = prefix("replicas");
+    let prefix = portico_testkit::services::key_prefix("replicas");
     let redis = RedisConfig {
         url: url.clone(),
         timeout: Duration::from_secs(2),
@@ -226,7 +217,7 @@ async fn a_redis_outage_follows_each_plans_policy_and_recovers_by_itself() {
     };
     let proxy =
         portico_testkit::services::FaultProxy::start(portico_testkit::services::REDIS).await;
-    let prefix = prefix("outage");
+    let prefix = portico_testkit::services::key_prefix("outage");
     let redis = RedisConfig {
         url: format!("redis://{}", proxy.addr()),
         timeout: Duration::from_millis(500),
@@ -283,7 +274,7 @@ async fn a_routes_limit_in_redis_holds_across_replicas_per_address_and_per_calle
     else {
         return;
     };
-    let prefix = prefix("route");
+    let prefix = portico_testkit::services::key_prefix("route");
     let redis = RedisConfig {
         url: url.clone(),
         timeout: Duration::from_secs(2),
@@ -341,7 +332,7 @@ async fn a_routes_per_caller_limit_and_the_plan_are_one_round_trip_and_all_or_no
     };
     let proxy =
         portico_testkit::services::FaultProxy::start(portico_testkit::services::REDIS).await;
-    let prefix = prefix("one-trip");
+    let prefix = portico_testkit::services::key_prefix("one-trip");
     let redis = RedisConfig {
         url: format!("redis://{}", proxy.addr()),
         timeout: Duration::from_secs(2),
