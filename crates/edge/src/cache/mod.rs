@@ -117,18 +117,6 @@ impl RouteCacheConfig {
             store: Store::Memory,
         }
     }
-
-    /// With `stale_while_revalidate`.
-    pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
-        self.stale_while_revalidate = window;
-        self
-    }
-
-    /// With `stale_if_error`.
-    pub fn stale_if_error(mut self, window: Duration) -> Self {
-        self.stale_if_error = window;
-        self
-    }
 }
 
 /// A named route's cache policy, ready to use: its headers and counters made once.

@@ -79,7 +79,8 @@ impl Tier {
                     let mut pipe = redis::pipe();
                     pipe.cmd("SET").arg(&stored).arg(bytes).arg("PX").arg(lifetime).ignore();
                     for index in &indexes {
-                        // The index outlives its longest entry: its TTL only ever grows.
+                        // The index outlives its longest entry: its TTL only ever grows
+                        // (`GT` and `NX` need Redis 7).
                         pipe.cmd("SADD").arg(index).arg(&stored).ignore();
                         pipe.cmd("PEXPIRE").arg(index).arg(lifetime).arg("GT").ignore();
                         pipe.cmd("PEXPIRE").arg(index).arg(lifetime).arg("NX").ignore();
