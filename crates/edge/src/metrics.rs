@@ -4,7 +4,7 @@
 //! One Prometheus recorder is installed per process, the first time a gateway is built; the
 //! gateways of `portico up` share it and tell their series apart by the `gateway` label.
 
-use std::{net::SocketAddr, sync::OnceLock};
+use std::{net::SocketAddr, sync::OnceLock, time::Duration};
 
 use axum::{
     extract::{ConnectInfo, Request},
@@ -76,6 +76,7 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             let handle = recorder.handle();
             match metrics::set_global_recorder(recorder) {
                 Ok(()) => {
+                    keep_up(handle.clone());
                     metrics::describe_counter!(
                         AUTH_FAILURES,
                         "Requests refused by authentication or authorisation, by reason"
@@ -103,6 +104,27 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             }
         })
         .as_ref()
+}
+
+/// How often histogram samples are folded into their series between scrapes (the exporter's
+/// own default when it runs its upkeep itself).
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Folds the recorder's histogram samples into their series every [`UPKEEP_EVERY`], on a
+/// thread of its own for the life of the process. A recorder built with `build_recorder`
+/// leaves this to its owner: without it every sample since the last scrape is kept — about
+/// 20 bytes a relayed request, without bound where nothing scrapes `/metrics` (measured: RSS
+/// +4 MB per 230,000 requests), and a long pause for the scrape that finally drains them.
+fn keep_up(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new().name("portico-metrics".into()).spawn(move || {
+        loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            handle.run_upkeep();
+        }
+    });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "no metrics upkeep thread: histograms drain only when scraped");
+    }
 }
 
 /// The `/metrics` route. It shares the client-facing port, so it answers loopback peers only

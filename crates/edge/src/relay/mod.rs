@@ -141,22 +141,32 @@ impl Relay {
             peer,
             stop: stop.clone(),
             watch: Box::pin(tokio::time::sleep(WATCH_CLIENT_AFTER)),
+            calls: None,
         };
+        // The drain signal, waited for by one future for the connection's life: one made per
+        // idle spell registered with the channel and left it again on every request.
+        let stopped = async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        };
+        let mut stopped = std::pin::pin!(stopped);
         loop {
             if client.buf.is_empty() {
                 // Idle: hold no buffer, so an idle connection costs almost nothing.
                 client.buf = Vec::new();
                 let idle_since = Instant::now();
                 loop {
+                    // The next request first: a connection woken by one does not poll the
+                    // rest (a request that meets the drain is answered, with `connection:
+                    // close`).
                     tokio::select! {
                         biased;
-                        _ = stop.wait_for(|stop| *stop) => return Ended::Closed,
                         ready = client.stream.readable() => {
                             if ready.is_err() {
                                 return Ended::Closed;
                             }
                             break;
                         }
+                        () = &mut stopped => return Ended::Closed,
                         () = idle_timer.as_mut() => {
                             // Armed for an earlier idle spell: this one may still have time.
                             let until = idle_since + idle;
@@ -460,10 +470,12 @@ impl Relay {
         };
         // Timed only for the access log.
         let asked = outbound.logs().then(Instant::now);
+        let timer =
+            client.calls.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         let answered = if body_rest == 0 {
             // A client that leaves while its answer is awaited takes the upstream call with
             // it (nginx's `proxy_ignore_client_abort off`).
-            let call = exchange.run(cluster, call, None::<&mut S>);
+            let call = exchange.run(cluster, call, timer.as_mut(), None::<&mut S>);
             match unless_client_leaves(&client.stream, &mut client.watch, call).await {
                 Some(answered) => answered,
                 None => {
@@ -472,7 +484,7 @@ impl Relay {
                 }
             }
         } else {
-            exchange.run(cluster, call, Some(&mut client.stream)).await
+            exchange.run(cluster, call, timer.as_mut(), Some(&mut client.stream)).await
         };
         client.buf.drain(..in_buf);
         let response = match answered {
@@ -533,6 +545,7 @@ impl Exchange<'_> {
         &self,
         cluster: &crate::upstream::cluster::Cluster,
         call: Call<'_>,
+        timer: Pin<&mut tokio::time::Sleep>,
         mut client: Option<&mut S>,
     ) -> Result<UpstreamResponse, EdgeError> {
         let attempt = |endpoint: &Arc<Endpoint>, deadline: Instant| {
@@ -569,7 +582,7 @@ impl Exchange<'_> {
         // Boxed: the attempt loop's state is large, and a connection's task is sized for its
         // largest state — boxing it keeps idle keep-alive connections small, at one
         // allocation per relayed request.
-        Box::pin(cluster.call(call, attempt)).await
+        Box::pin(cluster.call_timed(call, timer, attempt)).await
     }
 }
 
@@ -618,6 +631,11 @@ pub(crate) struct Client<S> {
     /// When to start watching for the client leaving while an upstream is awaited; one timer
     /// per connection, re-armed only once it has fired.
     watch: Pin<Box<tokio::time::Sleep>>,
+    /// The deadline timer of the connection's upstream calls, made at the first and moved
+    /// from one call to the next ([`Cluster::call_timed`]).
+    ///
+    /// [`Cluster::call_timed`]: crate::upstream::cluster::Cluster::call_timed
+    calls: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<S> Client<S> {

@@ -39,8 +39,9 @@ pub(super) struct UpstreamResponse {
     framing: Framing,
     /// Whether the upstream keeps the connection open after this response.
     reusable: bool,
-    /// Bytes read past the upstream's head.
+    /// The buffer the head was read into; the bytes read past the head start at `rest_at`.
     rest: Vec<u8>,
+    rest_at: usize,
 }
 
 impl Classify for UpstreamResponse {
@@ -112,6 +113,7 @@ struct Received {
     stream: TcpStream,
     parsed: Parsed,
     rest: Vec<u8>,
+    rest_at: usize,
 }
 
 impl Received {
@@ -125,6 +127,7 @@ impl Received {
             framing,
             reusable,
             rest: self.rest,
+            rest_at: self.rest_at,
         }
     }
 }
@@ -172,8 +175,9 @@ async fn send<S: AsyncRead + Unpin>(
         }
         match parse_response(&buf, is_head) {
             Ok(Some((consumed, parsed))) => {
-                buf.drain(..consumed);
-                return Ok(Received { stream, parsed, rest: buf });
+                // The body bytes stay where they were read: moving them to the front of the
+                // buffer would copy every small response once more.
+                return Ok(Received { stream, parsed, rest: buf, rest_at: consumed });
             }
             Ok(None) if buf.len() < MAX_HEAD => buf.reserve(4096),
             Ok(None) => {
@@ -321,6 +325,7 @@ pub(super) async fn forward_response<S: ClientIo>(
         mut framing,
         mut reusable,
         mut rest,
+        rest_at,
         ..
     } = response;
     outbound.render_raw(&mut head);
@@ -333,16 +338,17 @@ pub(super) async fn forward_response<S: ClientIo>(
     head.extend_from_slice(b"\r\n");
 
     // What of the body came with the head goes out with it.
-    let (taken, mut done) = match take(&mut framing, &rest) {
+    let with_head = &rest[rest_at..];
+    let (taken, mut done) = match take(&mut framing, with_head) {
         Ok(progress) => progress,
         Err(h1::Malformed) => return Next::Close,
     };
-    if taken < rest.len() {
+    if taken < with_head.len() {
         // More than the response: the upstream is not speaking HTTP/1.1 correctly.
         reusable = false;
     }
     // Head and body in one vectored write: the body is not copied behind the head.
-    if super::io::write_both(&mut client.stream, &head, &rest[..taken]).await.is_err() {
+    if super::io::write_both(&mut client.stream, &head, &with_head[..taken]).await.is_err() {
         return Next::Close;
     }
     let mut body_bytes = taken as u64;

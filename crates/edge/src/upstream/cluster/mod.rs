@@ -27,6 +27,7 @@ mod stats;
 use std::{
     fmt,
     future::Future,
+    pin::Pin,
     sync::{
         Arc, Mutex, RwLock,
         atomic::{AtomicUsize, Ordering},
@@ -36,7 +37,7 @@ use std::{
 
 use futures::{StreamExt, stream::FuturesUnordered};
 use metrics::{Counter, Gauge};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use self::{
     balance::Refusal,
@@ -571,7 +572,26 @@ impl Cluster {
         F: FnMut(&Arc<Endpoint>, Instant) -> Fut,
         Fut: Future<Output = Result<T, AttemptError>>,
     {
-        self.run(call, attempt).await.map_err(|e| e.error)
+        self.run(call, None, attempt).await.map_err(|e| e.error)
+    }
+
+    /// [`Cluster::call`] timed by `timer`, a timer the caller keeps from one call to the next
+    /// (the relay keeps one per connection). Re-arming a pending timer to a later deadline is
+    /// an atomic store in Tokio, where a fresh timeout per call registers an entry in the timer
+    /// wheel and cancels it again; on a keep-alive connection the timer fires once per
+    /// timeout, not once per request (`bench/instructions`).
+    pub(crate) async fn call_timed<T, F, Fut>(
+        &self,
+        call: Call<'_>,
+        timer: Pin<&mut Sleep>,
+        attempt: F,
+    ) -> Result<T, EdgeError>
+    where
+        T: Classify,
+        F: FnMut(&Arc<Endpoint>, Instant) -> Fut,
+        Fut: Future<Output = Result<T, AttemptError>>,
+    {
+        self.run(call, Some(timer), attempt).await.map_err(|e| e.error)
     }
 
     /// Puts an attempt's outcome on its endpoint's record (breaker, outlier, metrics) and
@@ -608,6 +628,7 @@ impl Cluster {
     async fn run_sequential<T, F, Fut>(
         &self,
         call: Call<'_>,
+        mut timer: Option<Pin<&mut Sleep>>,
         mut attempt: F,
         max_attempts: u32,
     ) -> Result<T, AttemptError>
@@ -630,10 +651,22 @@ impl Cluster {
                 }
             };
             self.sent();
-            let future = attempt(&claim.endpoint, deadline);
-            let result = tokio::time::timeout_at(deadline, future)
-                .await
-                .unwrap_or_else(|_elapsed| Err(self.timed_out()));
+            // Each attempt's future is built where it is awaited: one built before and moved
+            // in would be stored twice in this function's state, and copied.
+            let result = match timer.as_mut() {
+                Some(timer) => {
+                    timer.as_mut().reset(deadline);
+                    tokio::select! {
+                        biased;
+                        output = attempt(&claim.endpoint, deadline) => Some(output),
+                        () = timer.as_mut() => None,
+                    }
+                }
+                None => {
+                    tokio::time::timeout_at(deadline, attempt(&claim.endpoint, deadline)).await.ok()
+                }
+            }
+            .unwrap_or_else(|| Err(self.timed_out()));
             let Some(failure) = self.settle(&mut claim, &result) else {
                 return result;
             };
@@ -653,7 +686,12 @@ impl Cluster {
         }
     }
 
-    async fn run<T, F, Fut>(&self, call: Call<'_>, mut attempt: F) -> Result<T, AttemptError>
+    async fn run<T, F, Fut>(
+        &self,
+        call: Call<'_>,
+        timer: Option<Pin<&mut Sleep>>,
+        mut attempt: F,
+    ) -> Result<T, AttemptError>
     where
         T: Classify,
         F: FnMut(&Arc<Endpoint>, Instant) -> Fut,
@@ -668,7 +706,7 @@ impl Cluster {
             .map(|delay| Instant::now() + delay)
             .filter(|at| *at < deadline);
         if hedge_at.is_none() {
-            return self.run_sequential(call, attempt, max_attempts).await;
+            return self.run_sequential(call, timer, attempt, max_attempts).await;
         }
         let mut tried: Vec<Arc<Endpoint>> = Vec::new();
         let mut running = FuturesUnordered::new();
