@@ -282,7 +282,12 @@ fn parse_response(buf: &[u8], is_head: bool) -> io::Result<Option<(usize, Parsed
         head.push(b' ');
         head.extend_from_slice(parsed.reason.unwrap_or_default().as_bytes());
         head.extend_from_slice(b"\r\n");
-        for (h, class) in parsed.headers.iter().zip(classes) {
+        // The forwarded fields are copied as the upstream wrote them, a run of adjacent lines
+        // at a time (one copy for the usual head, where only `Connection` is dropped).
+        let raw = &buf[offset..offset + len];
+        let mut run = 0..0;
+        let fields = parsed.headers.len();
+        for (i, (h, class)) in parsed.headers.iter().zip(classes).enumerate() {
             // Framing is the relay's: a chunked body is relayed chunked, any other keeps its
             // length (or runs to the close).
             let forwarded = match class {
@@ -293,15 +298,49 @@ fn parse_response(buf: &[u8], is_head: bool) -> io::Result<Option<(usize, Parsed
                         && !listed.iter().any(|l| l.eq_ignore_ascii_case(h.name.as_bytes()))
                 }
             };
-            if forwarded {
-                push_header(&mut head, h.name, h.value);
+            if !forwarded {
+                continue;
+            }
+            match field_line(raw, parsed.headers, i, fields) {
+                Some(line) if line.start == run.end && !run.is_empty() => run.end = line.end,
+                Some(line) => {
+                    head.extend_from_slice(&raw[run]);
+                    run = line;
+                }
+                None => {
+                    head.extend_from_slice(&raw[std::mem::replace(&mut run, 0..0)]);
+                    push_header(&mut head, h.name, h.value);
+                }
             }
         }
+        head.extend_from_slice(&raw[run]);
         if matches!(framing, Framing::Chunked(_)) {
             head.extend_from_slice(b"transfer-encoding: chunked\r\n");
         }
         return Ok(Some((offset + len, Parsed { status, head, framing, reusable })));
     }
+}
+
+/// Where field `i` of the head `raw` (parsed into `fields`, `count` of them) lies as a whole
+/// line ending in CRLF, when it does: a field is the bytes from its name to the next one's (or
+/// to the head's final CRLF). A line that ends in a bare LF (which httparse accepts) is `None`,
+/// and is written anew instead: the client gets CRLF line endings only.
+fn field_line(
+    raw: &[u8],
+    fields: &[httparse::Header<'_>],
+    i: usize,
+    count: usize,
+) -> Option<std::ops::Range<usize>> {
+    let at = |name: &str| (name.as_ptr() as usize).checked_sub(raw.as_ptr() as usize);
+    let start = at(fields[i].name)?;
+    let end = if i + 1 < count {
+        at(fields[i + 1].name)?
+    } else {
+        raw.len().checked_sub(2).filter(|_| raw.ends_with(b"\r\n\r\n"))?
+    };
+    // httparse admits no CR or LF inside a field (a CR must start the line's end, and folded
+    // lines are refused), so the line's last bytes are its only line ending.
+    raw.get(start..end)?.ends_with(b"\r\n").then_some(start..end)
 }
 
 fn itoa3(status: u16) -> [u8; 3] {
@@ -437,4 +476,76 @@ pub(super) async fn respond<S: AsyncWrite + Unpin>(
 
 fn push_header(head: &mut Vec<u8>, name: &str, value: &[u8]) {
     crate::pipeline::push_header(head, name, value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The head the client gets for `upstream` (a whole response head), and the bytes consumed.
+    fn client_head(upstream: &[u8]) -> (String, usize) {
+        let (consumed, parsed) = parse_response(upstream, false).unwrap().unwrap();
+        (String::from_utf8(parsed.head).unwrap(), consumed)
+    }
+
+    /// Every line ends in CRLF: no bare LF, no stray CR.
+    fn assert_crlf_only(head: &str) {
+        let bytes = head.as_bytes();
+        for (i, &b) in bytes.iter().enumerate() {
+            if b == b'\n' {
+                assert!(i > 0 && bytes[i - 1] == b'\r', "bare LF at {i} in {head:?}");
+            }
+            if b == b'\r' {
+                assert_eq!(bytes.get(i + 1), Some(&b'\n'), "stray CR at {i} in {head:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn forwarded_fields_are_copied_as_written_and_dropped_ones_left_out() {
+        let upstream = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: today\r\nConnection: keep-alive, X-Hop\r\nX-Hop:  secret \r\nContent-Type: application/json\r\nContent-Length: 2\r\nX-Request-Id: theirs\r\nEtag: \"1\"\r\n\r\n{}";
+        let (head, consumed) = client_head(upstream);
+        assert_eq!(consumed, upstream.len() - 2);
+        assert_eq!(
+            head,
+            "HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: today\r\nContent-Type: application/json\r\nContent-Length: 2\r\nEtag: \"1\"\r\n"
+        );
+    }
+
+    #[test]
+    fn bare_lf_line_endings_reach_the_client_as_crlf() {
+        for upstream in [
+            &b"HTTP/1.1 200 OK\nServer: a\nX-Thing:  spaced  \nContent-Length: 0\n\n"[..],
+            b"HTTP/1.1 200 OK\r\nServer: a\nX-Thing: b\r\nContent-Length: 0\n\r\n",
+            b"HTTP/1.1 200 OK\r\nServer: a\r\nX-Thing: b\nContent-Length: 0\r\n\n",
+        ] {
+            let (head, _) = client_head(upstream);
+            assert_crlf_only(&head);
+            for field in ["Server: a\r\n", "Content-Length: 0\r\n", "X-Thing:"] {
+                assert!(head.contains(field), "{field:?} missing from {head:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_folded_line_or_a_stray_cr_is_refused_not_forwarded() {
+        for upstream in [
+            &b"HTTP/1.1 200 OK\r\nX-A: one\r\n two\r\nContent-Length: 0\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nX-A: one\rX-B: two\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX-A: one\r\r\nContent-Length: 0\r\n\r\n",
+        ] {
+            assert!(
+                parse_response(upstream, false).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(upstream)
+            );
+        }
+    }
+
+    #[test]
+    fn a_chunked_answer_keeps_its_fields_around_the_framing_it_loses() {
+        let upstream = b"HTTP/1.1 200 OK\r\nA: 1\r\nTransfer-Encoding: chunked\r\nB: 2\r\n\r\n";
+        let (head, _) = client_head(upstream);
+        assert_eq!(head, "HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\ntransfer-encoding: chunked\r\n");
+    }
 }
