@@ -282,12 +282,7 @@ fn parse_response(buf: &[u8], is_head: bool) -> io::Result<Option<(usize, Parsed
         head.push(b' ');
         head.extend_from_slice(parsed.reason.unwrap_or_default().as_bytes());
         head.extend_from_slice(b"\r\n");
-        // The forwarded fields are copied as the upstream wrote them, a run of adjacent lines
-        // at a time (one copy for the usual head, where only `Connection` is dropped).
-        let raw = &buf[offset..offset + len];
-        let mut run = 0..0;
-        let fields = parsed.headers.len();
-        for (i, (h, class)) in parsed.headers.iter().zip(classes).enumerate() {
+        for (h, class) in parsed.headers.iter().zip(classes) {
             // Framing is the relay's: a chunked body is relayed chunked, any other keeps its
             // length (or runs to the close).
             let forwarded = match class {
@@ -298,49 +293,15 @@ fn parse_response(buf: &[u8], is_head: bool) -> io::Result<Option<(usize, Parsed
                         && !listed.iter().any(|l| l.eq_ignore_ascii_case(h.name.as_bytes()))
                 }
             };
-            if !forwarded {
-                continue;
-            }
-            match field_line(raw, parsed.headers, i, fields) {
-                Some(line) if line.start == run.end && !run.is_empty() => run.end = line.end,
-                Some(line) => {
-                    head.extend_from_slice(&raw[run]);
-                    run = line;
-                }
-                None => {
-                    head.extend_from_slice(&raw[std::mem::replace(&mut run, 0..0)]);
-                    push_header(&mut head, h.name, h.value);
-                }
+            if forwarded {
+                push_header(&mut head, h.name, h.value);
             }
         }
-        head.extend_from_slice(&raw[run]);
         if matches!(framing, Framing::Chunked(_)) {
             head.extend_from_slice(b"transfer-encoding: chunked\r\n");
         }
         return Ok(Some((offset + len, Parsed { status, head, framing, reusable })));
     }
-}
-
-/// Where field `i` of the head `raw` (parsed into `fields`, `count` of them) lies as a whole
-/// line ending in CRLF, when it does: a field is the bytes from its name to the next one's (or
-/// to the head's final CRLF). A line that ends in a bare LF (which httparse accepts) is `None`,
-/// and is written anew instead: the client gets CRLF line endings only.
-fn field_line(
-    raw: &[u8],
-    fields: &[httparse::Header<'_>],
-    i: usize,
-    count: usize,
-) -> Option<std::ops::Range<usize>> {
-    let at = |name: &str| (name.as_ptr() as usize).checked_sub(raw.as_ptr() as usize);
-    let start = at(fields[i].name)?;
-    let end = if i + 1 < count {
-        at(fields[i + 1].name)?
-    } else {
-        raw.len().checked_sub(2).filter(|_| raw.ends_with(b"\r\n\r\n"))?
-    };
-    // httparse admits no CR or LF inside a field (a CR must start the line's end, and folded
-    // lines are refused), so the line's last bytes are its only line ending.
-    raw.get(start..end)?.ends_with(b"\r\n").then_some(start..end)
 }
 
 fn itoa3(status: u16) -> [u8; 3] {
