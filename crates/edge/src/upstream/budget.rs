@@ -5,7 +5,10 @@
 //! quiet upstream retry at all. When a backend fails every call, each call is retried at most
 //! `ratio` times on average, where unbudgeted retries would multiply its load by the attempts.
 
-use std::sync::Mutex;
+use std::sync::{
+    Mutex,
+    atomic::{AtomicBool, Ordering},
+};
 
 use tokio::time::Instant;
 
@@ -16,6 +19,9 @@ pub(crate) struct RetryBudget {
     ratio: f64,
     per_second: f64,
     state: Mutex<Tokens>,
+    /// Whether `earned` is at its cap (a hint read without the lock; a deposit it skips is
+    /// one the cap would have dropped).
+    full: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -36,6 +42,7 @@ impl RetryBudget {
                 reserve: per_second,
                 refilled: Instant::now(),
             }),
+            full: AtomicBool::new(false),
         }
     }
 
@@ -45,9 +52,18 @@ impl RetryBudget {
     }
 
     /// A call started: it earns its share of a retry.
+    ///
+    /// A full budget (the usual state: retries are rare) is only read, so the workers that
+    /// share it do not pass its cache line between their cores on every call.
     pub(crate) fn deposit(&self) {
+        if self.full.load(Ordering::Relaxed) {
+            return;
+        }
         let mut tokens = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         tokens.earned = (tokens.earned + self.ratio).min(self.cap());
+        if tokens.earned >= self.cap() {
+            self.full.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Takes one retry from the budget; `false` when it is spent.
@@ -56,6 +72,7 @@ impl RetryBudget {
         // Rounding: ten deposits of 0.1 must buy a retry.
         if tokens.earned >= 1.0 - 1e-9 {
             tokens.earned -= 1.0;
+            self.full.store(false, Ordering::Relaxed);
             return true;
         }
         let now = Instant::now();

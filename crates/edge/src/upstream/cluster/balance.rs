@@ -27,7 +27,7 @@ pub(super) enum Refusal {
 impl Cluster {
     /// Chooses an endpoint for an attempt, avoiding those in `tried` while others are left.
     pub(super) fn pick(&self, key: &str, tried: &[Arc<Endpoint>]) -> Result<Attempt, Refusal> {
-        let set = self.snapshot();
+        let set = self.endpoints.load();
         if set.is_empty() {
             return Err(Refusal::NoEndpoint);
         }
@@ -69,12 +69,16 @@ impl Cluster {
                     saw_open = true;
                     continue;
                 }
-                endpoint.active.fetch_add(1, Ordering::Relaxed);
+                let counted = set.len() > 1;
+                if counted {
+                    endpoint.active.fetch_add(1, Ordering::Relaxed);
+                }
                 return Ok(Attempt {
                     endpoint: endpoint.clone(),
                     admitted,
                     started: now,
                     recorded: false,
+                    counted,
                 });
             }
         }

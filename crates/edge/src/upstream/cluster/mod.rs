@@ -29,12 +29,13 @@ use std::{
     future::Future,
     pin::Pin,
     sync::{
-        Arc, Mutex, RwLock,
+        Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
+use arc_swap::ArcSwap;
 use futures::{StreamExt, stream::FuturesUnordered};
 use metrics::{Counter, Gauge};
 use tokio::time::{Instant, Sleep};
@@ -240,13 +241,18 @@ struct Attempt {
     admitted: Admit,
     started: Instant,
     recorded: bool,
+    /// Whether it counts in the endpoint's `active` calls (only balancing among several
+    /// endpoints reads them).
+    counted: bool,
 }
 
 // === impl Attempt ===
 
 impl Drop for Attempt {
     fn drop(&mut self) {
-        self.endpoint.active.fetch_sub(1, Ordering::Relaxed);
+        if self.counted {
+            self.endpoint.active.fetch_sub(1, Ordering::Relaxed);
+        }
         if !self.recorded {
             self.endpoint.lock().breaker.release(self.admitted);
         }
@@ -258,7 +264,10 @@ pub(crate) struct Cluster {
     name: Arc<str>,
     gateway: &'static str,
     policy: Policy,
-    endpoints: RwLock<Arc<[Arc<Endpoint>]>>,
+    /// Read on every call by every worker: an `ArcSwap` reads without writing shared memory,
+    /// where a lock and an `Arc` clone per call made the workers' cores pass the lock's and
+    /// the count's cache lines back and forth.
+    endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
     /// Bumped whenever the endpoint set changes, so transports that keep connections per
     /// endpoint can let go of those to endpoints that left.
     generation: AtomicUsize,
@@ -297,7 +306,7 @@ impl Cluster {
             gateway,
             budget: RetryBudget::new(&policy.retry),
             policy,
-            endpoints: RwLock::new(Arc::from(Vec::new())),
+            endpoints: ArcSwap::from_pointee(Vec::new()),
             generation: AtomicUsize::new(0),
             next: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
@@ -317,8 +326,8 @@ impl Cluster {
     }
 
     /// The current endpoints.
-    pub(crate) fn snapshot(&self) -> Arc<[Arc<Endpoint>]> {
-        self.endpoints.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    pub(crate) fn snapshot(&self) -> Arc<Vec<Arc<Endpoint>>> {
+        self.endpoints.load_full()
     }
 
     /// Replaces the endpoint set (discovery). Endpoints that stay keep their breaker and
@@ -358,7 +367,7 @@ impl Cluster {
         }
         #[allow(clippy::cast_precision_loss)] // endpoint counts are small
         self.stats.endpoints.set(next.len() as f64);
-        *self.endpoints.write().unwrap_or_else(std::sync::PoisonError::into_inner) = next.into();
+        self.endpoints.store(Arc::new(next));
         self.generation.fetch_add(1, Ordering::Release);
     }
 
