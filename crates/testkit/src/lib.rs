@@ -93,10 +93,17 @@ pub async fn echo_server() -> MockServer {
 }
 
 /// The URL of a loopback port nobody listens on: connections to it are refused.
+///
+/// The port stays bound, never listening, for the rest of the test process: a port merely freed
+/// could be handed to the next `bind(127.0.0.1:0)` — a parallel test's server, or the gateway
+/// under test itself — and a "dead" backend would answer (seen: a 502 test got a 200).
 pub async fn refused_url() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("a bound listener has an address");
-    drop(listener);
+    static RESERVED: std::sync::Mutex<Vec<tokio::net::TcpSocket>> =
+        std::sync::Mutex::new(Vec::new());
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind 127.0.0.1:0");
+    let addr = socket.local_addr().expect("a bound socket has an address");
+    RESERVED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(socket);
     format!("http://{addr}")
 }
 
