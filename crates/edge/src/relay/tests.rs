@@ -294,6 +294,43 @@ async fn a_dead_or_slow_upstream_gets_a_problem_within_the_deadline() {
 }
 
 #[tokio::test]
+async fn each_request_on_a_kept_connection_gets_its_own_upstream_deadline() {
+    // One timer per connection carries every call's deadline: a call on a route with a short
+    // timeout must not leave it armed for that deadline, and one that fired must serve the
+    // next call.
+    let backend = start_backend(
+        Router::new()
+            .route("/fast", any(|| async { "ok" }))
+            .route("/slow", any(std::future::pending::<&'static str>)),
+    )
+    .await;
+    let quick = "\n[[routes]]\nupstream = \"catalog\"\npath = \"/api/quick\"\nrewrite = \"/\"\n\
+                 access = \"public\"\ntimeout = \"50ms\"";
+    let addr = gateway(&backend, &format!("{CATALOG}{quick}")).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    let get = |path: &str| format!("GET /api/{path} HTTP/1.1\r\nhost: x\r\n\r\n");
+
+    stream.write_all(get("quick/fast").as_bytes()).await.unwrap();
+    assert_eq!(read_answer(&mut stream, &mut buf, false).await.status, 200);
+
+    let started = std::time::Instant::now();
+    stream.write_all(get("catalog/slow").as_bytes()).await.unwrap();
+    let answer = read_answer(&mut stream, &mut buf, false).await;
+    let waited = started.elapsed();
+    assert_eq!(answer.status, 504);
+    // Its own route's 300 ms: not the earlier call's 50 ms, and not never.
+    assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(3), "{waited:?}");
+
+    for path in ["catalog/fast", "quick/fast"] {
+        stream.write_all(get(path).as_bytes()).await.unwrap();
+        let answer = read_answer(&mut stream, &mut buf, false).await;
+        assert_eq!(answer.status, 200, "the timer that fired serves the next call");
+        assert_eq!(answer.body, b"ok");
+    }
+}
+
+#[tokio::test]
 async fn routes_of_the_router_and_undeclared_routes_are_not_relayed_as_open() {
     let backend = echo_backend().await;
     // Everything under `/` passes through, but `/healthz` is the gateway's own.

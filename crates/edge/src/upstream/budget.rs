@@ -112,6 +112,22 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_full_budget_that_paid_out_earns_again() {
+        let budget = budget(0.2, 0);
+        // The cap is 20 tokens: far more calls than fill it.
+        for _ in 0..1000 {
+            budget.deposit();
+        }
+        let paid = (0..25).filter(|_| budget.withdraw()).count();
+        assert_eq!(paid, 20, "the cap, no more");
+        for _ in 0..5 {
+            budget.deposit();
+        }
+        assert!(budget.withdraw(), "five calls at 0.2 earn a retry again");
+        assert!(!budget.withdraw());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_quiet_upstream_gets_its_reserve_per_second() {
         let budget = budget(0.2, 2);
         assert!(budget.withdraw());
