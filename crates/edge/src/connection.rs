@@ -366,6 +366,16 @@ impl<S: ClientIo> ClientIo for Guarded<S> {
     fn poll_peek(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<usize>> {
         self.io.poll_peek(cx, buf)
     }
+
+    // A write, timed as every write: a client that stops taking its answer is cut at `send`.
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = self.io.poll_send(cx, bufs);
+        self.after_write(cx, polled)
+    }
 }
 
 #[cfg(test)]

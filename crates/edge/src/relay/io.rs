@@ -12,7 +12,7 @@ use std::{
 };
 
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncRead, AsyncWrite, Interest, ReadBuf},
     net::TcpStream,
 };
 
@@ -26,6 +26,13 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     -> impl Future<Output = io::Result<usize>> + Send + 'a;
     /// [`ClientIo::peek`] as a poll: `Ready(Ok(0))` when the client closed its side.
     fn poll_peek(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<usize>>;
+    /// Writes what the connection takes of `bufs` now, in order, in one system call; pending
+    /// until it takes something. The relay's answers go out through this (see [`send_all`]).
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>>;
 }
 
 impl ClientIo for TcpStream {
@@ -43,6 +50,56 @@ impl ClientIo for TcpStream {
     fn poll_peek(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<usize>> {
         TcpStream::poll_peek(self, cx, buf)
     }
+
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            std::task::ready!(self.poll_write_ready(cx))?;
+            match self.try_io(Interest::WRITABLE, || send_now(self, bufs)) {
+                // Readiness was stale: `try_io` cleared it, so the next poll waits.
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                sent => return Poll::Ready(sent),
+            }
+        }
+    }
+}
+
+/// One non-blocking `send` (one slice) or `sendmsg` (several), made as a raw system call
+/// (rustix): a relayed request and its answer are each one such write. `writev` through libc,
+/// what tokio's vectored write makes, also passes libc's cancellation-point wrapper and the
+/// kernel's file layer (`vfs_writev`, the file position lock) before it reaches the socket —
+/// measured with `perf` at ~0.4 µs more per relayed request than HAProxy's `send`.
+/// `MSG_NOSIGNAL`: a client gone mid-write is an error here, never a `SIGPIPE`.
+fn send_now(socket: &TcpStream, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    use rustix::net::{SendAncillaryBuffer, SendFlags, send, sendmsg};
+    let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+    let sent = match bufs {
+        [one] => send(socket, one, flags),
+        _ => sendmsg(socket, bufs, &mut SendAncillaryBuffer::default(), flags),
+    };
+    sent.map_err(io::Error::from)
+}
+
+/// Writes all of `parts`, in order, with as few system calls as the connection takes them
+/// (one, unless its send buffer fills), copying none of them behind another.
+pub(crate) async fn send_all<S: ClientIo, const N: usize>(
+    stream: &mut S,
+    parts: [&[u8]; N],
+) -> io::Result<()> {
+    let mut slices = parts.map(io::IoSlice::new);
+    let mut remaining: &mut [io::IoSlice<'_>] = &mut slices;
+    io::IoSlice::advance_slices(&mut remaining, 0);
+    while !remaining.is_empty() {
+        let n = std::future::poll_fn(|cx| stream.poll_send(cx, remaining)).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        io::IoSlice::advance_slices(&mut remaining, n);
+    }
+    Ok(())
 }
 
 /// A client connection handed to the general server, with the bytes the relay has read from
@@ -267,4 +324,60 @@ pub(crate) async fn write_both<S: AsyncWrite + Unpin>(
         }
     }
     stream.write_all(second).await
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::{
+        io::AsyncReadExt,
+        net::{TcpListener, TcpStream},
+    };
+
+    use super::*;
+
+    /// A connected loopback pair: (the side that writes, the side that reads).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let writer = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (reader, _) = listener.accept().await.unwrap();
+        (writer, reader)
+    }
+
+    // Far more than the socket buffers hold: the sends are partial, some end inside a slice,
+    // and each must resume at the byte where the last stopped.
+    #[tokio::test]
+    async fn send_all_resumes_partial_writes_where_they_stopped() {
+        let (mut writer, mut reader) = pair().await;
+        let head = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        let body: Vec<u8> = (0..32 << 20).map(|i: usize| (i % 251) as u8).collect();
+        let tail = b"the end".to_vec();
+        let expected = [head.clone(), body.clone(), tail.clone()].concat();
+        let read = tokio::spawn(async move {
+            let mut got = Vec::new();
+            reader.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        send_all(&mut writer, [&head, &body, &tail]).await.unwrap();
+        drop(writer);
+        let got = read.await.unwrap();
+        assert_eq!(got.len(), expected.len());
+        assert!(got == expected, "the bytes arrived altered");
+    }
+
+    // A write to a connection the peer has closed is an error, not a `SIGPIPE`, and not a
+    // write that never ends.
+    #[tokio::test]
+    async fn send_all_to_a_closed_peer_is_an_error() {
+        let (mut writer, reader) = pair().await;
+        drop(reader);
+        let big = vec![0_u8; 8 << 20];
+        let mut failed = false;
+        for _ in 0..16 {
+            if send_all(&mut writer, [&big[..]]).await.is_err() {
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed, "writes to a closed peer kept succeeding");
+    }
 }

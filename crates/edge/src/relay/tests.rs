@@ -948,3 +948,136 @@ async fn a_large_router_request_body_streams_through_and_the_connection_carries_
     let answer = read_answer(&mut stream, &mut buf, false).await;
     assert_eq!(answer.status, 413);
 }
+
+/// `len` bytes of a pattern that a dropped or repeated piece would break.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// A gateway relaying `/api/catalog` to `upstream` whose clients must take their answer's
+/// bytes within `send_timeout`.
+async fn gateway_with_send_timeout(upstream: &str, send_timeout: Duration) -> SocketAddr {
+    let config = GatewayConfig::from_toml(&format!(
+        "[[routes]]\nupstream = \"catalog\"\n{CATALOG}\n[upstreams.catalog]\nendpoints = [{upstream:?}]\ntimeout = \"10s\"\n"
+    ))
+    .unwrap();
+    let upstreams = Upstreams::from_config(&config).unwrap();
+    let app = stack::gateway("relay-test", Routes::new(), &config, &upstreams).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = crate::config::Limits { send_timeout, ..Default::default() };
+    tokio::spawn(server::serve(
+        listener,
+        app,
+        server::Serving::new("relay-test", &limits, 1),
+        std::future::pending(),
+    ));
+    addr
+}
+
+/// A backend answering every request with `body`; reports on `cut` each answer it could not
+/// finish writing because the other side went away.
+async fn pattern_backend(body: Vec<u8>, cut: tokio::sync::mpsc::UnboundedSender<()>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let body = std::sync::Arc::new(body);
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let (body, cut) = (body.clone(), cut.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    if stream.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    while let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..at + 4);
+                        let head =
+                            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                        let sent = async {
+                            stream.write_all(head.as_bytes()).await?;
+                            stream.write_all(&body).await
+                        };
+                        if sent.await.is_err() {
+                            let _ = cut.send(());
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+// The relay writes its answers with its own non-blocking sends: an answer far larger than the
+// sockets hold goes out in many partial writes, each resumed where the last stopped, and a
+// client that stops taking it is cut at the send timeout, which frees the upstream call too.
+#[tokio::test]
+async fn a_large_answer_reaches_a_reader_whole_and_one_that_stops_reading_is_cut() {
+    const LEN: usize = 16 << 20;
+    let body = pattern(LEN);
+    let (cut_tx, mut cut) = tokio::sync::mpsc::unbounded_channel();
+    let backend = pattern_backend(body.clone(), cut_tx).await;
+    let addr = gateway_with_send_timeout(&backend, Duration::from_millis(300)).await;
+    let request = b"GET /api/catalog/big HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    // A reader that takes it in small pieces gets every byte, in order.
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    let read = async {
+        let mut piece = [0_u8; 4096];
+        let head_end = loop {
+            let n = client.read(&mut piece).await.unwrap();
+            assert!(n > 0, "closed before the head");
+            buf.extend_from_slice(&piece[..n]);
+            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+        };
+        assert!(buf.starts_with(b"HTTP/1.1 200"));
+        buf.drain(..head_end);
+        while buf.len() < LEN {
+            let n = client.read(&mut piece).await.unwrap();
+            assert!(n > 0, "closed after {} of {LEN} body bytes", buf.len());
+            buf.extend_from_slice(&piece[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read).await.expect("the whole answer in time");
+    assert!(buf == body, "the body arrived altered");
+    assert!(cut.try_recv().is_err(), "a complete answer was not cut");
+
+    // A client that asks and then reads nothing: once the socket buffers are full the
+    // gateway's writes stop making progress, and at the send timeout it closes the client's
+    // connection and drops the upstream call (the backend's write fails).
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(request).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), cut.recv())
+        .await
+        .expect("the stalled answer was given up")
+        .unwrap();
+    let mut received = 0_usize;
+    let mut piece = vec![0_u8; 1 << 16];
+    let drained = async {
+        loop {
+            match stalled.read(&mut piece).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received += n,
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), drained).await.expect("the connection closed");
+    assert!(received < LEN, "a client that stopped reading still got the whole answer");
+
+    // The gateway and the upstream are none the worse for it.
+    let mut again = TcpStream::connect(addr).await.unwrap();
+    again.write_all(request).await.unwrap();
+    let mut head = [0_u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), again.read_exact(&mut head))
+        .await
+        .expect("served after the cut")
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+}

@@ -16,6 +16,7 @@ use tokio::{
 use super::{
     Client, ClientIo, Exchange, Next,
     h1::{self, Chunked, Framing},
+    io::send_all,
     pool,
 };
 use crate::{
@@ -140,7 +141,7 @@ async fn send<S: AsyncRead + Unpin>(
     is_head: bool,
     deadline: Instant,
 ) -> Result<Received, Attempt> {
-    write_all_parts(&mut stream, head).await.map_err(Attempt::Stale)?;
+    send_all(&mut stream, head).await.map_err(Attempt::Stale)?;
     if body_rest > 0 {
         // The rest of the body comes from the client's connection.
         let Some(client) = client else { return Err(Attempt::Client) };
@@ -154,7 +155,7 @@ async fn send<S: AsyncRead + Unpin>(
                 Ok(Ok(0) | Err(_)) => return Err(Attempt::Client),
                 Ok(Ok(n)) => n,
             };
-            stream.write_all(&chunk[..n]).await.map_err(Attempt::Failed)?;
+            send_all(&mut stream, [&chunk[..n]]).await.map_err(Attempt::Failed)?;
             body_rest -= n as u64;
         }
     }
@@ -186,22 +187,6 @@ async fn send<S: AsyncRead + Unpin>(
             Err(error) => return Err(Attempt::Failed(error)),
         }
     }
-}
-
-/// Writes `parts` in order with as few syscalls as the socket takes them (one `writev` for a
-/// request head and the body bytes read with it), copying nothing.
-async fn write_all_parts(stream: &mut TcpStream, parts: [&[u8]; 4]) -> io::Result<()> {
-    let mut slices = parts.map(io::IoSlice::new);
-    let mut remaining: &mut [io::IoSlice<'_>] = &mut slices;
-    io::IoSlice::advance_slices(&mut remaining, 0);
-    while !remaining.is_empty() {
-        let n = stream.write_vectored(remaining).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        io::IoSlice::advance_slices(&mut remaining, n);
-    }
-    Ok(())
 }
 
 struct Parsed {
@@ -347,8 +332,8 @@ pub(super) async fn forward_response<S: ClientIo>(
         // More than the response: the upstream is not speaking HTTP/1.1 correctly.
         reusable = false;
     }
-    // Head and body in one vectored write: the body is not copied behind the head.
-    if super::io::write_both(&mut client.stream, &head, &with_head[..taken]).await.is_err() {
+    // Head and body in one write: the body is not copied behind the head.
+    if send_all(&mut client.stream, [&head, &with_head[..taken]]).await.is_err() {
         return Next::Close;
     }
     let mut body_bytes = taken as u64;
@@ -369,7 +354,7 @@ pub(super) async fn forward_response<S: ClientIo>(
         if taken < rest.len() {
             reusable = false;
         }
-        if client.stream.write_all(&rest[..taken]).await.is_err() {
+        if send_all(&mut client.stream, [&rest[..taken]]).await.is_err() {
             return Next::Close;
         }
         body_bytes += taken as u64;
