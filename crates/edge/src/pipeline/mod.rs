@@ -750,14 +750,21 @@ impl Outbound {
 
     /// Writes the access-log line once the response is on its way.
     pub fn finish(self, status: u16) {
+        self.finish_at(status, None);
+    }
+
+    /// [`Outbound::finish`] for a response that went out at `sent` (a time the caller has
+    /// already read), or now.
+    pub(crate) fn finish_at(self, status: u16, sent: Option<std::time::Instant>) {
         let (Some(log), Some(line)) = (crate::access_log::get(), self.line) else {
             crate::request_id::served(&self.span, status, self.started);
             return;
         };
+        let sent = sent.unwrap_or_else(std::time::Instant::now);
         let served = crate::access_log::Served {
             status,
             bytes: self.bytes,
-            duration: self.started.elapsed(),
+            duration: sent.saturating_duration_since(self.started),
             upstream: self.upstream.as_ref().map(|(e, took)| (e.authority(), *took)),
         };
         log.end(line, &served);

@@ -142,6 +142,7 @@ impl Relay {
             stop: stop.clone(),
             watch: Box::pin(tokio::time::sleep(WATCH_CLIENT_AFTER)),
             calls: None,
+            answered_at: None,
         };
         // The drain signal, waited for by one future for the connection's life: one made per
         // idle spell registered with the channel and left it again on every request.
@@ -150,10 +151,13 @@ impl Relay {
         };
         let mut stopped = std::pin::pin!(stopped);
         loop {
+            // Taken every turn: a pipelined request served before the next idle spell leaves
+            // no stale time behind.
+            let answered_at = client.answered_at.take();
             if client.buf.is_empty() {
                 // Idle: hold no buffer, so an idle connection costs almost nothing.
                 client.buf = Vec::new();
-                let idle_since = Instant::now();
+                let idle_since = answered_at.unwrap_or_else(Instant::now);
                 loop {
                     // The next request first: a connection woken by one does not poll the
                     // rest (a request that meets the drain is answered, with `connection:
@@ -418,15 +422,17 @@ impl Relay {
         // A body the client still has to send is unread when we answer early: close then.
         let body_pending = body_len > 0;
         let (authorization, api_key) = (authorization.as_deref(), api_key.as_deref());
-        let verdict = match self.pipeline.admit_anonymous(&route, authorization, api_key) {
-            Some(verdict) => verdict,
-            None => {
-                let credentials = (authorization, api_key);
-                let admitted =
-                    self.pipeline.admit_pass(&route, credentials, client_addr, &mut outbound);
-                admitted.await
-            }
-        };
+        // Admitted at once (an open route), the request is still at `started`: no clock read.
+        let (verdict, admitted_at) =
+            match self.pipeline.admit_anonymous(&route, authorization, api_key) {
+                Some(verdict) => (verdict, started),
+                None => {
+                    let credentials = (authorization, api_key);
+                    let admitted =
+                        self.pipeline.admit_pass(&route, credentials, client_addr, &mut outbound);
+                    (admitted.await, Instant::now())
+                }
+            };
         match verdict {
             Verdict::Admit(Some(principal)) => render_identity_raw(&mut upstream_head, &principal),
             Verdict::Admit(None) => {}
@@ -438,7 +444,7 @@ impl Relay {
             }
         }
         let deadline =
-            (started + self.pipeline.limits().request_timeout).min(Instant::now() + route.timeout);
+            (started + self.pipeline.limits().request_timeout).min(admitted_at + route.timeout);
         // The body bytes already read go out with the head, in one write.
         let in_buf = usize::try_from(body_len).unwrap_or(usize::MAX).min(client.buf.len());
         let body_rest = body_len - in_buf as u64;
@@ -500,7 +506,7 @@ impl Relay {
         }
         let next =
             upstream::forward_response(pool, response, client, &mut outbound, route.timeout).await;
-        outbound.finish(status);
+        outbound.finish_at(status, client.answered_at.map(Instant::into_std));
         next
     }
 
@@ -552,14 +558,15 @@ impl Exchange<'_> {
             // Only the deadline line is written per attempt (on the stack); the head, the
             // endpoint's `Host` line and the body bytes go out from where they are.
             let mut deadline_line = Deadline::default();
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            deadline_line.write(crate::deadline::millis(remaining));
+            // One clock read per attempt: the time left, and the age of a pooled connection.
+            let now = Instant::now();
+            deadline_line.write(crate::deadline::millis(deadline.saturating_duration_since(now)));
             let client = client.take();
             let endpoint = endpoint.clone();
             async move {
+                let line = deadline_line.as_bytes();
                 let exchanged =
-                    upstream::exchange(self, endpoint, deadline_line.as_bytes(), client, deadline)
-                        .await;
+                    upstream::exchange(self, endpoint, line, client, deadline, now).await;
                 exchanged.map_err(|failure| match failure {
                     // Not the endpoint's doing: no verdict on it.
                     Failure::Client => {
@@ -636,6 +643,9 @@ pub(crate) struct Client<S> {
     ///
     /// [`Cluster::call_timed`]: crate::upstream::cluster::Cluster::call_timed
     calls: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// When the last relayed answer was sent, read once for the upstream pool and kept as the
+    /// start of the idle spell that follows (`None`: read the clock then).
+    answered_at: Option<Instant>,
 }
 
 impl<S> Client<S> {

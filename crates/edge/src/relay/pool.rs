@@ -8,10 +8,10 @@
 use std::{
     io,
     sync::{Arc, Mutex, PoisonError},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use tokio::net::TcpStream;
+use tokio::{net::TcpStream, time::Instant};
 
 use crate::{
     config::GatewayConfig,
@@ -61,12 +61,14 @@ impl Upstream {
         }
     }
 
-    /// An idle connection to `endpoint` that the upstream has not closed, if there is one.
-    pub(super) fn reuse(&self, endpoint: &Arc<Endpoint>) -> Option<TcpStream> {
+    /// An idle connection to `endpoint` that the upstream has not closed, if there is one
+    /// (`now`: the time of asking).
+    pub(super) fn reuse(&self, endpoint: &Arc<Endpoint>, now: Instant) -> Option<TcpStream> {
         let mut idle = self.lock();
         let (_, stack) = idle.by_endpoint.iter_mut().find(|(e, _)| Arc::ptr_eq(e, endpoint))?;
         while let Some(connection) = stack.pop() {
-            if connection.since.elapsed() < self.idle_timeout && is_open(&connection.stream) {
+            let idle_for = now.saturating_duration_since(connection.since);
+            if idle_for < self.idle_timeout && is_open(&connection.stream) {
                 return Some(connection.stream);
             }
         }
@@ -84,8 +86,9 @@ impl Upstream {
         Ok(stream)
     }
 
-    /// Returns a connection whose last response ended cleanly, for the next request.
-    pub(super) fn release(&self, endpoint: &Arc<Endpoint>, stream: TcpStream) {
+    /// Returns a connection whose last response ended cleanly, for the next request (`now`:
+    /// when it did).
+    pub(super) fn release(&self, endpoint: &Arc<Endpoint>, stream: TcpStream, now: Instant) {
         let mut idle = self.lock();
         let at = match idle.by_endpoint.iter().position(|(e, _)| Arc::ptr_eq(e, endpoint)) {
             Some(at) => at,
@@ -102,7 +105,7 @@ impl Upstream {
         };
         let stack = &mut idle.by_endpoint[at].1;
         if stack.len() < self.max_idle {
-            stack.push(IdleConnection { stream, since: Instant::now() });
+            stack.push(IdleConnection { stream, since: now });
         }
     }
 }

@@ -76,10 +76,11 @@ pub(super) async fn exchange<S: AsyncRead + Unpin>(
     deadline_line: &[u8],
     mut client: Option<&mut S>,
     deadline: Instant,
+    now: Instant,
 ) -> Result<UpstreamResponse, Failure> {
     let Exchange { pool, head, body, body_rest, is_head, idempotent, .. } = *request;
     let head = [head, endpoint.host_line(), deadline_line, body];
-    if let Some(stream) = pool.reuse(&endpoint) {
+    if let Some(stream) = pool.reuse(&endpoint, now) {
         match send(stream, head, body_rest, client.as_deref_mut(), is_head, deadline).await {
             Ok(response) => return Ok(response.with(endpoint)),
             Err(Attempt::Stale(_)) if body_rest == 0 && idempotent => {}
@@ -362,8 +363,10 @@ pub(super) async fn forward_response<S: ClientIo>(
         done = finished;
     }
     outbound.set_bytes(body_bytes);
+    let now = Instant::now();
+    client.answered_at = Some(now);
     if reusable && !until_close {
-        pool.release(&endpoint, stream);
+        pool.release(&endpoint, stream, now);
     }
     if closing { Next::Close } else { Next::KeepAlive }
 }
