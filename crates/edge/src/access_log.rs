@@ -12,11 +12,11 @@
 //! line goes to `tracing` as before.
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     io::Write,
     net::IpAddr,
     sync::{Arc, Condvar, Mutex, OnceLock, PoisonError},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use metrics::Counter;
@@ -308,6 +308,34 @@ fn push_millis(out: &mut Vec<u8>, micros: u64) {
     ]);
 }
 
+/// The wall-clock time of `instant`, a recent reading of the monotonic clock (a request's
+/// start): from a pair of readings of both clocks this thread took less than a second before,
+/// so a line's time costs no clock read of its own (it cost two: the wall clock, and the time
+/// since the start). A step of the wall clock (NTP) reaches the log within a second.
+pub(crate) fn wall_time(instant: Instant) -> SystemTime {
+    thread_local! {
+        static ANCHOR: Cell<Option<(Instant, SystemTime)>> = const { Cell::new(None) };
+    }
+    const FRESH: Duration = Duration::from_secs(1);
+    ANCHOR.with(|anchor| {
+        let (at, wall) = match anchor.get() {
+            Some((at, wall)) if instant.checked_duration_since(at).is_some_and(|d| d < FRESH) => {
+                (at, wall)
+            }
+            // Stale, or older than the anchor (a request that began before it was taken).
+            _ => {
+                let pair = (Instant::now(), SystemTime::now());
+                anchor.set(Some(pair));
+                pair
+            }
+        };
+        match instant.checked_duration_since(at) {
+            Some(after) => wall + after,
+            None => wall - at.duration_since(instant),
+        }
+    })
+}
+
 /// Appends a client address: an IPv4 one digit by digit (the common case, on every line —
 /// `Display` through `fmt` cost about 1,000 instructions a line), an IPv6 one by `Display`.
 fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
@@ -423,6 +451,22 @@ mod tests {
         let log = log(Format::Text);
         let line = log.begin(UNIX_EPOCH, IpAddr::from([10, 0, 0, 7]), "id", "GET", "/x\nforged");
         assert!(!line.contains(&b'\n'), "the path broke the line");
+    }
+
+    #[test]
+    fn a_lines_time_is_the_wall_clock_at_the_instant_given() {
+        let close = |a: SystemTime, b: SystemTime| {
+            let apart = a.duration_since(b).unwrap_or_else(|e| e.duration());
+            assert!(apart < Duration::from_millis(50), "{a:?} vs {b:?}");
+        };
+        // Fresh, from the anchor, and earlier than the anchor: each the wall clock then.
+        close(wall_time(Instant::now()), SystemTime::now());
+        close(wall_time(Instant::now()), SystemTime::now());
+        let earlier = Instant::now().checked_sub(Duration::from_secs(30)).unwrap();
+        close(wall_time(earlier), SystemTime::now() - Duration::from_secs(30));
+        // A stale anchor is taken again: a minute on, the time is still right.
+        let later = Instant::now() + Duration::from_secs(60);
+        close(wall_time(later), SystemTime::now() + Duration::from_secs(60));
     }
 
     #[test]

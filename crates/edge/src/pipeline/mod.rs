@@ -659,7 +659,7 @@ impl Outbound {
     ) -> Self {
         let span = Pipeline::span(&id, method, path);
         let line = crate::access_log::get().map(|log| {
-            let at = std::time::SystemTime::now() - started.elapsed();
+            let at = crate::access_log::wall_time(started);
             log.begin(at, peer.addr, id.as_str(), method.as_str(), path)
         });
         Self {
