@@ -206,6 +206,9 @@ impl Relay {
         let started = Instant::now();
         let limits = self.pipeline.limits();
         let head_deadline = started + limits.header_read_timeout;
+        // Reads of this head: the first follows the readiness that woke the connection; more
+        // mean the client was slow with it, and `started` is no longer about now.
+        let mut reads = 0_u32;
         let prepared = loop {
             match self.prepare(&client.buf, &client.peer, started.into_std()) {
                 Prepare::Ready(prepared) => break prepared,
@@ -258,6 +261,7 @@ impl Relay {
                     return self.answer(client, error.into_response(), outbound, true).await;
                 }
                 Prepare::Partial => {
+                    reads += 1;
                     client.buf.reserve(4096);
                     // A client that never finishes its head is disconnected (slowloris).
                     match timeout_at(head_deadline, client.stream.read_buf(&mut client.buf)).await {
@@ -268,7 +272,7 @@ impl Relay {
             }
         };
         let close = prepared.close;
-        let next = self.relay(client, prepared, started).await;
+        let next = self.relay(client, prepared, started, reads > 1).await;
         if close { Next::Close } else { next }
     }
 
@@ -404,6 +408,7 @@ impl Relay {
         client: &mut Client<S>,
         request: Prepared,
         started: Instant,
+        slow_head: bool,
     ) -> Next {
         let Prepared {
             head_len,
@@ -422,10 +427,13 @@ impl Relay {
         // A body the client still has to send is unread when we answer early: close then.
         let body_pending = body_len > 0;
         let (authorization, api_key) = (authorization.as_deref(), api_key.as_deref());
-        // Admitted at once (an open route), the request is still at `started`: no clock read.
+        // Admitted at once (an open route) after a head that came in one read, the request is
+        // still at `started`: no clock read. A head that trickled in took its own time, which
+        // is not the upstream's to lose.
         let (verdict, admitted_at) =
             match self.pipeline.admit_anonymous(&route, authorization, api_key) {
-                Some(verdict) => (verdict, started),
+                Some(verdict) if !slow_head => (verdict, started),
+                Some(verdict) => (verdict, Instant::now()),
                 None => {
                     let credentials = (authorization, api_key);
                     let admitted =

@@ -330,6 +330,26 @@ async fn each_request_on_a_kept_connection_gets_its_own_upstream_deadline() {
     }
 }
 
+// An open route's deadline counts from the request's start when its head came in one read
+// (no clock read after admission); a head that trickled in over longer than the route's
+// timeout must still leave the upstream its whole timeout.
+#[tokio::test]
+async fn a_head_that_trickles_in_does_not_eat_the_upstreams_time() {
+    let backend = start_backend(Router::new().route("/fast", any(|| async { "ok" }))).await;
+    let quick = "\n[[routes]]\nupstream = \"catalog\"\npath = \"/api/quick\"\nrewrite = \"/\"\n\
+                 access = \"public\"\ntimeout = \"50ms\"";
+    let addr = gateway(&backend, &format!("{CATALOG}{quick}")).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(b"GET /api/quick/fast HTTP/1.1\r\n").await.unwrap();
+    // The client's pause, four times the route's timeout (the gateway's head timeout is 5 s).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stream.write_all(b"host: x\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let answer = read_answer(&mut stream, &mut buf, false).await;
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(answer.body, b"ok");
+}
+
 #[tokio::test]
 async fn routes_of_the_router_and_undeclared_routes_are_not_relayed_as_open() {
     let backend = echo_backend().await;
