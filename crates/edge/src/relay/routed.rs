@@ -17,7 +17,7 @@ use tokio::{
     time::{Instant, timeout_at},
 };
 
-use super::{Client, ClientIo, MAX_FIELDS, Next, Routed, unless_client_leaves};
+use super::{Client, ClientIo, MAX_FIELDS, Next, Routed, io::send_all, unless_client_leaves};
 use crate::{error::EdgeError, pipeline::push_decimal};
 
 /// The largest request body read whole before the router runs; above it, hyper streams it.
@@ -155,13 +155,13 @@ async fn write<S: ClientIo>(
     let exact = http_body::Body::size_hint(&body).exact();
     if bodiless {
         out.extend_from_slice(b"\r\n");
-        stream.write_all(&out).await?;
+        send_all(stream, [&out]).await?;
     } else if let Some(length) = exact {
         out.extend_from_slice(b"content-length: ");
         push_decimal(&mut out, length);
         out.extend_from_slice(b"\r\n\r\n");
         if is_head {
-            stream.write_all(&out).await?;
+            send_all(stream, [&out]).await?;
         } else {
             // Head and body in one write when the body is at hand (most answers are).
             let mut sent = 0_u64;
@@ -177,17 +177,17 @@ async fn write<S: ClientIo>(
                 if data.len() >= VECTORED_FROM {
                     // A large piece at hand (a cached page, say) goes out beside what is
                     // buffered, in one vectored write, rather than being copied behind it.
-                    super::io::write_both(stream, &out, &data).await?;
+                    send_all(stream, [&out, &data]).await?;
                     out.clear();
                     continue;
                 }
                 out.extend_from_slice(&data);
                 if out.len() >= 64 * 1024 {
-                    stream.write_all(&out).await?;
+                    send_all(stream, [&out]).await?;
                     out.clear();
                 }
             }
-            stream.write_all(&out).await?;
+            send_all(stream, [&out]).await?;
             if sent != length {
                 // The body ended short of what the head announced: the client must not wait
                 // for the rest on this connection.
@@ -196,10 +196,10 @@ async fn write<S: ClientIo>(
         }
     } else if is_head {
         out.extend_from_slice(b"\r\n");
-        stream.write_all(&out).await?;
+        send_all(stream, [&out]).await?;
     } else {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
-        stream.write_all(&out).await?;
+        send_all(stream, [&out]).await?;
         while let Some(frame) = body.frame().await {
             let Ok(frame) = frame else {
                 // A broken body: without the last chunk the client sees it was cut short.
@@ -213,9 +213,9 @@ async fn write<S: ClientIo>(
             chunk.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
             chunk.extend_from_slice(&data);
             chunk.extend_from_slice(b"\r\n");
-            stream.write_all(&chunk).await?;
+            send_all(stream, [&chunk]).await?;
         }
-        stream.write_all(b"0\r\n\r\n").await?;
+        send_all(stream, [b"0\r\n\r\n"]).await?;
     }
     stream.flush().await?;
     if close {

@@ -8,7 +8,7 @@ use axum::response::Response;
 use http::header;
 use http_body_util::BodyExt;
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
     time::{Instant, timeout, timeout_at},
 };
@@ -390,7 +390,7 @@ fn take(framing: &mut Framing, bytes: &[u8]) -> Result<(usize, bool), h1::Malfor
 
 /// Writes a whole response of the gateway's own (the raw renderer of an answer or a refusal),
 /// with the outbound headers.
-pub(super) async fn respond<S: AsyncWrite + Unpin>(
+pub(super) async fn respond<S: ClientIo>(
     stream: &mut S,
     response: Response,
     outbound: &Outbound,
@@ -416,7 +416,7 @@ pub(super) async fn respond<S: AsyncWrite + Unpin>(
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&body);
-    stream.write_all(&out).await?;
+    send_all(stream, [&out]).await?;
     if close {
         let _ = stream.shutdown().await;
     }
