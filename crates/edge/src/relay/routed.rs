@@ -64,9 +64,9 @@ pub(super) async fn serve<S: ClientIo>(
 /// The request of a head the relay has parsed, without its body; `None` for what the `http`
 /// types refuse.
 fn request(head: &[u8]) -> Option<http::Request<()>> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut parsed = httparse::Request::new(&mut fields);
-    parsed.parse(head).ok()?;
+    let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_FIELDS];
+    let mut parsed = httparse::Request::new(&mut []);
+    parsed.parse_with_uninit_headers(head, &mut fields).ok()?;
     let method = Method::from_bytes(parsed.method?.as_bytes()).ok()?;
     let uri = http::Uri::try_from(parsed.path?).ok()?;
     let mut headers = HeaderMap::with_capacity(parsed.headers.len());

@@ -2,7 +2,7 @@
 //! pooled connection, the response head read and cleaned by the forwarding policy, the body
 //! relayed byte for byte; and the raw renderer of the gateway's own answers.
 
-use std::{io, sync::Arc, time::Duration};
+use std::{io, mem::MaybeUninit, sync::Arc, time::Duration};
 
 use axum::response::Response;
 use http::header;
@@ -17,7 +17,7 @@ use super::{
     Client, ClientIo, Exchange, Next,
     h1::{self, Chunked, Framing},
     io::send_all,
-    pool,
+    pool, spare,
 };
 use crate::{
     pipeline::{Name, Outbound},
@@ -160,7 +160,7 @@ async fn send<S: AsyncRead + Unpin>(
             body_rest -= n as u64;
         }
     }
-    let mut buf = Vec::with_capacity(8192);
+    let mut buf = spare::take();
     loop {
         let n = stream
             .read_buf(&mut buf)
@@ -203,9 +203,14 @@ fn parse_response(buf: &[u8], is_head: bool) -> io::Result<Option<(usize, Parsed
     let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
     let mut offset = 0;
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Response::new(&mut headers);
-        let len = match parsed.parse(&buf[offset..]) {
+        // Uninitialised, as the request's (see `Relay::prepare`).
+        let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut parsed,
+            &buf[offset..],
+            &mut headers,
+        ) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(e) => return Err(invalid(&format!("invalid response head: {e}"))),
@@ -363,6 +368,7 @@ pub(super) async fn forward_response<S: ClientIo>(
         done = finished;
     }
     outbound.set_bytes(body_bytes);
+    spare::give(rest);
     let now = Instant::now();
     client.answered_at = Some(now);
     if reusable && !until_close {
