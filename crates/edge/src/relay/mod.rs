@@ -293,8 +293,8 @@ impl Relay {
         if buf.starts_with(b"PRI ") {
             return Prepare::HandOff;
         }
-        // Left uninitialised: httparse writes the fields it finds, and filling 128 empty ones
-        // first (4 KiB of stores) cost a request more than parsing its head.
+        // Left uninitialised: httparse writes the fields it finds; filling 128 empty ones
+        // first was 4 KiB of stores per head, whatever its size.
         let mut fields = [const { MaybeUninit::uninit() }; MAX_FIELDS];
         let mut parsed = httparse::Request::new(&mut []);
         let head_len = match parsed.parse_with_uninit_headers(buf, &mut fields) {
