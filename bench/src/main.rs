@@ -1,12 +1,16 @@
-//! `portico-bench`: the two processes the load harness (`bench/run`) needs besides nginx and
-//! the `portico` binary — a JSON backend with a fixed delay, and a composed endpoint that fans
-//! out to N such backends through exactly the edge stack a gateway uses.
+//! `portico-bench`: the processes the load harnesses (`bench/run`, `bench/regimes`) need
+//! besides nginx and the `portico` binary — a JSON backend with a fixed delay, a composed
+//! endpoint that fans out to N such backends through exactly the edge stack a gateway uses, and
+//! an open-loop load generator that sends each request at its scheduled time.
 
 use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use axum::{Json, Router, extract::State};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
+#[cfg(target_os = "linux")]
+mod load;
+
 use portico_edge::{
     EdgeError, GatewayConfig, Upstreams,
     access::{Access, Routes},
@@ -57,10 +61,53 @@ enum Command {
         #[arg(long)]
         out: std::path::PathBuf,
     },
+    /// Send `GET <url>` at a fixed rate, each request at its own due time (open loop), and
+    /// print one JSON object: answers by status, errors, and latency percentiles in ms counted
+    /// from each request's due time, with the generator's own send lateness beside them.
+    #[cfg(target_os = "linux")]
+    Load {
+        /// `http://host:port/path`.
+        url: String,
+        /// Requests per second.
+        #[arg(long)]
+        rate: u64,
+        /// Keep-alive connections, one request in flight on each.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// How long to send for, e.g. `10s`.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+        duration: Duration,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The load generator is its own single-threaded epoll loop: no runtime under it.
+    #[cfg(target_os = "linux")]
+    if let Command::Load { url, rate, connections, duration } = &cli.command {
+        let plan = load::Plan {
+            url: url.clone(),
+            rate: *rate,
+            connections: *connections,
+            duration: *duration,
+        };
+        return match load::run(&plan) {
+            Ok(report) => {
+                use std::io::Write;
+                match writeln!(std::io::stdout().lock(), "{}", report.to_json()) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(error) => {
+                        eprintln!("portico-bench load: {error}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            Err(error) => {
+                eprintln!("portico-bench load: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -75,6 +122,8 @@ fn main() -> ExitCode {
             }
             Command::Fanout { listen, backends } => fanout(listen, &backends).await,
             Command::Tokens { count, out } => tokens(count, &out).await,
+            #[cfg(target_os = "linux")]
+            Command::Load { .. } => Ok(()), // run above, before the runtime
         }
     });
     match result {
