@@ -9,8 +9,8 @@
 //! nanosecond timeout (timer slack lowered to 1 µs), and each request's latency is measured
 //! from the time it was *due*, not the time it left, so a request held back by a busy
 //! connection or a late wake-up still counts its wait (no coordinated omission, as wrk2).
-//! The loop also reports how late its own sends were: the instrument's floor, read in the
-//! same run.
+//! The loop also reports how late its own sends were (the instrument's floor, read in the same
+//! run) and each request's service time from its send to its answer (the server's part alone).
 //!
 //! One request in flight per connection (HTTP/1.1 keep-alive, no pipelining); a due request
 //! with no idle connection waits for the first one to free up. Linux only (epoll).
@@ -58,6 +58,12 @@ pub struct Report {
     pub latency_ns: Vec<u64>,
     /// Due time → first byte written, every sent request, sorted (ns): the generator's lateness.
     pub lateness_ns: Vec<u64>,
+    /// First byte written → complete answer, every answered request, sorted (ns): what the
+    /// server (and the kernel between) took, without the generator's own lateness.
+    pub service_ns: Vec<u64>,
+    /// Requests that found every connection busy when due and waited for one to free up: the
+    /// part of the lateness the server caused (the rest is the generator's own wake-ups).
+    pub held: u64,
     /// Wall time from the first due request to the last answer.
     pub elapsed: Duration,
 }
@@ -90,10 +96,12 @@ impl Report {
             "scheduled": self.scheduled,
             "answered": self.latency_ns.len(),
             "errors": self.errors,
+            "held_for_a_connection": self.held,
             "status": status,
             "elapsed_s": self.elapsed.as_secs_f64(),
             "latency_ms": pct(&self.latency_ns),
             "send_lateness_ms": pct(&self.lateness_ns),
+            "service_ms": pct(&self.service_ns),
         })
     }
 }
@@ -103,8 +111,8 @@ struct Conn {
     stream: TcpStream,
     /// Bytes of the answer read so far.
     buf: Vec<u8>,
-    /// The due time of the request in flight, if any.
-    due: Option<Instant>,
+    /// The due time and the send time of the request in flight, if any.
+    due: Option<(Instant, Instant)>,
     /// Bytes of the request not yet written (a full send buffer; rare with one in flight).
     unsent: usize,
 }
@@ -134,8 +142,10 @@ pub fn run(plan: &Plan) -> Result<Report, Box<dyn std::error::Error + Send + Syn
             scheduled,
             status: BTreeMap::new(),
             errors: 0,
+            held: 0,
             latency_ns: Vec::with_capacity(scheduled as usize),
             lateness_ns: Vec::with_capacity(scheduled as usize),
+            service_ns: Vec::with_capacity(scheduled as usize),
             elapsed: Duration::ZERO,
         },
     };
@@ -153,12 +163,22 @@ pub fn run(plan: &Plan) -> Result<Report, Box<dyn std::error::Error + Send + Syn
     let mut events: Vec<epoll::Event> = Vec::with_capacity(plan.connections.min(1024));
     let mut chunk = vec![0_u8; 64 * 1024];
     let mut last_answer = start;
+    // Whether a due request found no idle connection and the backlog is not yet sent.
+    let mut exhausted = false;
     loop {
         let now = Instant::now();
         while next < scheduled && due_at(next) <= now {
-            let Some(index) = load.idle.pop() else { break };
+            let Some(index) = load.idle.pop() else {
+                // Every connection is busy: what is due now waits for an answer to free one.
+                exhausted = true;
+                break;
+            };
+            load.report.held += u64::from(exhausted);
             load.send(index, due_at(next), now)?;
             next += 1;
+        }
+        if next == scheduled || due_at(next) > now {
+            exhausted = false;
         }
         if next == scheduled && load.in_flight == 0 {
             break;
@@ -190,6 +210,7 @@ pub fn run(plan: &Plan) -> Result<Report, Box<dyn std::error::Error + Send + Syn
     report.elapsed = last_answer.duration_since(start);
     report.latency_ns.sort_unstable();
     report.lateness_ns.sort_unstable();
+    report.service_ns.sort_unstable();
     Ok(report)
 }
 
@@ -246,7 +267,7 @@ impl Load {
         self.report.lateness_ns.push(now.duration_since(due).as_nanos() as u64);
         self.in_flight += 1;
         let conn = &mut self.conns[index];
-        conn.due = Some(due);
+        conn.due = Some((due, now));
         conn.unsent = self.request.len();
         if let Err(error) = write_rest(&self.poll, conn, index, &self.request) {
             self.fail(index, &error)?;
@@ -260,7 +281,7 @@ impl Load {
         match receive(&self.poll, &mut self.conns[index], index, &self.request, chunk) {
             Ok(None) => Ok(false),
             Ok(Some(answer)) => {
-                let Some(due) = self.conns[index].due.take() else {
+                let Some((due, sent)) = self.conns[index].due.take() else {
                     self.fail(
                         index,
                         &io::Error::new(io::ErrorKind::InvalidData, "an answer nobody asked for"),
@@ -268,6 +289,7 @@ impl Load {
                     return Ok(false);
                 };
                 self.report.latency_ns.push(now.duration_since(due).as_nanos() as u64);
+                self.report.service_ns.push(now.duration_since(sent).as_nanos() as u64);
                 *self.report.status.entry(answer.status).or_default() += 1;
                 self.in_flight -= 1;
                 if answer.close {
@@ -558,6 +580,7 @@ mod tests {
         assert_eq!(report.status.get(&200), Some(&500));
         assert_eq!(report.latency_ns.len(), 500);
         assert_eq!(report.lateness_ns.len(), 500);
+        assert_eq!(report.service_ns.len(), 500);
         // Latency is due → answer, so it can never be less than the send's lateness.
         assert!(report.latency_ns[0] > 0);
         // Spread over the window, not sent in one burst: the run takes about its duration.
@@ -595,12 +618,18 @@ mod tests {
         };
         let report = run(&plan).unwrap();
         assert_eq!((report.scheduled, report.errors), (200, 0));
+        // Requests due during the stall found the one connection busy.
+        assert!(report.held >= 50, "{} held", report.held);
         // Request 0 took ≥ 100 ms; requests 1..50 were due within its first 50 ms and could
         // only leave after it, so each waited ≥ 50 ms. A generator timing from the send would
         // have seen one slow request and 199 fast ones.
         let slow = report.latency_ns.iter().filter(|&&ns| ns >= 50_000_000).count();
         assert!(slow >= 50, "{slow} requests counted the stall");
         assert!(*report.latency_ns.last().unwrap() >= 100_000_000);
+        // From the send, the server was slow once: the stalled request alone took ≥ 100 ms.
+        assert!(*report.service_ns.last().unwrap() >= 100_000_000);
+        let slow_service = report.service_ns.iter().filter(|&&ns| ns >= 50_000_000).count();
+        assert!(slow_service < slow, "{slow_service} slow from the send, {slow} from the due time");
         assert!(Report::quantile_ms(&report.lateness_ns, 0.5) > 0.0);
     }
 
