@@ -239,6 +239,8 @@ impl Load {
         index: usize,
     ) -> Result<Conn, Box<dyn std::error::Error + Send + Sync>> {
         let mut conn = connect(self.addr)?;
+        // A server that accepts and never answers fails the run instead of hanging it.
+        conn.stream.set_read_timeout(Some(GRACE))?;
         conn.stream.write_all(&self.request)?;
         let mut chunk = [0_u8; 16 * 1024];
         loop {
@@ -334,7 +336,9 @@ impl Load {
 }
 
 fn connect(addr: SocketAddr) -> io::Result<Conn> {
-    let stream = TcpStream::connect(addr)?;
+    let stream = TcpStream::connect(addr).map_err(|error| {
+        io::Error::new(error.kind(), format!("cannot connect to {addr}: {error}"))
+    })?;
     stream.set_nodelay(true)?;
     Ok(Conn { stream, buf: Vec::with_capacity(4096), due: None, unsent: 0 })
 }
@@ -404,6 +408,10 @@ struct Answer {
     close: bool,
 }
 
+/// The longest answer head read before the answer counts as malformed: a server that never
+/// ends its head must not grow the buffer for the rest of the run.
+const MAX_HEAD: usize = 64 * 1024;
+
 /// Parse one HTTP/1.1 answer from the front of `buf`: `None` while it is incomplete.
 fn parse_answer(buf: &[u8]) -> io::Result<Option<Answer>> {
     let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
@@ -411,6 +419,9 @@ fn parse_answer(buf: &[u8]) -> io::Result<Option<Answer>> {
     let mut response = httparse::Response::new(&mut headers);
     let head = match response.parse(buf) {
         Ok(httparse::Status::Complete(head)) => head,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+            return Err(invalid("an answer head over 64 KiB"));
+        }
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(error) => return Err(invalid(&format!("malformed answer: {error}"))),
     };
@@ -435,8 +446,10 @@ fn parse_answer(buf: &[u8]) -> io::Result<Option<Answer>> {
     } else if matches!(status, 100..=199 | 204 | 304) {
         head
     } else {
-        head + length
-            .ok_or_else(|| invalid("answer without a length (read-to-close is not supported)"))?
+        let length = length
+            .ok_or_else(|| invalid("answer without a length (read-to-close is not supported)"))?;
+        // A length near usize::MAX would wrap the sum and cut the buffer short.
+        head.checked_add(length).ok_or_else(|| invalid("bad content-length"))?
     };
     Ok((buf.len() >= len).then_some(Answer { status, len, close }))
 }
@@ -463,7 +476,7 @@ fn chunked_len(body: &[u8]) -> io::Result<Option<usize>> {
                 }
             }
         }
-        at += size + 2;
+        at = size.checked_add(2).and_then(|n| at.checked_add(n)).ok_or_else(invalid)?;
         if body.len() < at {
             return Ok(None);
         }
@@ -516,6 +529,18 @@ mod tests {
     #[test]
     fn malformed_answers_are_errors_not_hangs() {
         assert!(parse_answer(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
+        // Lengths that would wrap the buffer arithmetic.
+        let huge = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", usize::MAX);
+        assert!(parse_answer(huge.as_bytes()).is_err());
+        let huge = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n";
+        assert!(parse_answer(huge).is_err());
+        // A head that never ends: incomplete up to 64 KiB, an error past it.
+        let mut endless = b"HTTP/1.1 200 OK\r\nX-Filler: ".to_vec();
+        while endless.len() <= MAX_HEAD {
+            assert_eq!(parse_answer(&endless).unwrap(), None);
+            endless.extend_from_slice(&[b'a'; 1024]);
+        }
+        assert!(parse_answer(&endless).is_err());
         assert!(parse_answer(b"HTTP/1.1 200 OK\r\n\r\nno length").is_err());
         assert!(
             parse_answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").is_err()

@@ -8,15 +8,15 @@ use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 use axum::{Json, Router, extract::State};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
-#[cfg(target_os = "linux")]
-mod load;
-
 use portico_edge::{
     EdgeError, GatewayConfig, Upstreams,
     access::{Access, Routes},
     compose, server, stack,
     upstream::HttpUpstream,
 };
+
+#[cfg(target_os = "linux")]
+mod load;
 
 // The same allocator as the `portico` binary, so the fan-out numbers are the product's.
 #[cfg(not(windows))]
@@ -62,8 +62,9 @@ enum Command {
         out: std::path::PathBuf,
     },
     /// Send `GET <url>` at a fixed rate, each request at its own due time (open loop), and
-    /// print one JSON object: answers by status, errors, and latency percentiles in ms counted
-    /// from each request's due time, with the generator's own send lateness beside them.
+    /// print one JSON object: answers by status, errors, latency percentiles in ms counted from
+    /// each request's due time, and beside them the generator's own send lateness, the requests
+    /// held back for a connection and the time from each send to its answer.
     #[cfg(target_os = "linux")]
     Load {
         /// `http://host:port/path`.
@@ -91,17 +92,12 @@ fn main() -> ExitCode {
             connections: *connections,
             duration: *duration,
         };
-        return match load::run(&plan) {
-            Ok(report) => {
-                use std::io::Write;
-                match writeln!(std::io::stdout().lock(), "{}", report.to_json()) {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(error) => {
-                        eprintln!("portico-bench load: {error}");
-                        ExitCode::FAILURE
-                    }
-                }
-            }
+        let printed = load::run(&plan).and_then(|report| {
+            use std::io::Write;
+            Ok(writeln!(std::io::stdout().lock(), "{}", report.to_json())?)
+        });
+        return match printed {
+            Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("portico-bench load: {error}");
                 ExitCode::FAILURE
